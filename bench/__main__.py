@@ -1,0 +1,64 @@
+"""Benchmark harness: ``python -m bench NAME [--quick]`` or ``python -m bench all [--quick]``.
+
+Each benchmark is a module ``bench/<name>.py`` exposing ``run(quick: bool) -> dict``. The harness prints
+the result as one JSON object on the last line of stdout and writes ``bench/results/<name>.json``
+(``<name>.quick.json`` for quick runs, so a quick run never overwrites a full one). Benchmarks report
+ratios measured in the same run; absolute times on a shared machine are noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def available() -> list[str]:
+    here = Path(__file__).resolve().parent
+    return sorted(
+        m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_") and m.name != "common"
+    )
+
+
+def run_one(name: str, quick: bool) -> dict:
+    module = importlib.import_module(f"bench.{name}")
+    started = time.time()
+    result = module.run(quick=quick)
+    result = {"bench": name, "quick": quick, **result}
+    result.setdefault("wall_s", round(time.time() - started, 3))
+    result.setdefault("host", {"machine": platform.machine(), "cpus": os.cpu_count()})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
+    out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("name", help=f"one of: all, {', '.join(available())}")
+    parser.add_argument("--quick", action="store_true", help="small sizes, for smoke runs")
+    args = parser.parse_args(argv)
+    names = available() if args.name == "all" else [args.name]
+    unknown = [n for n in names if n not in available()]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(available())}")
+    last = {}
+    for name in names:
+        last = run_one(name, args.quick)
+        if len(names) > 1:
+            print(json.dumps(last, sort_keys=True), flush=True)
+    if len(names) == 1:
+        print(json.dumps(last, sort_keys=True), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
