@@ -1,0 +1,114 @@
+"""Checkpoints and saved models that load with ``torch.load(weights_only=True)`` (no pickle of objects).
+
+Everything written here is tensors, numbers, strings, lists, tuples and dicts, so loading never runs code
+from the file. RNG states (Python, NumPy, torch CPU and CUDA) are converted to tensors/lists. Files are
+written to a temporary name and renamed, so a killed process never leaves a half-written checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ml.detectors import Detector, create
+
+FORMAT = "forgerylab-detector/1"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": [int(version), [int(x) for x in internal], gauss],
+        "numpy": {
+            "key": torch.from_numpy(np.asarray(np_state["state"]["key"], dtype=np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((int(version), tuple(int(x) for x in internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": int(np_state["pos"])},
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        }
+    )
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a file written by this module; ``weights_only=True`` so no object is ever unpickled."""
+    return torch.load(Path(path), map_location=map_location, weights_only=True)
+
+
+def _plain(value: Any) -> Any:
+    """Config values as plain JSON-like types (tuples become lists) so weights_only loading accepts them."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    raise TypeError(f"detector config value {value!r} is not a plain type")
+
+
+def save_detector(
+    detector: Detector, path: str | os.PathLike, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write name + config + weights (+ plain metadata such as the validation threshold)."""
+    state = {k: v.detach().cpu() for k, v in detector.state_dict().items()}
+    return atomic_save(
+        {
+            "format": FORMAT,
+            "name": detector.name,
+            "config": _plain(detector.config),
+            "state_dict": state,
+            "metadata": _plain(metadata or {}),
+        },
+        path,
+    )
+
+
+def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Detector, dict]:
+    """Rebuild a detector saved by ``save_detector``; returns (detector in eval mode, metadata)."""
+    blob = load(path, map_location)
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a saved detector ({FORMAT})")
+    detector = create(blob["name"], **blob["config"])
+    detector.load_state_dict(blob["state_dict"])
+    detector.eval()
+    return detector, dict(blob.get("metadata", {}))

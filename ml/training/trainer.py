@@ -1,0 +1,354 @@
+"""The shared trainer: any ``ml.detectors.Detector``, CPU or CUDA, deterministic, resumable.
+
+Use::
+
+    result = train(detector, train_loader, val_loader, TrainConfig(epochs=10, seed=0), out_dir)
+
+What it does
+    * Device ``auto`` = CUDA when available; on CUDA the forward/loss run under bf16 autocast.
+    * Deterministic: each epoch starts from RNG states derived from ``(seed, epoch)``; with a
+      ``ResumableSampler`` (``make_train_loader`` builds one) the sample order is a function of
+      ``(seed, epoch)`` too.
+    * Checkpoint ``out_dir/checkpoint.pt`` at the end of every epoch (and every
+      ``checkpoint_every_steps`` steps if set): model, optimizer, sampler epoch/position, RNG states,
+      early-stopping state, history. Only tensors and plain containers (loads with weights_only=True).
+      Restarting with the same arguments resumes exactly: the parameters after resuming equal those of
+      an uninterrupted run bit for bit (CPU; on CUDA up to non-deterministic kernels).
+    * Early stopping on validation AUC (``patience`` epochs without improvement); the best weights go to
+      ``out_dir/model.pt`` (``load_detector``) with the validation-chosen threshold in the metadata.
+    * ``out_dir/metrics.jsonl``: one JSON line per epoch (train loss parts, validation metrics, timing:
+      ``data_s`` waiting for batches vs ``compute_s``).
+    * tqdm progress bar with the running loss and the last validation AUC.
+
+Hooks for detectors that need more than ``losses(...).backward()`` (e.g. SJEDD's Auto-λ):
+    * ``detector.training_step(batch, optimizer, meta_batch=None) -> dict[str, Tensor | float]``: if the
+      detector defines it, the trainer calls it instead of the default step (zero_grad, forward,
+      ``losses``, backward, clip, ``optimizer.step``). It must do its own backward and optimizer step(s)
+      and return the loss parts (with ``"total"``) for logging. The batch is already on the device and
+      the call runs inside the autocast context. ``meta_batch`` is the next batch of ``meta_loader``
+      (cycled) when ``train(..., meta_loader=...)`` is given, else None.
+    * ``detector.configure_optimizer(config: TrainConfig) -> torch.optim.Optimizer`` replaces the default
+      Adam (e.g. parameter groups, separate learning rates).
+    * ``detector.training_state() -> dict`` / ``detector.load_training_state(state)``: extra state that
+      must survive a resume (e.g. an internal meta-optimizer's state); plain tensors/containers only.
+    Exact resume covers the default step; a custom step is exact when its own state goes through the
+    training-state hook and its meta batches come from a loader whose order is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ml import metrics
+from ml.detectors import Detector
+from ml.training import checkpoint as ckpt
+from ml.training.evaluate import autocast_context, predict_loader, to_device
+from ml.training.sampler import ResumableSampler
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # bf16 autocast, CUDA only
+    grad_clip: float | None = 5.0
+    patience: int = 3  # epochs without validation-AUC improvement before stopping
+    min_delta: float = 1e-4
+    checkpoint_every_steps: int = 0  # 0: only at the end of each epoch
+    resume: bool = True
+    progress: bool = True
+    stop_after_steps: int | None = (
+        None  # stop (after checkpointing) once this many steps ran; for tests/workers
+    )
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    model_path: Path
+    best_epoch: int
+    best_val_auc: float
+    threshold: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+    interrupted: bool = False
+
+
+class Trainer:
+    """One training run; see the module docstring. ``fit()`` resumes from ``out_dir`` when it can."""
+
+    def __init__(
+        self,
+        detector: Detector,
+        train_loader: DataLoader,
+        val_loader: DataLoader | None,
+        config: TrainConfig,
+        out_dir: str | Path,
+        meta_loader: DataLoader | None = None,
+    ):
+        self.detector = detector
+        self.train_loader = train_loader
+        self.val_loader = val_loader
+        self.meta_loader = meta_loader
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.device = config.resolved_device()
+        self.checkpoint_path = self.out_dir / "checkpoint.pt"
+        self.model_path = self.out_dir / "model.pt"
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.detector.to(self.device)
+        if hasattr(detector, "configure_optimizer"):
+            self.optimizer = detector.configure_optimizer(config)
+        else:
+            self.optimizer = torch.optim.Adam(
+                detector.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            )
+        sampler = getattr(train_loader, "sampler", None)
+        self.sampler = sampler if isinstance(sampler, ResumableSampler) else None
+        self.state: dict[str, Any] = {
+            "epoch": 0,
+            "position": 0,
+            "step": 0,
+            "best_val_auc": -math.inf,
+            "best_epoch": -1,
+            "threshold": 0.5,
+            "bad_epochs": 0,
+            "finished": False,
+            "stopped_early": False,
+            "history": [],
+            "epoch_parts": {},
+            "epoch_batches": 0,
+        }
+        self._resume_rng: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------------------------------ checkpoint
+    def _save_checkpoint(self) -> None:
+        blob = {
+            "model": {k: v.detach().cpu() for k, v in self.detector.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict() if self.sampler else None,
+            "rng": ckpt.rng_state(),
+            "state": json.loads(json.dumps(self.state)),
+            "config": json.loads(json.dumps(asdict(self.config))),
+        }
+        if hasattr(self.detector, "training_state"):
+            blob["detector_training_state"] = self.detector.training_state()
+        ckpt.atomic_save(blob, self.checkpoint_path)
+
+    def _try_resume(self) -> bool:
+        if not (self.config.resume and self.checkpoint_path.exists()):
+            return False
+        blob = ckpt.load(self.checkpoint_path, map_location="cpu")
+        self.detector.load_state_dict(blob["model"])
+        self.detector.to(self.device)
+        self.optimizer.load_state_dict(blob["optimizer"])
+        if self.sampler is not None and blob.get("sampler"):
+            self.sampler.load_state_dict(blob["sampler"])
+        if "detector_training_state" in blob and hasattr(self.detector, "load_training_state"):
+            self.detector.load_training_state(blob["detector_training_state"])
+        self.state.update(blob["state"])
+        self._resume_rng = blob["rng"] if self.state["position"] else None
+        return True
+
+    # ---------------------------------------------------------------------------------------------- steps
+    def _default_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        self.optimizer.zero_grad(set_to_none=True)
+        with autocast_context(self.device, self.config.amp):
+            output = self.detector(batch["image"])
+            parts = self.detector.losses(batch, output)
+        parts["total"].backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.detector.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return parts
+
+    def _meta_batches(self):
+        while True:
+            for raw in self.meta_loader:
+                yield to_device(raw, self.device)
+
+    def _validate(self) -> dict[str, Any]:
+        if self.val_loader is None:
+            return {}
+        pred = predict_loader(self.detector, self.val_loader, self.device, amp=self.config.amp)
+        threshold = metrics.youden_threshold(pred.labels, pred.probs)
+        out = metrics.classification_metrics(pred.labels, pred.probs, pred.video_ids, threshold)
+        out.update(metrics.mean_localization(pred.localization))
+        return out
+
+    # ------------------------------------------------------------------------------------------------ fit
+    def fit(self) -> TrainResult:
+        resumed = self._try_resume()
+        if not resumed and self.metrics_path.exists():
+            self.metrics_path.unlink()  # a fresh run never appends to an old run's log
+        config, state = self.config, self.state
+        meta_iter = self._meta_batches() if self.meta_loader is not None else None
+        custom_step = getattr(self.detector, "training_step", None)
+        interrupted = False
+        self.detector.train()
+        while not state["finished"] and state["epoch"] < config.epochs:
+            epoch = state["epoch"]
+            if self.sampler is not None:
+                self.sampler.set_epoch(epoch)
+                self.sampler.set_position(state["position"])
+            batches = iter(self.train_loader)  # created before seeding: its own RNG draws don't matter
+            if self._resume_rng is not None:
+                ckpt.set_rng_state(self._resume_rng)
+                self._resume_rng = None
+            else:
+                ckpt.seed_everything(config.seed * 100_003 + epoch)
+                state["epoch_parts"], state["epoch_batches"] = {}, 0
+            bar = tqdm(
+                batches,
+                total=len(self.train_loader),
+                desc=f"{self.detector.name} epoch {epoch + 1}/{config.epochs}",
+                disable=not config.progress,
+                leave=False,
+            )
+            data_s = compute_s = 0.0
+            images = 0
+            tick = time.perf_counter()
+            for raw in bar:
+                batch = to_device(raw, self.device)
+                tock = time.perf_counter()
+                data_s += tock - tick
+                if custom_step is not None:
+                    meta = next(meta_iter) if meta_iter is not None else None
+                    with autocast_context(self.device, config.amp):
+                        parts = custom_step(batch, self.optimizer, meta_batch=meta)
+                else:
+                    parts = self._default_step(batch)
+                values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
+                if not math.isfinite(values["total"]):
+                    raise FloatingPointError(
+                        f"non-finite loss at epoch {epoch} step {state['step']}: {values}"
+                    )
+                count = int(batch["label"].shape[0])
+                images += count
+                state["position"] += count
+                state["step"] += 1
+                state["epoch_batches"] += 1
+                for k, v in values.items():
+                    state["epoch_parts"][k] = state["epoch_parts"].get(k, 0.0) + v
+                bar.set_postfix(
+                    loss=f"{state['epoch_parts']['total'] / state['epoch_batches']:.4f}",
+                    val_auc=f"{state['best_val_auc']:.3f}" if state["best_epoch"] >= 0 else "-",
+                )
+                tick = time.perf_counter()
+                compute_s += tick - tock
+                every = config.checkpoint_every_steps
+                if every and state["step"] % every == 0:
+                    self._save_checkpoint()
+                if config.stop_after_steps is not None and state["step"] >= config.stop_after_steps:
+                    interrupted = True
+                    break
+            bar.close()
+            if interrupted:
+                self._save_checkpoint()
+                break
+            self._end_epoch(epoch, data_s, compute_s, images)
+        return self._finish(interrupted)
+
+    def _end_epoch(self, epoch: int, data_s: float, compute_s: float, images: int) -> None:
+        state, config = self.state, self.config
+        val = self._validate()
+        auc = val.get("auc", math.nan)
+        improved = not math.isnan(auc) and auc > state["best_val_auc"] + config.min_delta
+        if self.val_loader is None or improved or state["best_epoch"] < 0:  # no validation: keep the latest
+            state["best_val_auc"] = auc if not math.isnan(auc) else -math.inf
+            state["best_epoch"] = epoch
+            state["threshold"] = val.get("threshold", 0.5)
+            state["bad_epochs"] = 0
+            ckpt.save_detector(
+                self.detector,
+                self.model_path,
+                {"epoch": epoch, "val": _finite(val), "threshold": state["threshold"]},
+            )
+        else:
+            state["bad_epochs"] += 1
+        batches = max(state["epoch_batches"], 1)
+        record = {
+            "epoch": epoch,
+            "step": state["step"],
+            "train": {k: v / batches for k, v in state["epoch_parts"].items()},
+            "val": _finite(val),
+            "best_epoch": state["best_epoch"],
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "images": images,
+            "data_s": round(data_s, 4),
+            "compute_s": round(compute_s, 4),
+            "images_per_s": round(images / max(data_s + compute_s, 1e-9), 2),
+        }
+        state["history"].append(record)
+        with self.metrics_path.open("a") as log:
+            log.write(json.dumps(record, sort_keys=True) + "\n")
+        state["epoch"] = epoch + 1
+        state["position"] = 0
+        if state["bad_epochs"] >= config.patience:
+            state["finished"] = state["stopped_early"] = True
+        elif state["epoch"] >= config.epochs:
+            state["finished"] = True
+        self._save_checkpoint()
+
+    def _finish(self, interrupted: bool) -> TrainResult:
+        state = self.state
+        if not interrupted and self.model_path.exists():
+            best, _ = ckpt.load_detector(self.model_path, map_location=self.device)
+            self.detector.load_state_dict(best.state_dict())  # leave the caller the best weights
+        summary = {
+            "best_epoch": state["best_epoch"],
+            "best_val_auc": state["best_val_auc"] if math.isfinite(state["best_val_auc"]) else None,
+            "threshold": state["threshold"],
+            "epochs_run": state["epoch"],
+            "stopped_early": state["stopped_early"],
+            "interrupted": interrupted,
+        }
+        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return TrainResult(
+            out_dir=self.out_dir,
+            model_path=self.model_path,
+            best_epoch=state["best_epoch"],
+            best_val_auc=state["best_val_auc"],
+            threshold=state["threshold"],
+            epochs_run=state["epoch"],
+            stopped_early=state["stopped_early"],
+            history=list(state["history"]),
+            interrupted=interrupted,
+        )
+
+
+def _finite(values: dict[str, Any]) -> dict[str, Any]:
+    """JSON-safe copy: nan/inf become None."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
+
+
+def train(
+    detector: Detector,
+    train_loader: DataLoader,
+    val_loader: DataLoader | None,
+    config: TrainConfig,
+    out_dir: str | Path,
+    meta_loader: DataLoader | None = None,
+) -> TrainResult:
+    """Train (or resume training) ``detector``; see ``Trainer``."""
+    return Trainer(detector, train_loader, val_loader, config, out_dir, meta_loader).fit()
