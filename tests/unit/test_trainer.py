@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from torch.utils.data import Dataset
 
 from ml.detectors import create
 from ml.training import (
@@ -17,7 +18,6 @@ from ml.training import (
     train,
 )
 from ml.training import checkpoint as ckpt
-from torch.utils.data import Dataset
 
 pytestmark = pytest.mark.unit
 

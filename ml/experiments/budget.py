@@ -1,0 +1,334 @@
+"""The mask-budget experiment: how much do a few forgery masks, and which ones, help a detector generalise?
+
+Reproduces the LAE paper's claim at small scale (research note sections 3, 5, 7): train on the seen
+manipulation of a protocol with masks for a budget of the training data (0%, ~3% chosen actively or at
+random, 100%), evaluate on the seen and the unseen manipulation (AUC, accuracy) and the localization of
+the explanation maps (pointing game, IoU, energy in mask) on fake test images.
+
+Reusable pieces (the active-learning engine plugs its strategies in here):
+    * ``Selector = Callable[[SelectionContext], list[str]]``: given the candidate pool (fake training
+      rows with a ground-truth mask), ``k`` and the mask-free model of the same seed, return ``k`` ids.
+      Built in: ``random`` and ``uncertainty`` (predictive entropy of the mask-free model's P(fake)).
+    * ``train_and_evaluate(...)``: one training run with a given set of mask ids + evaluation.
+    * ``run_budget_experiment(dataset_dir, protocol, detector, budgets, selections, seeds, selector=...)``.
+
+Every run starts from scratch with the same seed, so runs differ only in which masks they get. The
+``uncertainty`` selection scores the pool with the budget-0 model of the same seed (trained first).
+Model selection (early stopping, threshold) uses the seen manipulation's validation split only; the
+unseen test split is never looked at during training.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ml.detectors import Detector, create
+from ml.training import (
+    TrainConfig,
+    load_detector,
+    make_eval_loader,
+    make_train_loader,
+    predict_loader,
+    seed_everything,
+    train,
+)
+from ml.training.evaluate import Predictions
+
+
+@dataclass
+class SelectionContext:
+    candidates: list[dict]  # fake training rows with a ground-truth mask: the pool to pick from
+    k: int
+    seed: int
+    dataset_dir: Path
+    image_size: int
+    model: Detector | None = None  # mask-free model of the same seed (None if not trained)
+    device: str = "cpu"
+    train_rows: list[dict] = field(default_factory=list)
+
+    def score(self, rows: Sequence[dict] | None = None, batch_size: int = 128) -> Predictions:
+        """Run ``model`` over ``rows`` (default: the candidates) without masks."""
+        if self.model is None:
+            raise ValueError("this selector needs the mask-free model")
+        dataset = make_dataset(
+            list(rows if rows is not None else self.candidates), self.dataset_dir, self.image_size
+        )
+        return predict_loader(self.model, make_eval_loader(dataset, batch_size), self.device)
+
+
+Selector = Callable[[SelectionContext], list[str]]
+
+
+def random_selector(ctx: SelectionContext) -> list[str]:
+    ids = sorted(row["id"] for row in ctx.candidates)
+    return random.Random(ctx.seed).sample(ids, min(ctx.k, len(ids)))
+
+
+def predictive_entropy(probs: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+
+def uncertainty_selector(ctx: SelectionContext) -> list[str]:
+    """Highest predictive entropy of the mask-free model (ties broken by id for determinism)."""
+    pred = ctx.score()
+    entropy = predictive_entropy(pred.probs)
+    order = sorted(range(len(entropy)), key=lambda i: (-entropy[i], pred.sample_ids[i]))
+    return [pred.sample_ids[i] for i in order[: ctx.k]]
+
+
+BUILTIN_SELECTORS: dict[str, Selector] = {"random": random_selector, "uncertainty": uncertainty_selector}
+NEEDS_MODEL = {"uncertainty"}
+
+
+def make_dataset(rows: list[dict], dataset_dir: Path, image_size: int, mask_ids: set[str] | None = None):
+    from ml.data.dataset import ForgeryDataset  # the data engine; imported late so ml.experiments stays light
+
+    return ForgeryDataset(rows, dataset_dir, image_size, mask_ids=mask_ids or set(), augment=False, seed=0)
+
+
+def load_splits(dataset_dir: Path, protocol: str) -> dict[str, list[dict]]:
+    from ml.data.manifest import read_manifest
+    from ml.data.protocols import load_protocol, split_rows
+
+    rows = read_manifest(Path(dataset_dir) / "manifest.jsonl")
+    splits = split_rows(rows, load_protocol(dataset_dir, protocol))
+    if not splits.get("train") or not splits.get("val"):
+        raise ValueError(f"protocol {protocol!r} has an empty train or val split in {dataset_dir}")
+    return splits
+
+
+def mask_pool(rows: Sequence[dict]) -> list[dict]:
+    """Training rows that can receive a mask: fakes with a ground-truth mask file."""
+    return [r for r in rows if r.get("label") == "fake" and r.get("mask_path")]
+
+
+def budget_count(budget: float, train_rows: Sequence[dict]) -> int:
+    """Masks for ``budget`` of the training data (real + fake), at most the pool size; 1.0 = every fake."""
+    if not 0 <= budget <= 1:
+        raise ValueError(f"mask budget must be a fraction in [0, 1], got {budget}")
+    pool = len(mask_pool(train_rows))
+    return pool if budget >= 1 else min(pool, int(round(budget * len(train_rows))))
+
+
+def parse_budget(text: str | float) -> float:
+    """'3%' -> 0.03, '0.03' -> 0.03, '100%' -> 1.0."""
+    s = str(text).strip()
+    value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
+    if not 0 <= value <= 1:
+        raise ValueError(f"mask budget {text!r} outside 0..100%")
+    return value
+
+
+def with_unseen_reals(splits: dict[str, list[dict]]) -> list[dict]:
+    """The unseen test set; when the protocol put no reals there, borrow the seen test's reals for AUC."""
+    unseen = list(splits.get("test_unseen") or [])
+    if unseen and not any(r["label"] == "real" for r in unseen):
+        unseen += [r for r in splits.get("test_seen", []) if r["label"] == "real"]
+    return unseen
+
+
+def evaluate_rows(
+    detector: Detector,
+    rows: list[dict],
+    dataset_dir: Path,
+    image_size: int,
+    threshold: float,
+    device: str,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Classification on ``rows`` + localization on every fake with a ground-truth mask."""
+    from ml import metrics
+
+    if not rows:
+        return {}
+    masked = {r["id"] for r in mask_pool(rows)}
+    dataset = make_dataset(rows, dataset_dir, image_size, mask_ids=masked)
+    pred = predict_loader(detector, make_eval_loader(dataset, batch_size), device)
+    out = metrics.classification_metrics(pred.labels, pred.probs, pred.video_ids, threshold)
+    out.update(metrics.mean_localization(pred.localization))
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+def train_and_evaluate(
+    *,
+    dataset_dir: str | Path,
+    splits: dict[str, list[dict]],
+    detector: str,
+    mask_ids: set[str],
+    seed: int,
+    out_dir: str | Path,
+    image_size: int = 64,
+    detector_config: Mapping[str, Any] | None = None,
+    train_config: TrainConfig | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+) -> tuple[Detector, dict[str, Any]]:
+    """Train ``detector`` from scratch with masks for ``mask_ids`` and evaluate it on both test splits."""
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    config = train_config or TrainConfig()
+    config = TrainConfig(**{**config.__dict__, "seed": seed})
+    seed_everything(seed)
+    model = create(detector, image_size=image_size, **dict(detector_config or {}))
+    train_rows = splits["train"]
+    train_set = make_dataset(train_rows, dataset_dir, image_size, mask_ids=mask_ids)
+    has_mask = [r["id"] in mask_ids for r in train_rows]
+    val_set = make_dataset(
+        splits["val"], dataset_dir, image_size, mask_ids={r["id"] for r in mask_pool(splits["val"])}
+    )
+    result = train(
+        model,
+        make_train_loader(train_set, batch_size, seed=seed, has_mask=has_mask, workers=workers),
+        make_eval_loader(val_set, batch_size * 2, workers=workers),
+        config,
+        out_dir,
+    )
+    device = str(config.resolved_device())
+    evaluation = {
+        "val_auc": result.best_val_auc if math.isfinite(result.best_val_auc) else None,
+        "best_epoch": result.best_epoch,
+        "epochs_run": result.epochs_run,
+        "threshold": result.threshold,
+        "seen": evaluate_rows(
+            model,
+            splits.get("test_seen", []),
+            dataset_dir,
+            image_size,
+            result.threshold,
+            device,
+            batch_size * 2,
+        ),
+        "unseen": evaluate_rows(
+            model,
+            with_unseen_reals(splits),
+            dataset_dir,
+            image_size,
+            result.threshold,
+            device,
+            batch_size * 2,
+        ),
+    }
+    (out_dir / "eval.json").write_text(json.dumps(evaluation, indent=2, sort_keys=True) + "\n")
+    return model, evaluation
+
+
+def _resolve_selectors(
+    selector: Selector | Mapping[str, Selector] | None, selections: Sequence[str]
+) -> dict[str, Selector]:
+    table = dict(BUILTIN_SELECTORS)
+    if isinstance(selector, Mapping):
+        table.update(selector)
+    elif callable(selector):
+        for name in selections:
+            if name not in BUILTIN_SELECTORS:
+                table[name] = selector
+    missing = [s for s in selections if s not in table]
+    if missing:
+        raise ValueError(f"no selector for {missing}; pass selector=callable or a mapping")
+    return table
+
+
+def run_budget_experiment(
+    dataset_dir: str | Path,
+    protocol: str,
+    detector: str = "lae",
+    budgets: Sequence[float] = (0.0, 0.03, 1.0),
+    selections: Sequence[str] = ("uncertainty", "random"),
+    seeds: Sequence[int] = (0, 1, 2),
+    selector: Selector | Mapping[str, Selector] | None = None,
+    *,
+    out_dir: str | Path,
+    image_size: int = 64,
+    detector_config: Mapping[str, Any] | None = None,
+    train_config: TrainConfig | None = None,
+    batch_size: int = 64,
+    on_record: Callable[[dict], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every (budget x selection x seed) run; returns one record per run (also appended to results.jsonl).
+
+    Budget 0 and 1.0 do not depend on the selection (recorded as "none" / "all"). Finished runs found in
+    ``out_dir/results.jsonl`` are reused, so an interrupted experiment continues where it stopped.
+    """
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = _resolve_selectors(selector, selections)
+    splits = load_splits(dataset_dir, protocol)
+    log = out_dir / "results.jsonl"
+    done = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            record = json.loads(line)
+            done[(record["detector"], record["budget"], record["selection"], record["seed"])] = record
+    records = []
+
+    def run(budget: float, selection: str, seed: int, mask_ids: set[str]) -> tuple[Detector | None, dict]:
+        key = (detector, budget, selection, seed)
+        run_dir = out_dir / f"{detector}_b{budget:g}_{selection}_s{seed}"
+        if key in done:
+            model = load_detector(run_dir / "model.pt")[0] if (run_dir / "model.pt").exists() else None
+            return model, done[key]
+        model, evaluation = train_and_evaluate(
+            dataset_dir=dataset_dir,
+            splits=splits,
+            detector=detector,
+            mask_ids=mask_ids,
+            seed=seed,
+            out_dir=run_dir,
+            image_size=image_size,
+            detector_config=detector_config,
+            train_config=train_config,
+            batch_size=batch_size,
+        )
+        record = {
+            "protocol": protocol,
+            "detector": detector,
+            "budget": budget,
+            "selection": selection,
+            "seed": seed,
+            "n_masks": len(mask_ids),
+            "n_train": len(splits["train"]),
+            **evaluation,
+        }
+        with log.open("a") as handle:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        if on_record:
+            on_record(record)
+        return model, record
+
+    for seed in seeds:
+        needs_scorer = any(s in NEEDS_MODEL for s in selections) and any(0 < b < 1 for b in budgets)
+        scorer = None
+        if 0.0 in budgets or needs_scorer:
+            scorer, record = run(0.0, "none", seed, set())
+            if 0.0 in budgets:
+                records.append(record)
+        for budget in sorted(b for b in budgets if b > 0):
+            k = budget_count(budget, splits["train"])
+            pool = mask_pool(splits["train"])
+            if budget >= 1:
+                records.append(run(1.0, "all", seed, {r["id"] for r in pool})[1])
+                continue
+            for selection in selections:
+                context = SelectionContext(
+                    candidates=pool,
+                    k=k,
+                    seed=seed,
+                    dataset_dir=dataset_dir,
+                    image_size=image_size,
+                    model=scorer,
+                    device=str((train_config or TrainConfig()).resolved_device()),
+                    train_rows=splits["train"],
+                )
+                ids = set(table[selection](context))
+                if len(ids) != k or not ids <= {r["id"] for r in pool}:
+                    raise ValueError(f"selector {selection!r} returned {len(ids)} ids, expected {k} pool ids")
+                records.append(run(budget, selection, seed, ids)[1])
+    return records
