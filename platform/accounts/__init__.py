@@ -1,0 +1,1 @@
+"""Users and roles: the ``admin`` and ``annotator`` groups, tokens, the users API."""

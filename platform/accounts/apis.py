@@ -1,0 +1,52 @@
+"""Users API: list/create (admin role) and ``me`` (any authenticated user)."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.roles import ROLES
+from accounts.selectors import user_list
+from accounts.services import user_create, user_role
+from forgery_site.api import IsPlatformAdmin, Pagination, StrictSerializer
+
+
+class UserOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    email = serializers.CharField()
+    role = serializers.SerializerMethodField()
+
+    def get_role(self, user) -> str | None:
+        return user_role(user)
+
+
+class UserListCreateApi(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    class InputSerializer(StrictSerializer):
+        username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
+        password = serializers.CharField(write_only=True, min_length=8)
+        role = serializers.ChoiceField(choices=ROLES)
+        email = serializers.EmailField(required=False, default="")
+
+    @extend_schema(responses=UserOutputSerializer(many=True))
+    def get(self, request):
+        paginator = Pagination()
+        page = paginator.paginate_queryset(user_list(), request, view=self)
+        return paginator.get_paginated_response(UserOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: UserOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = user_create(**data.validated_data)
+        return Response(UserOutputSerializer(user).data, status=status.HTTP_201_CREATED)
+
+
+class UserMeApi(APIView):
+    @extend_schema(responses=UserOutputSerializer)
+    def get(self, request):
+        return Response(UserOutputSerializer(request.user).data)

@@ -1,0 +1,1 @@
+"""Datasets, samples, masks and dataset imports."""

@@ -1,0 +1,188 @@
+"""Catalog API v1: datasets, imports (+ status), samples (filters, pagination, authenticated media)."""
+
+from __future__ import annotations
+
+import mimetypes
+import os
+
+from django.db import transaction
+from django.http import FileResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog.models import ImportJob, Sample
+from catalog.paths import Confiner, PathError, media_root
+from catalog.selectors import (
+    dataset_get,
+    dataset_list,
+    import_job_get,
+    import_job_list,
+    sample_get,
+    sample_list,
+)
+from catalog.services import dataset_create, import_job_create
+from forgery_site.api import IsPlatformAdmin, Pagination, StrictFilterSerializer, StrictSerializer
+from forgery_site.errors import NotFound
+
+
+class DatasetOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    sample_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+
+
+class ImportOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    dataset = serializers.IntegerField(source="dataset_id")
+    source = serializers.CharField()
+    format = serializers.CharField()
+    status = serializers.CharField()
+    total_rows = serializers.IntegerField()
+    processed_rows = serializers.IntegerField()
+    progress = serializers.SerializerMethodField()
+    inserted_rows = serializers.IntegerField()
+    existing_rows = serializers.IntegerField()
+    error_count = serializers.IntegerField()
+    errors = serializers.JSONField()
+    message = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+
+    def get_progress(self, job) -> float:
+        if job.status == ImportJob.Status.SUCCEEDED:
+            return 1.0
+        return round(job.processed_rows / job.total_rows, 4) if job.total_rows else 0.0
+
+
+class SampleOutputSerializer(serializers.Serializer):
+    # gt_mask_path is deliberately absent: ground truth stays away from annotators and training.
+    id = serializers.IntegerField()
+    dataset = serializers.IntegerField(source="dataset_id")
+    external_id = serializers.CharField()
+    path = serializers.CharField()
+    sha256 = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    label = serializers.CharField()
+    manipulation = serializers.CharField()
+    params = serializers.JSONField()
+    identity = serializers.CharField()
+    video = serializers.CharField()
+    frame = serializers.IntegerField()
+    split = serializers.CharField()
+    region_targets = serializers.JSONField()
+    has_mask = serializers.BooleanField()
+    media_url = serializers.SerializerMethodField()
+
+    def get_media_url(self, sample) -> str:
+        return f"/api/v1/samples/{sample.pk}/media/"
+
+
+class DatasetListCreateApi(APIView):
+    def get_permissions(self):
+        return [IsPlatformAdmin()] if self.request.method == "POST" else super().get_permissions()
+
+    class InputSerializer(StrictSerializer):
+        name = serializers.SlugField(max_length=100)
+        description = serializers.CharField(required=False, default="", allow_blank=True)
+
+    @extend_schema(responses=DatasetOutputSerializer(many=True))
+    def get(self, request):
+        paginator = Pagination()
+        page = paginator.paginate_queryset(dataset_list(), request, view=self)
+        return paginator.get_paginated_response(DatasetOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: DatasetOutputSerializer})
+    def post(self, request):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        dataset = dataset_create(**data.validated_data, user=request.user)
+        return Response(DatasetOutputSerializer(dataset_get(dataset_id=dataset.pk)).data, status=201)
+
+
+class DatasetDetailApi(APIView):
+    @extend_schema(responses=DatasetOutputSerializer)
+    def get(self, request, dataset_id: int):
+        return Response(DatasetOutputSerializer(dataset_get(dataset_id=dataset_id)).data)
+
+
+class DatasetImportApi(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    class InputSerializer(StrictSerializer):
+        source = serializers.CharField(
+            help_text="manifest file or FF++ root; absolute or relative to MEDIA_ROOT"
+        )
+        format = serializers.ChoiceField(choices=ImportJob.Format.choices, default=ImportJob.Format.MANIFEST)
+
+    @extend_schema(responses=ImportOutputSerializer(many=True))
+    def get(self, request, dataset_id: int):
+        jobs = import_job_list(dataset=dataset_get(dataset_id=dataset_id))
+        paginator = Pagination()
+        page = paginator.paginate_queryset(jobs, request, view=self)
+        return paginator.get_paginated_response(ImportOutputSerializer(page, many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={202: ImportOutputSerializer})
+    def post(self, request, dataset_id: int):
+        from workers.tasks.core import dataset_import_task  # the web process loads no worker code at start
+
+        dataset = dataset_get(dataset_id=dataset_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = import_job_create(dataset=dataset, user=request.user, **data.validated_data)
+        transaction.on_commit(lambda: dataset_import_task.delay(job.pk))
+        return Response(ImportOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class ImportDetailApi(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(responses=ImportOutputSerializer)
+    def get(self, request, job_id: int):
+        return Response(ImportOutputSerializer(import_job_get(job_id=job_id)).data)
+
+
+class SampleListApi(APIView):
+    class FilterSerializer(StrictFilterSerializer):
+        dataset = serializers.IntegerField(required=False, min_value=1)
+        split = serializers.ChoiceField(choices=Sample.Split.choices, required=False)
+        label = serializers.ChoiceField(choices=Sample.Label.choices, required=False)
+        manipulation = serializers.CharField(required=False, max_length=64)
+        has_mask = serializers.BooleanField(required=False, allow_null=True, default=None)
+        video = serializers.CharField(required=False, max_length=255)
+        identity = serializers.CharField(required=False, max_length=128)
+
+    @extend_schema(parameters=[FilterSerializer], responses=SampleOutputSerializer(many=True))
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(sample_list(filters=filters.validated_data), request, view=self)
+        return paginator.get_paginated_response(SampleOutputSerializer(page, many=True).data)
+
+
+class SampleDetailApi(APIView):
+    @extend_schema(responses=SampleOutputSerializer)
+    def get(self, request, sample_id: int):
+        return Response(SampleOutputSerializer(sample_get(sample_id=sample_id)).data)
+
+
+class SampleMediaApi(APIView):
+    """The sample's image, for authenticated users only (confined to the media root)."""
+
+    @extend_schema(responses={(200, "image/*"): bytes})
+    def get(self, request, sample_id: int):
+        sample = sample_get(sample_id=sample_id)
+        try:
+            absolute, _ = Confiner(media_root()).resolve(sample.path)
+        except PathError:
+            raise NotFound("The sample's file is missing.") from None
+        content_type = mimetypes.guess_type(absolute)[0] or "application/octet-stream"
+        return FileResponse(
+            open(absolute, "rb"), content_type=content_type, filename=os.path.basename(absolute)
+        )  # noqa: SIM115

@@ -1,0 +1,165 @@
+"""Catalog services: datasets and the all-or-nothing, idempotent dataset import.
+
+An import is a job row (progress visible through the API) run by ``import_job_run``: every row is
+validated first (errors collected per row); if any row fails, the job fails with the report and nothing
+is written. Otherwise all rows go in with one COPY inside one transaction. Re-running a job, or
+importing the same files again, adds no duplicates (unique constraints + ON CONFLICT DO NOTHING).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from catalog.bulk import copy_samples, sample_tuples
+from catalog.models import Dataset, ImportJob
+from catalog.paths import Confiner, PathError, resolve_source
+from catalog.sources import SourceError, faceforensics_rows, manifest_rows
+from catalog.validation import RowError, validate_row
+from forgery_site.errors import Conflict, InvalidInput, NotFound
+
+logger = logging.getLogger(__name__)
+MAX_REPORTED_ERRORS = 1000
+PROGRESS_EVERY_S = 0.5
+
+
+def dataset_create(*, name: str, description: str = "", user=None) -> Dataset:
+    if Dataset.objects.filter(name=name).exists():
+        raise Conflict(f"Dataset {name!r} exists.", errors={"name": ["A dataset with that name exists."]})
+    return Dataset.objects.create(name=name, description=description, created_by=user)
+
+
+def dataset_get_or_create(*, name: str, user=None) -> Dataset:
+    dataset, _ = Dataset.objects.get_or_create(name=name, defaults={"created_by": user})
+    return dataset
+
+
+def import_job_create(*, dataset: Dataset, source: str, format: str, user=None) -> ImportJob:  # noqa: A002
+    """Check the source (confined to the import roots, right kind of path) and record a pending job."""
+    if format not in ImportJob.Format.values:
+        raise InvalidInput(
+            "Unknown format.", errors={"format": [f"Choose one of {ImportJob.Format.values}."]}
+        )
+    try:
+        resolved = resolve_source(source)
+    except PathError as exc:
+        raise InvalidInput(f"Source rejected: {exc}.", errors={"source": [str(exc)]}) from None
+    if format == ImportJob.Format.MANIFEST and not resolved.is_file():
+        raise InvalidInput("A manifest source must be a file.", errors={"source": ["not a file"]})
+    if format == ImportJob.Format.FACEFORENSICS and not resolved.is_dir():
+        raise InvalidInput(
+            "A FaceForensics++ source must be a directory.", errors={"source": ["not a directory"]}
+        )
+    return ImportJob.objects.create(dataset=dataset, source=str(resolved), format=format, created_by=user)
+
+
+def _source_rows(job: ImportJob):
+    source = Path(job.source)
+    if job.format == ImportJob.Format.MANIFEST:
+        return source.parent, manifest_rows(source)
+    return source, faceforensics_rows(source)
+
+
+def _save_progress(job: ImportJob, **fields) -> None:
+    for key, value in fields.items():
+        setattr(job, key, value)
+    ImportJob.objects.filter(pk=job.pk).update(**fields)
+
+
+def _fail(job: ImportJob, message: str, errors: list[dict], error_count: int) -> ImportJob:
+    _save_progress(
+        job,
+        status=ImportJob.Status.FAILED,
+        message=message,
+        errors=errors[:MAX_REPORTED_ERRORS],
+        error_count=error_count,
+        finished_at=timezone.now(),
+    )
+    logger.info("import failed", extra={"job": job.pk, "errors": error_count, "reason": message})
+    return job
+
+
+def import_job_run(*, job_id: int) -> ImportJob:
+    """Validate every row, then write all of them or none. Safe to run twice."""
+    job = ImportJob.objects.select_related("dataset").filter(pk=job_id).first()
+    if job is None:
+        raise NotFound(f"Import job {job_id} does not exist.")
+    if job.status == ImportJob.Status.SUCCEEDED:
+        return job  # a re-delivered task: nothing left to do
+    _save_progress(job, status=ImportJob.Status.VALIDATING, started_at=timezone.now(), processed_rows=0)
+    try:
+        base, rows = _source_rows(job)
+        confiner = Confiner(base)
+        raw_rows = list(rows)
+    except (SourceError, PathError, OSError, UnicodeDecodeError) as exc:
+        return _fail(
+            job, f"source unreadable: {exc}", [{"row": None, "field": "source", "message": str(exc)}], 1
+        )
+    if len(raw_rows) > settings.IMPORT_MAX_ROWS:
+        message = f"{len(raw_rows)} rows exceed the limit of {settings.IMPORT_MAX_ROWS}"
+        return _fail(job, message, [{"row": None, "field": "source", "message": message}], 1)
+    if not raw_rows:
+        return _fail(job, "the source has no rows", [{"row": None, "field": "source", "message": "empty"}], 1)
+    _save_progress(job, total_rows=len(raw_rows))
+
+    valid: list[dict] = []
+    errors: list[dict] = []
+    error_count = 0
+    seen_ids: set[str] = set()
+    seen_paths: set[str] = set()
+    last_progress = time.monotonic()
+    for index, (number, raw) in enumerate(raw_rows, start=1):
+        try:
+            if "__error__" in raw:
+                raise RowError("row", raw["__error__"])
+            row = validate_row(raw, confiner)
+            if row["external_id"] in seen_ids:
+                raise RowError("id", "duplicate id in this source")
+            if row["path"] in seen_paths:
+                raise RowError("path", "duplicate path in this source")
+            seen_ids.add(row["external_id"])
+            seen_paths.add(row["path"])
+            valid.append(row)
+        except RowError as exc:
+            error_count += 1
+            if len(errors) < MAX_REPORTED_ERRORS:
+                errors.append({"row": number, "field": exc.field, "message": exc.message})
+        if time.monotonic() - last_progress > PROGRESS_EVERY_S:
+            _save_progress(job, processed_rows=index, error_count=error_count)
+            last_progress = time.monotonic()
+    _save_progress(job, processed_rows=len(raw_rows), error_count=error_count)
+    if error_count:
+        return _fail(
+            job,
+            f"{error_count} of {len(raw_rows)} rows are invalid; nothing was imported",
+            errors,
+            error_count,
+        )
+
+    _save_progress(job, status=ImportJob.Status.WRITING)
+    created_at = timezone.now().isoformat()
+    with transaction.atomic():
+        inserted = copy_samples(sample_tuples(valid, dataset_id=job.dataset_id, created_at=created_at))
+        _save_progress(
+            job,
+            status=ImportJob.Status.SUCCEEDED,
+            inserted_rows=inserted,
+            existing_rows=len(valid) - inserted,
+            message=f"{inserted} new samples, {len(valid) - inserted} already present",
+            errors=[],
+            finished_at=timezone.now(),
+        )
+    logger.info("import succeeded", extra={"job": job.pk, "inserted": inserted, "rows": len(valid)})
+    return job
+
+
+def import_job_mark_failed(*, job_id: int, message: str) -> None:
+    """Used by the task when the run itself crashed (the error is recorded, nothing was written)."""
+    ImportJob.objects.filter(pk=job_id).exclude(status=ImportJob.Status.SUCCEEDED).update(
+        status=ImportJob.Status.FAILED, message=message[:2000], finished_at=timezone.now()
+    )

@@ -1,0 +1,141 @@
+"""Readers of import sources, each yielding ``(row_number, raw_row)`` plus the base directory.
+
+- Manifest: the data engine's ``manifest.jsonl`` (one JSON object per line) or a CSV with the same
+  column names (``params``, ``region_targets``, ``landmarks`` as JSON text). Paths are relative to the
+  manifest's directory.
+- FaceForensics++ folder layout with extracted frames (the layout DeepfakeBench's preprocessing writes)::
+
+      original_sequences/<source>/<compression>/frames/<video>/<frame>.png            -> real
+      manipulated_sequences/<method>/<compression>/frames/<target>_<source>/<frame>.png -> fake
+      manipulated_sequences/<method>/masks/frames/<target>_<source>/<frame>.png       -> ground truth
+
+  ``frames/`` may be omitted (frames directly under ``<compression>/<video>/``). Optional official
+  split files ``splits/{train,val,test}.json`` (lists of ``[target, source]`` id pairs) set the split.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+_DIGITS = re.compile(r"(\d+)")
+
+
+class SourceError(ValueError):
+    """The source as a whole is unreadable (not a per-row problem)."""
+
+
+def manifest_rows(manifest: Path) -> Iterator[tuple[int, dict]]:
+    suffix = manifest.suffix.lower()
+    if suffix == ".jsonl":
+        with open(manifest, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield number, {"__error__": f"invalid JSON: {exc.msg}"}
+                    continue
+                yield number, row if isinstance(row, dict) else {"__error__": "a line must be a JSON object"}
+    elif suffix == ".csv":
+        with open(manifest, encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise SourceError("the CSV needs a header row with at least 'path' and 'label'")
+            for number, row in enumerate(reader, start=2):
+                yield number, {key: value for key, value in row.items() if value not in (None, "")}
+    else:
+        raise SourceError("a manifest must be a .jsonl or .csv file")
+
+
+def _frame_dirs(compression_dir: Path) -> Path:
+    frames = compression_dir / "frames"
+    return frames if frames.is_dir() else compression_dir
+
+
+def _frame_index(name: str) -> int:
+    match = _DIGITS.findall(Path(name).stem)
+    return int(match[-1]) if match else 0
+
+
+def _splits(root: Path) -> dict[str, str]:
+    """video key ('000' or '000_003') -> split, from the official FF++ split files when present."""
+    result: dict[str, str] = {}
+    for split in ("train", "val", "test"):
+        path = root / "splits" / f"{split}.json"
+        if not path.is_file():
+            continue
+        try:
+            pairs = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{path.name}: invalid JSON") from exc
+        for pair in pairs:
+            a, b = (str(x) for x in pair)
+            for key in (a, b, f"{a}_{b}", f"{b}_{a}"):
+                result[key] = split
+    return result
+
+
+def _walk_videos(base: Path) -> Iterator[tuple[str, Path]]:
+    for video_dir in sorted(p for p in base.iterdir() if p.is_dir() and p.name != "videos"):
+        for name in sorted(os.listdir(video_dir)):
+            if name.lower().endswith(IMAGE_SUFFIXES):
+                yield video_dir.name, video_dir / name
+
+
+def faceforensics_rows(root: Path) -> Iterator[tuple[int, dict]]:
+    if not (root / "original_sequences").is_dir() and not (root / "manipulated_sequences").is_dir():
+        raise SourceError("not a FaceForensics++ layout: no original_sequences/ or manipulated_sequences/")
+    splits = _splits(root)
+    number = 0
+    originals = root / "original_sequences"
+    for source_dir in sorted(p for p in originals.glob("*") if p.is_dir()):
+        for comp_dir in sorted(p for p in source_dir.iterdir() if p.is_dir()):
+            for video, image in _walk_videos(_frame_dirs(comp_dir)):
+                number += 1
+                rel = image.relative_to(root).as_posix()
+                yield (
+                    number,
+                    {
+                        "id": rel,
+                        "path": rel,
+                        "label": "real",
+                        "manipulation": "none",
+                        "params": {"source": source_dir.name, "compression": comp_dir.name},
+                        "identity": video,
+                        "video": f"{source_dir.name}/{video}",
+                        "frame": _frame_index(image.name),
+                        "split": splits.get(video, "unassigned"),
+                    },
+                )
+    manipulated = root / "manipulated_sequences"
+    for method_dir in sorted(p for p in manipulated.glob("*") if p.is_dir()):
+        masks_base = _frame_dirs(method_dir / "masks") if (method_dir / "masks").is_dir() else None
+        for comp_dir in sorted(p for p in method_dir.iterdir() if p.is_dir() and p.name != "masks"):
+            for video, image in _walk_videos(_frame_dirs(comp_dir)):
+                number += 1
+                rel = image.relative_to(root).as_posix()
+                row = {
+                    "id": rel,
+                    "path": rel,
+                    "label": "fake",
+                    "manipulation": method_dir.name,
+                    "params": {"compression": comp_dir.name, "pair": video},
+                    "identity": video.split("_")[0],
+                    "video": f"{method_dir.name}/{video}",
+                    "frame": _frame_index(image.name),
+                    "split": splits.get(video, "unassigned"),
+                }
+                if masks_base is not None:
+                    for suffix in (image.suffix, ".png"):
+                        mask = masks_base / video / (image.stem + suffix)
+                        if mask.is_file():
+                            row["mask_path"] = mask.relative_to(root).as_posix()
+                            break
+                yield number, row

@@ -1,0 +1,55 @@
+"""Pieces shared by every app's API: strict input serializers, pagination, role permissions."""
+
+from __future__ import annotations
+
+from rest_framework import pagination, permissions, serializers
+
+
+class StrictSerializer(serializers.Serializer):
+    """A serializer that rejects unknown fields (a typo must not be silently ignored)."""
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            unknown = sorted(set(data.keys()) - set(self.fields.keys()) - set(self.ignored_keys()))
+            if unknown:
+                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+    def ignored_keys(self) -> set[str]:
+        return set()
+
+
+class StrictFilterSerializer(StrictSerializer):
+    """Query-string filters: unknown parameters are errors; paging parameters are allowed."""
+
+    def ignored_keys(self) -> set[str]:
+        return {"page", "page_size", "format"}
+
+
+class Pagination(pagination.PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+def is_platform_admin(user) -> bool:
+    return bool(
+        user and user.is_authenticated and (user.is_superuser or user.groups.filter(name="admin").exists())
+    )
+
+
+class IsPlatformAdmin(permissions.BasePermission):
+    message = "This action needs the admin role."
+
+    def has_permission(self, request, view) -> bool:
+        return is_platform_admin(request.user)
+
+
+class IsAnnotatorOrAdmin(permissions.BasePermission):
+    message = "This action needs the annotator or admin role."
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        return is_platform_admin(user) or bool(
+            user and user.is_authenticated and user.groups.filter(name="annotator").exists()
+        )

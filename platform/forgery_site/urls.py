@@ -1,0 +1,23 @@
+"""URLs: /health (public), /api/v1/ (REST API), /api/schema/ + /api/docs/ (OpenAPI), /admin/, dashboard."""
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from forgery_site.frontend import dashboard
+from forgery_site.health import health
+
+# REST API v1: adding an app's API is one line here.
+api_v1 = [
+    path("", include("accounts.urls")),
+    path("", include("catalog.urls")),
+]
+
+urlpatterns = [
+    path("health", health, name="health"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path("admin/", admin.site.urls),
+    path("", dashboard, name="dashboard"),
+]

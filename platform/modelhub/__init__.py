@@ -1,0 +1,1 @@
+"""Detector versions: trained detectors with metrics, lineage and artifacts."""

@@ -1,0 +1,1 @@
+"""Active-learning rounds: the round state machine, selections and annotation tasks."""

@@ -1,0 +1,72 @@
+"""The Celery app: ``celery -A workers.celery_app worker -Q gpu`` (or ``-Q cpu,default``).
+
+- Puts ``platform/`` on sys.path and sets up Django, so tasks can call platform services.
+- Queues: ``gpu`` (training, scoring), ``cpu`` (imports, exports), ``default`` (short bookkeeping,
+  Label Studio sync). Routing is by task module (``TASK_ROUTES``); a task may also pass ``queue=``.
+- At-least-once delivery: ``acks_late`` + ``reject_on_worker_lost`` and prefetch 1, so a killed worker's
+  task is redelivered; every task is idempotent. Tasks retry transient errors with exponential backoff.
+- Task modules: every module in ``workers/tasks/`` is included automatically, so a new file there is
+  registered without touching this one.
+"""
+
+from __future__ import annotations
+
+import os
+import pkgutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for _path in (str(ROOT / "platform"), str(ROOT)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "forgery_site.settings")
+
+import django  # noqa: E402
+from celery import Celery, Task  # noqa: E402
+from django.apps import apps as django_apps  # noqa: E402
+
+if not django_apps.ready and not django_apps.loading:
+    django.setup()
+
+from django.db import InterfaceError, OperationalError  # noqa: E402
+
+TASKS_DIR = Path(__file__).resolve().parent / "tasks"
+TASK_MODULES = sorted(
+    f"workers.tasks.{m.name}" for m in pkgutil.iter_modules([str(TASKS_DIR)]) if not m.name.startswith("_")
+)
+TASK_ROUTES = {
+    "workers.tasks.scoring.*": {"queue": "gpu"},
+    "workers.tasks.training.*": {"queue": "gpu"},
+    "workers.tasks.core.dataset_import_task": {"queue": "cpu"},
+    "workers.tasks.labeling.*": {"queue": "default"},
+}
+
+
+class PlatformTask(Task):
+    """Retries transient infrastructure errors (database or broker hiccups) with exponential backoff."""
+
+    autoretry_for = (OperationalError, InterfaceError, ConnectionError, TimeoutError)
+    retry_backoff = 2
+    retry_backoff_max = 300
+    retry_jitter = True
+    max_retries = 5
+    acks_late = True
+
+
+app = Celery("forgerylab", task_cls=PlatformTask, include=TASK_MODULES)
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_default_queue="default",
+    task_routes=TASK_ROUTES,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_track_started=True,
+    result_expires=24 * 3600,
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+)
