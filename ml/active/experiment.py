@@ -1,0 +1,75 @@
+"""Selectors that plug the active-learning engine into the mask-budget experiment (``ml.experiments``).
+
+``active_selector(strategies=..., per_video_cap=..., diversity=True)`` returns a
+``ml.experiments.Selector``: it scores the candidate pool (fake training rows with a mask) with the
+mask-free model of the same seed, combines the strategies by rank averaging when there are several,
+and selects ``k`` with the per-video cap and k-center greedy diversity — the same ``ml.active.select``
+the platform runs after distributed scoring. Tie keys are the candidates' positions in id order, so a
+selection never depends on the order rows came in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ml.active.scoring import concat_scores, iter_batches, score_batch
+from ml.active.selection import select
+from ml.active.strategies import combine_ranks, get_strategy
+
+
+def score_pool(ctx, strategies: Sequence[str], batch_size: int = 128, seed: int = 0):
+    """Score ``ctx.candidates`` (rows sorted by id) with ``ctx.model``; returns (rows, BatchScores)."""
+    from ml.experiments.budget import make_dataset
+
+    if ctx.model is None:
+        raise ValueError("active selection needs the mask-free model of the same seed")
+    rows = sorted(ctx.candidates, key=lambda r: r["id"])
+    dataset = make_dataset(rows, ctx.dataset_dir, ctx.image_size)
+    model = ctx.model.to(ctx.device)
+    config = {"bald": {"seed": seed}}
+    parts = []
+    for index in iter_batches(list(range(len(rows))), batch_size):
+        image = torch.stack([dataset[i]["image"] for i in index]).to(ctx.device)
+        parts.append(score_batch(model, image, strategies, config=config, strict=True))
+    return rows, concat_scores(parts)
+
+
+def active_selector(
+    strategies: Sequence[str] = ("entropy",),
+    per_video_cap: int | None = None,
+    diversity: bool = True,
+    candidate_factor: float = 2.0,
+):
+    """A ``Selector`` for ``run_budget_experiment(selector={"active": active_selector(...)})``."""
+    strategies = tuple(get_strategy(name).name for name in strategies)  # aliases -> canonical names
+    if not strategies:
+        raise ValueError("at least one strategy")
+
+    def selector(ctx) -> list[str]:
+        rows, scored = score_pool(ctx, strategies, seed=ctx.seed)
+        if len(strategies) == 1:
+            score = scored.scores[strategies[0]]
+        else:
+            score = combine_ranks(scored.scores)
+        result = select(
+            np.asarray(score),
+            int(ctx.k),
+            embeddings=scored.embedding if diversity else None,
+            groups=[r.get("video") or r["id"] for r in rows],
+            per_group_cap=per_video_cap,
+            candidate_factor=candidate_factor,
+        )
+        chosen = [int(i) for i in result.indices]
+        if len(chosen) < ctx.k:
+            # The per-video cap left too few eligible rows for the budget: top up by score alone, so the
+            # experiment compares equal mask counts across selections.
+            taken = set(chosen)
+            order = np.lexsort((np.arange(len(rows)), -np.asarray(score)))
+            chosen += [int(i) for i in order if int(i) not in taken][: ctx.k - len(chosen)]
+        return [rows[i]["id"] for i in chosen]
+
+    selector.__name__ = f"active_{'+'.join(strategies)}"
+    return selector
