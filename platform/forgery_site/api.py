@@ -9,11 +9,19 @@ class StrictSerializer(serializers.Serializer):
     """A serializer that rejects unknown fields (a typo must not be silently ignored)."""
 
     def to_internal_value(self, data):
+        unknown = []
         if hasattr(data, "keys"):
             unknown = sorted(set(data.keys()) - set(self.fields.keys()) - set(self.ignored_keys()))
-            if unknown:
-                raise serializers.ValidationError({key: ["Unknown field."] for key in unknown})
-        return super().to_internal_value(data)
+        errors = {key: ["Unknown field."] for key in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict):
+                raise
+            errors = {**exc.detail, **errors}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
 
     def ignored_keys(self) -> set[str]:
         return set()

@@ -13,6 +13,7 @@
 | LABEL_STUDIO_TOKEN  | (empty)                                      | Label Studio API token                     |
 | WEBHOOK_SECRET      | (empty)                                      | shared secret of Label Studio webhooks     |
 | LOG_LEVEL           | INFO                                         | root log level (logs are JSON lines)       |
+| CELERY_KEY_PREFIX   | (empty)                                      | Redis key prefix of the Celery queues      |
 
 The process refuses to start with DEBUG off and the default SECRET_KEY (a production deployment must
 set its own key).
@@ -91,7 +92,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Static files: runserver serves them in DEBUG; whitenoise serves collectstatic's output otherwise.
+    *([] if DEBUG else ["whitenoise.middleware.WhiteNoiseMiddleware"]),
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -151,6 +153,9 @@ SPECTACULAR_SETTINGS = {
 # Celery (read by workers/celery_app.py with namespace CELERY).
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or REDIS_URL
+# A key prefix isolates one set of queues on a shared Redis (used by the test suite's worker).
+CELERY_KEY_PREFIX = os.environ.get("CELERY_KEY_PREFIX", "")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": CELERY_KEY_PREFIX} if CELERY_KEY_PREFIX else {}
 
 # Dataset import limits (catalog/validation.py).
 IMPORT_MAX_IMAGE_BYTES = int(os.environ.get("IMPORT_MAX_IMAGE_BYTES", 20 * 1024 * 1024))
