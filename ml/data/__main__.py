@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     gen.add_argument("--workers", type=int, default=1, help="worker processes")
     gen.add_argument("--frames-per-video", type=int, default=None)
+    gen.add_argument("--real-photos", action="store_true", help="add forgeries of the packaged real photos")
     args = parser.parse_args(argv)
     if args.command == "generate":
         from ml.data.generate import generate_dataset
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 frames_per_video=args.frames_per_video,
                 progress=True,
+                real_photos=args.real_photos,
             )
         except (ValueError, FileExistsError) as exc:
             parser.error(str(exc))

@@ -32,7 +32,7 @@ _ONE = 1 << _SHIFT
 AA = cv2.LINE_AA
 
 SKIN = np.array(
-    [(255, 224, 196), (241, 194, 150), (224, 172, 120), (198, 134, 86), (160, 105, 60), (110, 70, 40)], float
+    [(255, 224, 196), (241, 194, 150), (224, 172, 120), (198, 134, 86), (165, 110, 66), (132, 88, 54)], float
 )
 HAIR = np.array(
     [(20, 15, 10), (70, 45, 25), (120, 80, 40), (200, 170, 100), (150, 60, 30), (160, 160, 160)], float
@@ -45,6 +45,10 @@ def sample_identity(rng: np.random.Generator) -> dict:
     u = rng.uniform
     skin = SKIN[rng.integers(len(SKIN))] + rng.normal(0, 8, 3)
     hair = HAIR[rng.integers(len(HAIR))] + rng.normal(0, 10, 3)
+    # Hair the same brightness as the skin hides the face outline from HOG detectors: darken it.
+    luma = np.array([0.3, 0.59, 0.11])
+    if abs(float((hair - skin) @ luma)) < 45:
+        hair = hair * 0.45
     clutter = [
         (u(0, 1), u(0, 1), u(0.05, 0.25), u(0.05, 0.25), u(0, 180), rng.uniform(30, 230, 3).tolist())
         for _ in range(int(rng.integers(0, 4)))
@@ -54,7 +58,8 @@ def sample_identity(rng: np.random.Generator) -> dict:
         "hair": hair,
         "iris": IRIS[rng.integers(len(IRIS))] + rng.normal(0, 10, 3),
         "lip": skin * np.array([0.85, 0.55, 0.55]) + np.array([40, 0, 10]) + rng.normal(0, 8, 3),
-        "brow": hair * 0.7,
+        # Brows darker than the skin whatever the hair colour (dark-on-dark brows vanish for HOG).
+        "brow": np.minimum(hair * 0.7, skin * 0.45),
         "bg0": rng.uniform(40, 230, 3),
         "bg1": rng.uniform(40, 230, 3),
         "bg_angle": u(0, 2 * math.pi),
@@ -74,7 +79,7 @@ def sample_identity(rng: np.random.Generator) -> dict:
         "mouth_y": u(0.71, 0.75),
         "mouth_w": u(0.075, 0.11),
         "lip_up": u(0.012, 0.022),
-        "lip_lo": u(0.016, 0.028),
+        "lip_lo": u(0.024, 0.036),
         "hairline": u(0.20, 0.27),
         "hair_vol": u(1.05, 1.2),
         "tex_lo": u(0.02, 0.08),
@@ -116,17 +121,25 @@ def drift_pose(pose: dict, rng: np.random.Generator, amount: float = 0.3) -> dic
     return out
 
 
+def face_contour(idp: dict, phis: np.ndarray) -> np.ndarray:
+    """Points of the face outline at angles ``phis`` (the jaw landmarks lie on the drawn outline):
+    an ellipse above, a squarer and longer (chin) curve below."""
+    a, b = idp["face_a"], idp["face_b"]
+    sin = np.sin(phis)
+    bb = np.where(sin > 0, b * idp["chin"], b)
+    cos = np.cos(phis)
+    # Squarer below (|cos|^0.75): a jaw, not an egg; iBUG's jaw points sit on such a contour.
+    x = 0.5 + a * np.where(sin > 0, np.sign(cos) * np.abs(cos) ** 0.75, cos)
+    return np.stack([x, 0.5 + bb * sin], -1)
+
+
 def landmarks_unit(idp: dict, pp: dict) -> np.ndarray:
     """The 68 landmarks in unit coordinates, before the pose similarity."""
     cx, cy = 0.5, 0.5
-    a, b = idp["face_a"], idp["face_b"]
+    b = idp["face_b"]
     p = np.zeros((68, 2))
     alpha = math.asin(float(np.clip((cy - idp["eye_y"]) / b, -0.9, 0.9)))
-    phis = np.linspace(math.pi + alpha, -alpha, 17)
-    sin = np.sin(phis)
-    bb = np.where(sin > 0, b * idp["chin"], b)
-    p[:17, 0] = cx + a * np.cos(phis) * (1 - 0.08 * np.maximum(0.0, sin) ** 4)
-    p[:17, 1] = cy + bb * sin
+    p[:17] = face_contour(idp, np.linspace(math.pi + alpha, -alpha, 17))
     ey, ew, eh = idp["eye_y"], idp["eye_w"], idp["eye_h"] * pp["eye_open"]
     for side, base, bbase in ((-1, 36, 17), (1, 42, 22)):
         ex = cx + side * idp["eye_dx"]
@@ -142,12 +155,13 @@ def landmarks_unit(idp: dict, pp: dict) -> np.ndarray:
         ]
         by = ey - idp["brow_off"] - pp["brow_raise"]
         t = np.linspace(-1, 1, 5)
-        p[bbase : bbase + 5, 0] = ex + t * ew * 1.35
-        p[bbase : bbase + 5, 1] = by - (idp["brow_arch"] * (1 - t * t) + 0.01 * t * side)
+        # iBUG brows reach past the eye corners and droop at the outer end (t * side = 1 there).
+        p[bbase : bbase + 5, 0] = ex + t * ew * 1.35 + 0.012 * t * (t * side > 0)
+        p[bbase : bbase + 5, 1] = by - idp["brow_arch"] * (1 - t * t) + 0.012 * t * side
     ny, nw = idp["nose_y"], idp["nose_w"]
     t = np.linspace(0, 1, 4)
     p[27:31, 0] = cx
-    p[27:31, 1] = (ey - 0.01) + t * (ny - ey + 0.01)
+    p[27:31, 1] = (ey - 0.01) + t * (ny - 0.02 - ey + 0.01)  # 30 = tip, above the nostril line
     t = np.linspace(-1, 1, 5)
     p[31:36, 0] = cx + t * nw
     p[31:36, 1] = ny + 0.025 - 0.012 * np.abs(t) + 0.006 * (1 - np.abs(t))
@@ -250,7 +264,7 @@ def render_face(idp: dict, pp: dict, size: int = 128) -> tuple[np.ndarray, np.nd
     )
     for side in (-1, 1):  # ears
         cv.poly(_ellipse(0.5 + side * a * 0.98, idp["eye_y"] + 0.05, 0.025, 0.05, 16), _col(skin * 0.93))
-    cv.poly(_ellipse(0.5, 0.5, a, b, 64, b_low=b * idp["chin"]), _col(skin))
+    cv.poly(face_contour(idp, np.linspace(0, 2 * math.pi, 64, endpoint=False)), _col(skin))
     fringe = _ellipse(0.5, 0.5, a * 1.01, b * 1.01, 64)
     fringe = fringe[fringe[:, 1] < 0.5 - b + idp["hairline"] * 0.8 + 0.02 * np.cos((fringe[:, 0] - 0.5) * 9)]
     if len(fringe) > 2:

@@ -155,6 +155,48 @@ def _video_rows(plan: _Plan, j: int) -> list[dict]:
     return rows
 
 
+def _real_photo_rows(
+    out: Path, size: int, seed: int, families: tuple[str, ...], lfw: int
+) -> tuple[list, list]:
+    from ml.data.real_photos import forge_real, real_faces
+
+    found = real_faces(size, lfw)
+    split_of = {f.identity: identity_split(k) for k, f in enumerate(found.faces)}
+    rng = np.random.default_rng([seed, 3])
+    rows = []
+    for k, face in enumerate(found.faces):
+        split = split_of[face.identity]
+        pool = [f for f in found.faces if split_of[f.identity] == split]
+        family = str(families[k % len(families)])
+        if family in ("identity_swap", "region_swap") and len(pool) < 2:
+            pool = found.faces  # a split with a single photo: borrow a donor (recorded in params)
+        forgery = forge_real(found.faces, k, family, rng, pool=pool)
+        for label, img in (("real", face.image), ("fake", forgery.image)):
+            sid = f"s{seed}-{face.identity}-{label}"
+            row = {
+                "id": sid,
+                "path": f"images/{sid}.png",
+                "label": label,
+                "manipulation": family if label == "fake" else "none",
+                "params": forgery.params if label == "fake" else {},
+                "identity": face.identity,
+                "video": f"{face.identity}-{label}",
+                "frame": 0,
+                "split": split,
+                "mask_path": None,
+                "region_targets": forgery.targets if label == "fake" else [0] * 10,
+                "landmarks": _lm_json(face.landmarks),
+                "width": size,
+                "height": size,
+            }
+            if label == "fake":
+                row["mask_path"] = f"masks/{sid}.png"
+                _write(out, row["mask_path"], encode_png(forgery.mask))
+            row["sha256"] = _write(out, row["path"], encode_png(img))
+            rows.append(row)
+    return rows, found.skipped
+
+
 _WORKER_PLAN: _Plan | None = None
 
 
@@ -178,12 +220,17 @@ def generate_dataset(
     *,
     frames_per_video: int | None = None,
     progress: bool = False,
+    real_photos: bool = False,
+    lfw: int = 100,
 ) -> Path:
     """Write ``count`` samples of ``size`` px to ``out_dir`` and return it (see module docstring).
 
     ``protocol`` restricts the fakes to the families that protocol needs (``lae_swap`` -> identity
     swaps only) and writes that protocol plus ``in_domain``; ``None`` uses every family and writes
     every built-in protocol. ``frames_per_video`` defaults to 1 below 100 samples, else 4.
+    ``real_photos`` appends the packaged real photos (``ml.data.real_photos``): each usable photo as a
+    real row and one forged row, identity split by its index like procedural identities; photos
+    without a usable face are listed in ``report.json`` under ``skipped`` with the reason.
     """
     if count < 1:
         raise ValueError("count must be >= 1")
@@ -213,6 +260,10 @@ def generate_dataset(
                 rows.extend(video_rows)
                 bar.update(len(video_rows))
     bar.close()
+    skipped: list[dict] = []
+    if real_photos:
+        photo_rows, skipped = _real_photo_rows(out, size, seed, families, lfw)
+        rows.extend(photo_rows)
     write_manifest(out / "manifest.jsonl", rows)
     names = list(PROTOCOL_NAMES) if protocol is None else sorted({"in_domain", protocol})
     write_protocols(out, names)
@@ -226,7 +277,7 @@ def generate_dataset(
         "splits": dict(sorted(Counter(r["split"] for r in rows).items())),
         "identities": len({r["identity"] for r in rows}),
         "videos": len({r["video"] for r in rows}),
-        "skipped": [],
+        "skipped": skipped,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out

@@ -241,9 +241,11 @@ def _mouth_warp(face: Face, p: dict, size: int) -> tuple[np.ndarray, np.ndarray]
     warped = cv2.remap(face.image, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     new_lm = lm.copy()
     new_lm[idx] += disp
-    if p["mouth_open"] > 0.004:  # the opening shows the dark inside of the mouth
+    if p["mouth_open"] > 0.004:  # the opening shows the inside of the mouth: a dark lip colour
+        lips = R.region_mask(lm, "lip", (size, size), dilate=0.0).astype(bool)
+        shade = face.image[lips].mean(0) * 0.3 if lips.any() else np.zeros(3)
         inner = np.round(new_lm[list(R.INNER_LIP)] * 16).astype(np.int32).reshape(-1, 1, 2)
-        cv2.fillPoly(warped, [inner], (60, 15, 20), cv2.LINE_AA, 4)
+        cv2.fillPoly(warped, [inner], tuple(float(v) for v in shade), cv2.LINE_AA, 4)
     return warped, new_lm
 
 
