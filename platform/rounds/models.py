@@ -33,6 +33,9 @@ class Round(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Written by the workflow (rounds.workflow): phase, epoch, step, loss, ETA, per-phase timings,
+    # per-detector metrics and model paths. Kept apart from ``config`` (the admin's validated input).
+    progress = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["dataset", "number"], name="round_unique_number")]
