@@ -138,6 +138,8 @@ class ForgeryDataset(Dataset):
             ],
             dtype=torch.bool,
         )
+        # Augmentation draws; ``make_loader`` reseeds it per loader (and per worker, per epoch).
+        self._rng = np.random.default_rng(self.seed)
         self.images: torch.Tensor | None = None
         self.masks: torch.Tensor | None = None
         if preload:
@@ -179,8 +181,7 @@ class ForgeryDataset(Dataset):
     def __getitem__(self, k: int) -> dict:
         img, mask = self._raw(k)
         if self.augment:
-            rng = np.random.default_rng([self.seed, k, int(torch.randint(0, 2**31 - 1, ()).item())])
-            img, mask = augment_pair(img, mask, rng)
+            img, mask = augment_pair(img, mask, self._rng)
         image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
         has = bool(self.has_mask[k])
         m = (
@@ -227,15 +228,28 @@ def _collate(items) -> dict:
     return out
 
 
+def _reseed(dataset, *key: int) -> None:
+    """Reseed the augmentation stream of ``dataset`` (or the ForgeryDataset under a Subset)."""
+    while not hasattr(dataset, "_rng") and hasattr(dataset, "dataset"):
+        dataset = dataset.dataset
+    if hasattr(dataset, "_rng"):
+        dataset._rng = np.random.default_rng([dataset.seed, *key])
+
+
 def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
+    # torch gives each worker initial_seed = base_seed + worker_id, base_seed drawn from the loader's
+    # generator each epoch: augmentations are fresh per epoch and reproducible per loader seed.
+    _reseed(torch.utils.data.get_worker_info().dataset, torch.initial_seed() % (1 << 63))
 
 
 def make_loader(dataset, batch_size: int, shuffle: bool, workers: int, seed: int, sampler=None) -> DataLoader:
     """A DataLoader that yields batch-contract dicts; deterministic order and augmentation per seed."""
     gen = torch.Generator()
     gen.manual_seed(int(seed))
+    if workers == 0:
+        _reseed(dataset, int(seed))
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -98,8 +98,13 @@ def _video_rows(plan: _Plan, j: int) -> list[dict]:
     split = identity_split(ident)
     idp = identity_params(seed, ident)
     base_pose = F.sample_pose(rng)
-    fake = bool(rng.random() < 0.5)
-    family = str(rng.choice(plan.families)) if fake else "none"
+    # Balanced by construction: one fake in each pair of videos, and the families of consecutive
+    # fakes run through shuffled blocks, so even a tiny dataset has every family.
+    pair = j // 2
+    fake = bool(np.random.default_rng([seed, 4, pair]).integers(2) == j % 2)
+    n_fam = len(plan.families)
+    block = np.random.default_rng([seed, 5, pair // n_fam]).permutation(n_fam)
+    family = plan.families[int(block[pair % n_fam])] if fake else "none"
     params = sample_params(family, rng) if fake else {}
     donor_id = None
     if family in ("identity_swap", "region_swap"):
