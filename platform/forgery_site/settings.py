@@ -76,6 +76,7 @@ PLATFORM_APPS = [
     "catalog",
     "rounds",
     "modelhub",
+    "labeling",
 ]
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -1,0 +1,210 @@
+#!/usr/bin/env bash
+# Label Studio as a local service: its own venv, its own database, a controlled environment.
+#
+#   deploy/labelstudio/ls.sh install   create .venv-ls with label-studio==1.23.2 (once, ~1 min)
+#   deploy/labelstudio/ls.sh start     install if needed, start in the background, wait for /health
+#   deploy/labelstudio/ls.sh stop      stop the server started by `start` (pid file)
+#   deploy/labelstudio/ls.sh restart   stop + start
+#   deploy/labelstudio/ls.sh health    exit 0 when /health answers {"status": "UP"}
+#   deploy/labelstudio/ls.sh status    running / stopped, pid, URL, data dir
+#   deploy/labelstudio/ls.sh env       print `export LABEL_STUDIO_URL=... LABEL_STUDIO_TOKEN=...`
+#   deploy/labelstudio/ls.sh chromium  make sure Debian's chromium exists (apt-get when root)
+#
+# Environment (all optional):
+#   LS_PORT        port to listen on (default 8080); the server binds to LS_BIND (default 127.0.0.1)
+#   LS_HOME        state directory (default var/labelstudio): data/, ls.pid, ls.log, admin_token
+#   MEDIA_ROOT     the platform's media root, served to the labeling UI as local files (default var/media)
+#   DATABASE_URL   when it is PostgreSQL, Label Studio gets its own database LS_DB_NAME (default
+#                  "labelstudio", created if missing) on the same server; otherwise SQLite in data/
+#   LS_ADMIN_EMAIL / LS_ADMIN_PASSWORD   preset admin (password generated into LS_HOME when unset)
+#
+# Why the environment is curated: Label Studio reads bare variables (HOST, PORT, USERNAME, DEBUG, ...)
+# as its own settings, so the server is started with `env -i` and only the variables listed below.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+
+LS_VERSION="1.23.2"
+LS_VENV="$ROOT/.venv-ls"
+LS_PORT="${LS_PORT:-8080}"
+LS_BIND="${LS_BIND:-127.0.0.1}"
+LS_HOME="${LS_HOME:-$ROOT/var/labelstudio}"
+LS_DATA="$LS_HOME/data"
+PID_FILE="$LS_HOME/ls.pid"
+LOG_FILE="$LS_HOME/ls.log"
+TOKEN_FILE="$LS_HOME/admin_token"
+PASSWORD_FILE="$LS_HOME/admin_password"
+SECRET_FILE="$LS_HOME/secret_key"
+MEDIA="${MEDIA_ROOT:-$ROOT/var/media}"
+LS_URL="http://127.0.0.1:${LS_PORT}"
+ADMIN_EMAIL="${LS_ADMIN_EMAIL:-admin@forgerylab.local}"
+PYTHON="${PYTHON:-python3}"
+
+log() { echo "[labelstudio] $*" >&2; }
+
+random_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+
+ensure_secret_file() {  # file, bytes: create once with mode 600
+    local file="$1" bytes="$2"
+    if [[ ! -s "$file" ]]; then
+        (umask 077 && random_hex "$bytes" > "$file")
+    fi
+}
+
+cmd_install() {
+    if [[ -x "$LS_VENV/bin/label-studio" ]] && "$LS_VENV/bin/python" -c \
+        "import importlib.metadata as m, sys; sys.exit(m.version('label-studio') != '$LS_VERSION')" 2>/dev/null; then
+        return 0
+    fi
+    log "installing label-studio==$LS_VERSION into .venv-ls (about a minute)"
+    "$PYTHON" -m venv "$LS_VENV"
+    "$LS_VENV/bin/pip" install --quiet --progress-bar off --upgrade pip 2>&1 | grep -v "is ignored" || true
+    "$LS_VENV/bin/pip" install --quiet --progress-bar off "label-studio==$LS_VERSION" 2>&1 | grep -v "is ignored" || true
+    "$LS_VENV/bin/label-studio" --help >/dev/null 2>&1 || true  # no-op check below is the real one
+    "$LS_VENV/bin/python" -c "import label_studio" || { log "install failed"; exit 1; }
+    log "installed"
+}
+
+pid_alive() { [[ -s "$PID_FILE" ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
+
+cmd_health() { curl -sf --max-time 2 "$LS_URL/health" 2>/dev/null | grep -q '"UP"'; }
+
+# Prints the env lines that select Label Studio's database (and creates the PostgreSQL database).
+database_env() {
+    local url="${DATABASE_URL:-}"
+    if [[ "$url" == postgres://* || "$url" == postgresql://* ]]; then
+        LS_DB_NAME="${LS_DB_NAME:-labelstudio}" "$LS_VENV/bin/python" - "$url" <<'EOF'
+import os, sys
+from urllib.parse import unquote, urlsplit
+import psycopg
+u = urlsplit(sys.argv[1])
+name = os.environ["LS_DB_NAME"]
+kw = dict(host=u.hostname or "127.0.0.1", port=u.port or 5432, user=unquote(u.username or "postgres"),
+          password=unquote(u.password or ""))
+with psycopg.connect(dbname=u.path.lstrip("/") or "postgres", autocommit=True, **kw) as conn:
+    if conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone() is None:
+        conn.execute(f'create database "{name}"')
+        print(f"[labelstudio] created PostgreSQL database {name}", file=sys.stderr)
+print("DJANGO_DB=default")
+print(f"POSTGRE_NAME={name}")
+print(f"POSTGRE_USER={kw['user']}")
+print(f"POSTGRE_PASSWORD={kw['password']}")
+print(f"POSTGRE_HOST={kw['host']}")
+print(f"POSTGRE_PORT={kw['port']}")
+EOF
+    else
+        echo "DJANGO_DB=sqlite"
+        echo "DATABASE_NAME=$LS_DATA/label_studio.sqlite3"
+    fi
+}
+
+cmd_start() {
+    cmd_install
+    mkdir -p "$LS_DATA" "$MEDIA"
+    if pid_alive && cmd_health; then
+        log "already running (pid $(cat "$PID_FILE")) at $LS_URL"
+        return 0
+    fi
+    if cmd_health; then
+        log "something else already answers at $LS_URL; not starting a second server"
+        return 0
+    fi
+    ensure_secret_file "$TOKEN_FILE" 20       # 40 hex chars: the longest DRF token key
+    ensure_secret_file "$SECRET_FILE" 32
+    if [[ -n "${LS_ADMIN_PASSWORD:-}" ]]; then
+        (umask 077 && printf '%s' "$LS_ADMIN_PASSWORD" > "$PASSWORD_FILE")
+    else
+        ensure_secret_file "$PASSWORD_FILE" 12
+    fi
+    local media_abs ssrf
+    media_abs="$(cd "$MEDIA" && pwd)"
+    # SSRF protection blocks webhooks to loopback; it is switched off only when nothing but this
+    # machine can reach the server.
+    if [[ "$LS_BIND" == "127.0.0.1" ]]; then ssrf=false; else ssrf=true; fi
+    local -a envv=(
+        "PATH=$LS_VENV/bin:/usr/local/bin:/usr/bin:/bin"
+        "HOME=$LS_HOME"
+        "LANG=C.UTF-8"
+        "LABEL_STUDIO_BASE_DATA_DIR=$LS_DATA"
+        "LABEL_STUDIO_HOST=$LS_URL"
+        "LABEL_STUDIO_USERNAME=$ADMIN_EMAIL"
+        "LABEL_STUDIO_PASSWORD=$(cat "$PASSWORD_FILE")"
+        "LABEL_STUDIO_USER_TOKEN=$(cat "$TOKEN_FILE")"
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN=true"
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=true"
+        "LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true"
+        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=$media_abs"
+        "LABEL_STUDIO_SSRF_PROTECTION_ENABLED=$ssrf"
+        "SECRET_KEY=$(cat "$SECRET_FILE")"
+        "LOG_LEVEL=WARNING"
+        "SENTRY_DSN="
+        "FRONTEND_SENTRY_DSN="
+        "COLLECT_ANALYTICS=false"
+    )
+    while IFS= read -r line; do envv+=("$line"); done < <(database_env)
+    log "starting Label Studio $LS_VERSION at $LS_URL (data $LS_DATA)"
+    : > "$LOG_FILE"
+    env -i "${envv[@]}" setsid nohup "$LS_VENV/bin/label-studio" start --no-browser \
+        --internal-host "$LS_BIND" --port "$LS_PORT" >>"$LOG_FILE" 2>&1 </dev/null &
+    echo $! > "$PID_FILE"
+    local waited=0
+    until cmd_health; do
+        if ! pid_alive; then
+            log "server exited during start; last log lines:"; tail -n 30 "$LOG_FILE" >&2; exit 1
+        fi
+        if (( waited >= 240 )); then
+            log "no /health after 120 s; see $LOG_FILE"; exit 1
+        fi
+        sleep 0.5; waited=$((waited + 1))
+    done
+    log "up after $((waited / 2)) s (pid $(cat "$PID_FILE"))"
+}
+
+cmd_stop() {
+    if ! pid_alive; then
+        rm -f "$PID_FILE"; log "not running"; return 0
+    fi
+    local pid; pid="$(cat "$PID_FILE")"
+    # setsid made the server its own process-group leader: stop the group (the server and its children).
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL -- "-$pid" 2>/dev/null || true; fi
+    rm -f "$PID_FILE"
+    log "stopped"
+}
+
+cmd_status() {
+    if pid_alive; then echo "running pid=$(cat "$PID_FILE") url=$LS_URL data=$LS_DATA"
+    elif cmd_health; then echo "running (not started by this script) url=$LS_URL"
+    else echo "stopped url=$LS_URL data=$LS_DATA"; return 3; fi
+}
+
+cmd_env() {
+    [[ -s "$TOKEN_FILE" ]] || { log "no token yet: run '$0 start' first"; exit 1; }
+    echo "export LABEL_STUDIO_URL=$LS_URL"
+    echo "export LABEL_STUDIO_TOKEN=$(cat "$TOKEN_FILE")"
+}
+
+cmd_chromium() {
+    if [[ -x /usr/bin/chromium ]]; then return 0; fi
+    if [[ "$(id -u)" == 0 ]]; then
+        log "installing Debian chromium (apt-get)"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+        log "chromium is missing: run 'sudo apt-get install -y chromium'"; exit 1
+    fi
+}
+
+case "${1:-}" in
+    install) cmd_install ;;
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    restart) cmd_stop; cmd_start ;;
+    health) cmd_health ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    chromium) cmd_chromium ;;
+    *) echo "usage: $0 {install|start|stop|restart|health|status|env|chromium}" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Label Studio integration: provisioning, drafted mask tasks, webhooks, reconciliation, agreement, oracle."""

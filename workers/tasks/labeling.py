@@ -1,0 +1,79 @@
+"""Label Studio tasks (queue ``default``): thin wrappers around ``platform/labeling`` services.
+
+- ``webhook_delivery_task(delivery_id)``: fetch the annotation and store its mask (enqueued by the webhook view);
+- ``reconcile_task()`` (Celery beat, every ``LABELING_RECONCILE_SECONDS``, default 60): fan out one
+  ``project_reconcile_task`` per active project; while Label Studio is down those retry with
+  exponential backoff and the round's sync shows "degraded";
+- ``round_push_tasks_task(round_id)``, ``annotator_provision_task(user_id)``, ``oracle_task(round_id, ...)``.
+"""
+
+from __future__ import annotations
+
+import os
+
+from workers.celery_app import app
+
+RECONCILE_SECONDS = float(os.environ.get("LABELING_RECONCILE_SECONDS", "60"))
+
+
+@app.task(name="workers.tasks.labeling.webhook_delivery_task")
+def webhook_delivery_task(delivery_id: int) -> str:
+    from labeling.ingest import delivery_process
+
+    return delivery_process(delivery_id=delivery_id)
+
+
+@app.task(
+    name="workers.tasks.labeling.project_reconcile_task",
+    max_retries=10,
+    retry_backoff=2,
+    retry_backoff_max=120,
+)
+def project_reconcile_task(project_id: int) -> dict:
+    from labeling.ingest import project_reconcile
+    from labeling.models import LabelingProject
+
+    project = LabelingProject.objects.filter(pk=project_id, active=True).first()
+    if project is None:
+        return {"skipped": True}
+    return project_reconcile(project=project)  # LabelStudioUnavailable is a ConnectionError -> autoretry
+
+
+@app.task(name="workers.tasks.labeling.reconcile_task")
+def reconcile_task() -> int:
+    from labeling.models import LabelingProject
+
+    ids = list(LabelingProject.objects.filter(active=True).values_list("pk", flat=True))
+    for project_id in ids:
+        project_reconcile_task.delay(project_id)
+    return len(ids)
+
+
+@app.task(name="workers.tasks.labeling.round_push_tasks_task")
+def round_push_tasks_task(round_id: int) -> dict:
+    from labeling.provisioning import round_push_tasks
+
+    return round_push_tasks(round_id=round_id)
+
+
+@app.task(name="workers.tasks.labeling.annotator_provision_task")
+def annotator_provision_task(user_id: int) -> int:
+    from labeling.provisioning import annotator_provision
+
+    return annotator_provision(user_id=user_id).ls_user_id
+
+
+@app.task(name="workers.tasks.labeling.oracle_task")
+def oracle_task(
+    round_id: int, dilate_px: int = 0, erode_px: int = 0, drop_fraction: float = 0.0, seed: int = 0
+) -> dict:
+    from labeling.oracle import oracle_answer
+
+    return oracle_answer(
+        round_id=round_id, dilate_px=dilate_px, erode_px=erode_px, drop_fraction=drop_fraction, seed=seed
+    )
+
+
+@app.on_after_finalize.connect
+def _schedule_reconciliation(sender, **kwargs) -> None:
+    sender.add_periodic_task(RECONCILE_SECONDS, reconcile_task.s(), name="labeling reconciliation")
