@@ -9,9 +9,9 @@ nothing and a re-delivered import task is harmless. Must run inside the caller's
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Sequence
 
+import orjson
 from django.db import connection
 
 SAMPLE_COLUMNS: tuple[str, ...] = (
@@ -47,22 +47,34 @@ def copy_buffer(rows: Iterable[Sequence]) -> io.StringIO:
     return buffer
 
 
+def _json(value) -> str:
+    return orjson.dumps(value).decode()
+
+
 def sample_tuples(rows: Iterable[dict], *, dataset_id: int, created_at: str) -> Iterable[tuple]:
     for row in rows:
         yield (
             dataset_id, row["external_id"], row["path"], row["sha256"], row["width"], row["height"],
-            row["label"], row["manipulation"], json.dumps(row["params"]), row["identity"], row["video"],
-            row["frame"], row["split"], json.dumps(row["region_targets"]),
-            None if row["landmarks"] is None else json.dumps(row["landmarks"]), row["gt_mask_path"],
+            row["label"], row["manipulation"], _json(row["params"]), row["identity"], row["video"],
+            row["frame"], row["split"], _json(row["region_targets"]),
+            None if row["landmarks"] is None else _json(row["landmarks"]), row["gt_mask_path"],
             False, created_at,
         )  # fmt: skip
 
 
-def copy_samples(rows: Iterable[tuple]) -> int:
-    """COPY the tuples (SAMPLE_COLUMNS order) into catalog_sample; returns how many rows were new."""
+def copy_samples(rows: Iterable[tuple], *, direct: bool = False) -> int:
+    """COPY the tuples (SAMPLE_COLUMNS order) into catalog_sample; returns how many rows were new.
+
+    ``direct=True`` (the dataset has no samples yet and the caller holds its lock, the source has no
+    duplicates) copies straight into catalog_sample; otherwise rows go through a staging table and
+    ``ON CONFLICT DO NOTHING`` skips those already present.
+    """
     columns = ", ".join(SAMPLE_COLUMNS)
-    stage_columns = ", ".join(f"{c} {_STAGE_TYPES.get(c, 'text')}" for c in SAMPLE_COLUMNS)
     with connection.cursor() as cursor:
+        if direct:
+            cursor.copy_expert(f"COPY catalog_sample ({columns}) FROM STDIN", copy_buffer(rows))
+            return cursor.rowcount
+        stage_columns = ", ".join(f"{c} {_STAGE_TYPES.get(c, 'text')}" for c in SAMPLE_COLUMNS)
         cursor.execute(f"CREATE TEMP TABLE catalog_sample_stage ({stage_columns}) ON COMMIT DROP")  # noqa: S608
         cursor.copy_expert(f"COPY catalog_sample_stage ({columns}) FROM STDIN", copy_buffer(rows))
         cursor.execute(

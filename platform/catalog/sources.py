@@ -22,6 +22,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 _DIGITS = re.compile(r"(\d+)")
 
@@ -33,14 +35,15 @@ class SourceError(ValueError):
 def manifest_rows(manifest: Path) -> Iterator[tuple[int, dict]]:
     suffix = manifest.suffix.lower()
     if suffix == ".jsonl":
-        with open(manifest, encoding="utf-8") as handle:
+        # orjson: the manifest's landmarks make JSON decoding a large share of a 100k-row import.
+        with open(manifest, "rb") as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
                 try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield number, {"__error__": f"invalid JSON: {exc.msg}"}
+                    row = orjson.loads(line)
+                except orjson.JSONDecodeError as exc:
+                    yield number, {"__error__": f"invalid JSON: {exc}"}
                     continue
                 yield number, row if isinstance(row, dict) else {"__error__": "a line must be a JSON object"}
     elif suffix == ".csv":

@@ -181,7 +181,9 @@ def validate_row(raw: dict, confiner: Confiner) -> dict:
     if landmarks == "":
         landmarks = None
     if landmarks is not None and not _points(landmarks):
-        raise RowError("landmarks", f"expected a list of at most {MAX_LANDMARKS} [x, y] number pairs, or null")
+        raise RowError(
+            "landmarks", f"expected a list of at most {MAX_LANDMARKS} [x, y] number pairs, or null"
+        )
     gt_mask = ""
     mask_path = raw.get("mask_path")
     if mask_path:

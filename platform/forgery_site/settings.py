@@ -77,6 +77,7 @@ PLATFORM_APPS = [
     "rounds",
     "modelhub",
     "labeling",
+    "poolscores",
 ]
 INSTALLED_APPS = [
     "django.contrib.admin",
