@@ -1,0 +1,458 @@
+"""The compute phases of a round: train, score (fallback), retrain with masks, evaluate, register versions.
+
+Called from the ``gpu``-queue tasks in ``workers/tasks/rounds.py``; torch and ``ml`` are imported inside
+the functions so the web process never loads them.
+
+Data rules (DESIGN §3):
+* Training rows are the protocol's ``train`` split of the dataset's Sample rows; validation (early
+  stopping, threshold) uses the ``val`` split with no masks at all.
+* Masks for training are the collected ``Mask`` rows' files (latest version per sample), never
+  ``Sample.gt_mask_path``. LAE gets its locality loss on exactly those samples (``has_mask``); SJEDD's
+  local-region targets come from the same masks through the data engine's landmark mapping
+  (``ml.data.regions.region_targets_from_mask``); fakes without a mask only say "fake" (other nodes
+  unknown) unless the round's ``region_targets`` is ``manifest``.
+* Evaluation runs on the protocol's ``test_seen`` and ``test_unseen`` splits; only here are the ground-
+  truth masks read (localization metrics).
+* Every training run writes ``checkpoint.pt`` each epoch under ``MEDIA_ROOT/rounds/...``; a redelivered
+  task (killed worker, ``acks_late``) finds it and resumes where the last epoch ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from catalog.models import Mask, Sample
+from modelhub.models import DetectorVersion
+from rounds import workflow
+from rounds.models import Round, Selection
+from rounds.services import round_transition
+
+PROGRESS_EVERY_S = 2.0
+
+
+class RoundStopped(Exception):
+    """The round was cancelled (or moved on) while a task was working on it."""
+
+
+# ---------------------------------------------------------------------------------------------- rows
+def _latest_masks(dataset_id: int) -> dict[int, Mask]:
+    masks = Mask.objects.filter(sample__dataset_id=dataset_id).order_by("sample_id", "-version")
+    return {m.sample_id: m for m in masks.distinct("sample_id")}
+
+
+def dataset_rows(dataset_id: int, *, ground_truth: bool) -> list[dict[str, Any]]:
+    """Sample rows as manifest-like dicts (``ml.data`` format, paths relative to MEDIA_ROOT).
+
+    ``ground_truth=False``: ``mask_path`` is the latest collected mask (or None). ``True``: the
+    ground-truth mask, for evaluation only.
+    """
+    fields = ["pk", "external_id", "path", "label", "manipulation", "params", "identity", "video", "frame",
+              "split", "region_targets", "landmarks"]  # fmt: skip
+    if ground_truth:
+        fields.append("gt_mask_path")
+    masks = {} if ground_truth else _latest_masks(dataset_id)
+    rows = []
+    for values in Sample.objects.filter(dataset_id=dataset_id).order_by("pk").values(*fields):
+        row = {**values, "id": values["external_id"], "sample_pk": values["pk"]}
+        if ground_truth:
+            row["mask_path"] = values.get("gt_mask_path") or None
+        else:
+            mask = masks.get(values["pk"])
+            row["mask_path"] = mask.path if mask else None
+            row["mask_pk"] = mask.pk if mask else None
+        rows.append(row)
+    return rows
+
+
+def protocol_splits(round_: Round, *, ground_truth: bool = False) -> dict[str, list[dict]]:
+    from ml.data.protocols import load_protocol, split_rows
+
+    rows = dataset_rows(round_.dataset_id, ground_truth=ground_truth)
+    # Protocol files travel with the imported dataset when present; built-in names work without them.
+    proto_dir = Path(settings.MEDIA_ROOT) / "datasets" / round_.dataset.name
+    return split_rows(rows, load_protocol(proto_dir, round_.config["protocol"]))
+
+
+def _training_targets(rows: list[dict], mode: str) -> list[dict]:
+    """Region targets for SJEDD from the collected masks (see module docstring)."""
+    import cv2
+    import numpy as np
+
+    from ml.data.regions import region_targets_from_mask
+
+    out = []
+    for row in rows:
+        row = dict(row)
+        if mode == "masks" and row["label"] == "fake":
+            targets = [1] + [-1] * 9
+            if row.get("mask_path"):
+                mask = cv2.imread(str(Path(settings.MEDIA_ROOT) / row["mask_path"]), cv2.IMREAD_GRAYSCALE)
+                landmarks = np.asarray(row["landmarks"], dtype=np.float32) if row.get("landmarks") else None
+                if mask is not None:
+                    targets = region_targets_from_mask(mask, landmarks)
+            row["region_targets"] = targets
+        out.append(row)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- device
+def _device(config: dict[str, Any]):
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    torch.set_num_threads(int(config.get("threads", 1)))
+    return torch.device("cpu")
+
+
+def round_dir(round_: Round, *parts: str) -> Path:
+    path = Path(settings.MEDIA_ROOT) / "rounds" / str(round_.dataset_id) / f"r{round_.number}"
+    return path.joinpath(*parts)
+
+
+def _relative(path: Path) -> str:
+    return str(Path(path).resolve().relative_to(Path(settings.MEDIA_ROOT).resolve()))
+
+
+class _ProgressLoader:
+    """Wraps the training loader: after every batch, throttled, stores epoch/step/loss/ETA and checks
+    that the round is still live (cancel stops training at the next batch)."""
+
+    def __init__(self, loader, round_id: int, phase: str, detector: str, epochs: int):
+        self.loader, self.sampler = loader, loader.sampler
+        self.round_id, self.phase, self.detector, self.epochs = round_id, phase, detector, epochs
+        self.trainer = None
+        self.t0 = time.time()
+        self.steps0: int | None = None
+        self.last = 0.0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield batch
+            self.report()
+
+    def report(self, force: bool = False) -> None:
+        now = time.time()
+        if not force and now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        if not workflow.round_is_live(self.round_id, self.phase):
+            raise RoundStopped(f"round {self.round_id} left {self.phase}")
+        state = self.trainer.state if self.trainer else {}
+        step = int(state.get("step", 0))
+        self.steps0 = step if self.steps0 is None else self.steps0
+        total = self.epochs * len(self.loader)
+        rate = (step - self.steps0) / max(now - self.t0, 1e-6)
+        batches = max(int(state.get("epoch_batches", 0)), 1)
+        loss = (state.get("epoch_parts") or {}).get("total")
+        workflow.progress_update(
+            self.round_id,
+            training={
+                "phase": self.phase,
+                "detector": self.detector,
+                "epoch": int(state.get("epoch", 0)) + 1,
+                "epochs": self.epochs,
+                "step": step,
+                "steps": total,
+                "loss": None if loss is None else round(loss / batches, 5),
+                "eta_s": round((total - step) / rate, 1) if rate > 0 else None,
+            },
+        )
+
+
+def _train_one(round_: Round, name: str, phase: str, rows: list[dict], val_rows: list[dict],
+               mask_ids: set[str], epochs: int, init_path: Path | None) -> dict[str, Any]:  # fmt: skip
+    from ml.data.dataset import ForgeryDataset
+    from ml.detectors import create
+    from ml.training import (
+        TrainConfig,
+        Trainer,
+        load_detector,
+        make_eval_loader,
+        make_train_loader,
+        seed_everything,
+    )
+
+    config = round_.config
+    device = _device(config)
+    root, size, batch = Path(settings.MEDIA_ROOT), int(config["image_size"]), int(config["batch_size"])
+    seed = int(config["seed"])
+    out_dir = round_dir(round_, phase, name)
+    seed_everything(seed)
+    if init_path is not None:
+        detector = load_detector(init_path, map_location="cpu")[0]
+    else:
+        detector = create(name, image_size=size, **config["detector_config"].get(name, {}))
+    size = int(detector.config.get("image_size") or size)
+    train_set = ForgeryDataset(rows, root, size, mask_ids=mask_ids, preload=True)
+    val_set = ForgeryDataset(val_rows, root, size, mask_ids=set(), preload=True)
+    has_mask = [r["id"] in mask_ids for r in rows]
+    loader = _ProgressLoader(
+        make_train_loader(train_set, batch, seed=seed, has_mask=has_mask), round_.pk, phase, name, epochs
+    )
+    meta_loader = None
+    if name == "sjedd" and detector.config.get("auto_lambda", True):
+        meta_loader = make_train_loader(train_set, batch, seed=seed + 7919)
+    train_config = TrainConfig(
+        epochs=epochs, seed=seed, lr=float(config["lr"]), device=str(device), progress=False, patience=epochs
+    )
+    trainer = Trainer(
+        detector, loader, make_eval_loader(val_set, batch * 2), train_config, out_dir, meta_loader
+    )
+    loader.trainer = trainer
+    t0 = time.time()
+    result = trainer.fit()
+    seconds = time.time() - t0
+    loader.report(force=True)
+    return {
+        "model": _relative(result.model_path),
+        "threshold": result.threshold,
+        "val_auc": result.best_val_auc if math.isfinite(result.best_val_auc) else None,
+        "epochs_run": result.epochs_run,
+        "masks": len([r for r in rows if r["id"] in mask_ids]),
+        "seconds": round(seconds, 3),
+        "image_size": size,
+    }
+
+
+def _parent_models(round_: Round) -> dict[str, dict]:
+    if not (round_.config.get("warm_start") and round_.parent_id):
+        return {}
+    return dict(((round_.parent.progress or {}).get("models") or {}).get("final") or {})
+
+
+def _masked(rows: list[dict]) -> set[str]:
+    return {r["id"] for r in rows if r.get("mask_path")}
+
+
+def round_train(*, round_id: int) -> None:
+    """training → scoring. Trains each detector on the train split with the masks collected so far;
+    with warm start and a finished parent round, the parent's final models are the scoring models."""
+    round_ = workflow.round_get(round_id=round_id)
+    if round_.state != Round.State.TRAINING:
+        return
+    workflow.phase_started(round_id, "training")
+    parents = _parent_models(round_)
+    splits = protocol_splits(round_)
+    train_rows = _training_targets(splits["train"], round_.config["region_targets"])
+    models, compute = {}, 0.0
+    for name in round_.config["detectors"]:
+        if name in parents:
+            models[name] = {**parents[name], "reused_from_round": round_.parent.number, "seconds": 0.0}
+            continue
+        info = _train_one(round_, name, "train", train_rows, splits["val"], _masked(train_rows),
+                          int(round_.config["epochs"]), None)  # fmt: skip
+        models[name] = info
+        compute += info["seconds"]
+    workflow.progress_update(round_id, models={"scoring": models})
+    _configure_distributed_scoring(round_id, models)
+    workflow.phase_finished(round_id, "training", compute_seconds=compute)
+    round_transition(round_id=round_id, to_state=Round.State.SCORING)
+
+
+@transaction.atomic
+def _configure_distributed_scoring(round_id: int, models: dict[str, dict]) -> None:
+    """Tell ``rounds.scoring`` (``config["active"]``) which checkpoints, strategy and budget to use;
+    the admin's explicit ``active`` settings win."""
+    round_ = Round.objects.select_for_update().get(pk=round_id)
+    config = dict(round_.config)
+    names = config["detectors"]
+    derived: dict[str, Any] = {
+        "checkpoint": models[names[0]]["model"],
+        "budget": config["budget_count"] or float(config["budget_fraction"]),
+        "strategies": [config["strategy"]],
+    }
+    if config["strategy"] == "disagreement" and len(names) > 1:
+        derived["committee"] = {name: models[name]["model"] for name in names[1:]}
+    config["active"] = {**derived, **dict(config.get("active") or {})}
+    round_.config = config
+    round_.save(update_fields=["config", "updated_at"])
+
+
+def round_score(*, round_id: int) -> None:
+    """scoring → selecting, in process: score the unmasked training pool with the round's models and
+    select the budget (``ml.active``). Used when the distributed scoring entry point is not installed."""
+    import numpy as np
+    import torch
+
+    from ml.active import Budget, score_batch, select
+    from ml.data.dataset import ForgeryDataset
+    from ml.training import load_detector
+
+    round_ = workflow.round_get(round_id=round_id)
+    if round_.state != Round.State.SCORING:
+        return
+    workflow.phase_started(round_id, "scoring")
+    t0 = time.time()
+    config = round_.config
+    device = _device(config)
+    models = (round_.progress.get("models") or {}).get("scoring") or {}
+    detectors = {}
+    for name in config["detectors"]:
+        detectors[name] = load_detector(
+            Path(settings.MEDIA_ROOT) / models[name]["model"], map_location=device
+        )[0]
+    primary_name = config["detectors"][0]
+    primary = detectors[primary_name]
+    train_rows = protocol_splits(round_)["train"]
+    pool = sorted(
+        (r for r in train_rows if not r.get("mask_path") and r["label"] == "fake"), key=lambda r: r["id"]
+    )
+    budget = min(len(pool), workflow.round_budget_size(round_, len(train_rows)))
+    size = int(models[primary_name].get("image_size") or config["image_size"])
+    dataset = ForgeryDataset(pool, Path(settings.MEDIA_ROOT), size, preload=True)
+    strategy = config["strategy"]
+    scores, embeddings = [], []
+    batch = int(config["batch_size"]) * 2
+    for start in range(0, len(pool), batch):
+        image = torch.stack([dataset[i]["image"] for i in range(start, min(len(pool), start + batch))]).to(
+            device
+        )
+        if strategy == "random":
+            out = primary.predict(image)
+            scores.append(
+                np.random.default_rng([int(config["seed"]), round_.number, start]).random(len(image))
+            )
+            embeddings.append(out.embedding.float().cpu().numpy())
+            continue
+        others = {k: v for k, v in detectors.items() if k != primary_name}
+        result = score_batch({"primary": primary, **others}, image, [strategy], strict=False)
+        if strategy not in result.scores:  # e.g. disagreement with a single detector: fall back to entropy
+            result = score_batch(primary, image, ["entropy"], strict=True)
+        scores.append(next(iter(result.scores.values())))
+        embeddings.append(result.embedding)
+    scores_arr = np.concatenate(scores) if scores else np.zeros(0)
+    emb = np.concatenate(embeddings) if embeddings else None
+    picked = select(scores_arr, Budget(fraction=None, count=budget), embeddings=emb,
+                    groups=[r.get("video") or r["id"] for r in pool], per_group_cap=2)  # fmt: skip
+    compute = time.time() - t0
+    with transaction.atomic():
+        if not Selection.objects.filter(round_id=round_id).exists():  # idempotent on redelivery
+            Selection.objects.bulk_create(
+                Selection(
+                    round_id=round_id,
+                    sample_id=pool[int(i)]["sample_pk"],
+                    scores={strategy: float(scores_arr[int(i)])},
+                    score=float(scores_arr[int(i)]),
+                    rank=rank,
+                )  # fmt: skip
+                for rank, i in enumerate(picked.indices.tolist())
+            )
+    workflow.phase_finished(round_id, "scoring", compute_seconds=compute, pool=len(pool), budget=budget,
+                            scorer="in-process")  # fmt: skip
+    round_transition(round_id=round_id, to_state=Round.State.SELECTING)
+
+
+def round_retrain(*, round_id: int) -> None:
+    """retraining → evaluating: every detector again, now with all masks collected in this dataset."""
+    round_ = workflow.round_get(round_id=round_id)
+    if round_.state != Round.State.RETRAINING:
+        return
+    workflow.phase_started(round_id, "retraining")
+    parents = _parent_models(round_)
+    splits = protocol_splits(round_)
+    train_rows = _training_targets(splits["train"], round_.config["region_targets"])
+    masked = _masked(train_rows)
+    models, compute = {}, 0.0
+    for name in round_.config["detectors"]:
+        init = Path(settings.MEDIA_ROOT) / parents[name]["model"] if name in parents else None
+        info = _train_one(round_, name, "retrain", train_rows, splits["val"], masked,
+                          int(round_.config["retrain_epochs"]), init)  # fmt: skip
+        info["mask_ids"] = sorted(r["mask_pk"] for r in train_rows if r.get("mask_pk"))
+        models[name] = info
+        compute += info["seconds"]
+    done, total = workflow.dataset_mask_fraction(round_.dataset_id)
+    workflow.progress_update(round_id, models={"final": models}, masked_fraction=done / max(total, 1),
+                             masked_samples=done)  # fmt: skip
+    workflow.phase_finished(round_id, "retraining", compute_seconds=compute, masks=len(masked))
+    round_transition(round_id=round_id, to_state=Round.State.EVALUATING)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def round_evaluate(*, round_id: int) -> None:
+    """evaluating → done: test metrics per detector, one DetectorVersion each (idempotent by tag)."""
+    from ml.experiments.budget import evaluate_rows, with_unseen_reals
+    from ml.training import load_detector
+
+    round_ = workflow.round_get(round_id=round_id)
+    if round_.state != Round.State.EVALUATING:
+        return
+    workflow.phase_started(round_id, "evaluating")
+    t0 = time.time()
+    device = _device(round_.config)
+    splits = protocol_splits(round_, ground_truth=True)  # evaluation only: ground-truth masks allowed
+    final = (round_.progress.get("models") or {}).get("final") or {}
+    root, batch = Path(settings.MEDIA_ROOT), int(round_.config["batch_size"]) * 2
+    metrics_all = {}
+    for name in round_.config["detectors"]:
+        info = final[name]
+        path = root / info["model"]
+        detector = load_detector(path, map_location=device)[0]
+        size = int(info.get("image_size") or round_.config["image_size"])
+        metrics = {
+            "seen": evaluate_rows(detector, splits.get("test_seen", []), root, size, info["threshold"], str(device), batch),
+            "unseen": evaluate_rows(detector, with_unseen_reals(splits), root, size, info["threshold"], str(device), batch),
+            "val_auc": info.get("val_auc"),
+            "masks_used": info.get("masks", 0),
+            "masked_fraction": round_.progress.get("masked_fraction"),
+        }  # fmt: skip
+        metrics_all[name] = json.loads(json.dumps(metrics, default=float))
+    workflow.progress_update(round_id, metrics=metrics_all)
+    workflow.phase_finished(round_id, "evaluating", compute_seconds=time.time() - t0)
+    _register_versions(round_id)
+    round_transition(round_id=round_id, to_state=Round.State.DONE)
+
+
+@transaction.atomic
+def _register_versions(round_id: int) -> None:
+    round_ = Round.objects.select_for_update().get(pk=round_id)
+    progress = round_.progress
+    timings = {k: v.get("seconds") for k, v in (progress.get("phases") or {}).items()}
+    for name, info in ((progress.get("models") or {}).get("final") or {}).items():
+        path = Path(settings.MEDIA_ROOT) / info["model"]
+        checksum = _sha256(path)
+        parent = None
+        if round_.parent_id:
+            parent = DetectorVersion.objects.filter(round_id=round_.parent_id, kind=name).first()
+        tag = f"{name}-d{round_.dataset_id}-r{round_.number}-{checksum[:8]}"
+        DetectorVersion.objects.get_or_create(
+            tag=tag,
+            defaults={
+                "kind": name,
+                "round": round_,
+                "parent": parent,
+                "config": {
+                    "detector_config": round_.config["detector_config"].get(name, {}),
+                    "threshold": info["threshold"],
+                    "image_size": info.get("image_size"),
+                    "lineage": {
+                        "dataset": round_.dataset_id,
+                        "round": round_.pk,
+                        "round_number": round_.number,
+                        "parent_version": parent.tag if parent else None,
+                        "masks": info.get("mask_ids", []),
+                    },  # fmt: skip
+                },
+                "metrics": {**(progress.get("metrics") or {}).get(name, {}), "phase_seconds": timings},
+                "artifacts": {"model": info["model"]},
+                "checksum": checksum,
+            },
+        )

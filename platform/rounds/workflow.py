@@ -1,0 +1,448 @@
+"""Round workflow services: launch, cancel, retry, close annotation, and the step that moves a round on.
+
+One round, DESIGN §3::
+
+    created → training → scoring → selecting → annotating → retraining → evaluating → done
+                                                                   (failed | cancelled from any live state)
+
+* ``round_launch`` (admin only) validates the config (``validate_config``) and creates the round.
+  **Per-dataset serialization**: the Dataset row is locked (``SELECT ... FOR UPDATE``) and a second
+  launch while a round of that dataset is live is *refused* with 409 (not queued): an admin sees at once
+  that a round is running, and there is no hidden queue to reason about. Rounds of different datasets run
+  side by side.
+* Phases are services too; the heavy ones (training, scoring fallback, retraining, evaluation) live in
+  ``rounds.compute`` and run in Celery tasks on the ``gpu`` queue (``workers/tasks/rounds.py``); this
+  module holds the bookkeeping they share (progress, timings, failure) and never imports torch.
+* ``round_next_step`` says which task should run next for a round's state; tasks call it after each
+  phase (services never schedule tasks themselves). The annotating phase is polled: it ends when every
+  selected sample has a mask (or its task was skipped), when ``annotation_deadline_s`` passes, or when an
+  admin closes it (``round_close_annotation``).
+* ``round_retry`` re-enters the phase that failed: the one transition out of ``failed``, allowed only
+  through this service (the state machine itself keeps ``failed`` terminal for everything else).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+from rest_framework import status
+
+from catalog.models import Dataset, Mask, Sample
+from forgery_site.api import is_platform_admin
+from forgery_site.errors import Conflict, DomainError, InvalidInput, NotFound
+from rounds.models import AnnotationTask, Round, Selection
+from rounds.services import round_transition
+
+
+class Forbidden(DomainError):
+    status_code = status.HTTP_403_FORBIDDEN
+    code = "forbidden"
+
+
+LIVE_STATES = ("created", "training", "scoring", "selecting", "annotating", "retraining", "evaluating")
+DETECTORS = ("lae", "sjedd")
+STRATEGIES = ("entropy", "bald", "map_entropy", "disagreement", "node_entropy", "combined", "random")
+PROTOCOLS = ("in_domain", "cross_manipulation", "lae_swap", "lae_reenact", "lae_inpaint")
+# Small on purpose: the demo must finish 3 rounds of two detectors on 2 CPU cores in < 20 minutes.
+DEFAULT_CONFIG: dict[str, Any] = {
+    "detectors": ["lae", "sjedd"],
+    "budget_fraction": 0.03,
+    "budget_count": None,
+    "strategy": "entropy",
+    "epochs": 2,
+    "retrain_epochs": 2,
+    "seed": 0,
+    "image_size": 64,
+    "batch_size": 32,
+    "warm_start": True,
+    "protocol": "in_domain",
+    "annotation_deadline_s": None,
+    "poll_interval_s": 3.0,
+    "threads": 1,
+    "lr": 1e-3,
+    "region_targets": "masks",
+    "scoring": "distributed",  # workers.tasks.scoring (sharded chord) | "in_process" (rounds.compute)
+    "labeling": "label_studio",  # push the selection to Label Studio | "none" (masks arrive otherwise)
+    "active": {},  # passed to rounds.scoring (SCORING_DEFAULTS overrides), validated there
+    "detector_config": {
+        "lae": {"depth": 3, "width": 8, "latent_channels": 32, "groups": 4},
+        "sjedd": {"model": "sjedd-tiny-vit", "pretrained": None},
+    },
+}
+_INT_RANGES = {
+    "epochs": (1, 1000),
+    "retrain_epochs": (1, 1000),
+    "seed": (0, 2**31 - 1),
+    "image_size": (16, 1024),
+    "batch_size": (1, 4096),
+    "threads": (1, 256),
+}
+
+
+def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults merged with ``config``; every problem is reported at once as ``InvalidInput``."""
+    config = dict(config or {})
+    errors: dict[str, str] = {}
+    unknown = sorted(set(config) - set(DEFAULT_CONFIG))
+    for key in unknown:
+        errors[key] = "Unknown option."
+    out = copy.deepcopy(DEFAULT_CONFIG)
+    for key, value in config.items():
+        if key in DEFAULT_CONFIG and key not in ("detector_config",):
+            out[key] = value
+    if "detector_config" in config:
+        given = config["detector_config"]
+        if not isinstance(given, dict) or set(given) - set(DETECTORS):
+            errors["detector_config"] = f"A mapping with keys among {list(DETECTORS)}."
+        else:
+            for name, extra in given.items():
+                if not isinstance(extra, dict):
+                    errors["detector_config"] = "Each detector's config must be a mapping."
+                else:
+                    out["detector_config"][name] = {**out["detector_config"].get(name, {}), **extra}
+    detectors = out["detectors"]
+    if (
+        not isinstance(detectors, list)
+        or not detectors
+        or len(set(detectors)) != len(detectors)
+        or any(d not in DETECTORS for d in detectors)
+    ):
+        errors["detectors"] = f"A non-empty list of distinct names among {list(DETECTORS)}."
+    if out["budget_count"] is not None:
+        if (
+            not isinstance(out["budget_count"], int)
+            or isinstance(out["budget_count"], bool)
+            or out["budget_count"] < 1
+        ):
+            errors["budget_count"] = "A positive integer (or null to use budget_fraction)."
+    fraction = out["budget_fraction"]
+    if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+        errors["budget_fraction"] = "A fraction in (0, 1]."
+    if out["strategy"] not in STRATEGIES:
+        errors["strategy"] = f"One of {list(STRATEGIES)}."
+    if out["protocol"] not in PROTOCOLS:
+        errors["protocol"] = f"One of {list(PROTOCOLS)}."
+    for key, (low, high) in _INT_RANGES.items():
+        value = out[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            errors[key] = f"An integer in [{low}, {high}]."
+    if not isinstance(out["warm_start"], bool):
+        errors["warm_start"] = "true or false."
+    deadline = out["annotation_deadline_s"]
+    if deadline is not None and (not isinstance(deadline, int | float) or deadline <= 0):
+        errors["annotation_deadline_s"] = "Seconds > 0, or null for no deadline."
+    poll = out["poll_interval_s"]
+    if not isinstance(poll, int | float) or not 0.2 <= poll <= 600:
+        errors["poll_interval_s"] = "Seconds in [0.2, 600]."
+    lr = out["lr"]
+    if not isinstance(lr, int | float) or not 0 < lr < 1:
+        errors["lr"] = "A learning rate in (0, 1)."
+    if out["region_targets"] not in ("masks", "manifest"):
+        errors["region_targets"] = "'masks' (from collected masks) or 'manifest' (dataset labels)."
+    if out["scoring"] not in ("distributed", "in_process"):
+        errors["scoring"] = "'distributed' or 'in_process'."
+    if out["labeling"] not in ("label_studio", "none"):
+        errors["labeling"] = "'label_studio' or 'none'."
+    if not isinstance(out["active"], dict):
+        errors["active"] = "A mapping of active-learning settings."
+    if errors:
+        raise InvalidInput("Invalid round config.", errors=errors)
+    return out
+
+
+def _require_admin(user) -> None:
+    if not is_platform_admin(user):
+        raise Forbidden("This action needs the admin role.")
+
+
+@transaction.atomic
+def round_launch(*, dataset: Dataset, config: dict[str, Any] | None, user) -> Round:
+    """Create round N+1 of ``dataset`` in ``created``; 409 while another round of the dataset is live."""
+    _require_admin(user)
+    config = validate_config(config)
+    Dataset.objects.select_for_update().get(pk=dataset.pk)  # serializes launches per dataset
+    live = Round.objects.filter(dataset=dataset, state__in=LIVE_STATES).order_by("number").first()
+    if live is not None:
+        raise Conflict(
+            f"Round {live.number} of dataset {dataset.name!r} is still {live.state}; "
+            "cancel it or wait for it to finish."
+        )
+    if not Sample.objects.filter(dataset=dataset, split="train").exists():
+        raise InvalidInput(f"Dataset {dataset.name!r} has no training samples to run a round on.")
+    last = Round.objects.filter(dataset=dataset).order_by("-number").first()
+    parent = Round.objects.filter(dataset=dataset, state=Round.State.DONE).order_by("-number").first()
+    return Round.objects.create(
+        dataset=dataset,
+        number=(last.number + 1) if last else 1,
+        parent=parent,
+        detector_kind=config["detectors"][0],
+        config=config,
+        created_by=user if getattr(user, "is_authenticated", False) else None,
+        progress={"phase": "created", "phases": {}},
+    )
+
+
+def round_get(*, round_id: int) -> Round:
+    round_ = Round.objects.select_related("dataset").filter(pk=round_id).first()
+    if round_ is None:
+        raise NotFound(f"Round {round_id} does not exist.")
+    return round_
+
+
+def round_cancel(*, round_id: int, user) -> Round:
+    """Cancel a live round (its running task stops at its next progress report)."""
+    _require_admin(user)
+    round_ = round_get(round_id=round_id)
+    if round_.state not in LIVE_STATES:
+        raise Conflict(f"Round {round_id} is {round_.state}; only a live round can be cancelled.")
+    return round_transition(round_id=round_id, to_state=Round.State.CANCELLED, error="cancelled by an admin")
+
+
+@transaction.atomic
+def round_retry(*, round_id: int, user) -> Round:
+    """Re-enter the phase that failed (its task then resumes from its checkpoint when it has one)."""
+    _require_admin(user)
+    round_ = Round.objects.select_for_update().filter(pk=round_id).first()
+    if round_ is None:
+        raise NotFound(f"Round {round_id} does not exist.")
+    if round_.state != Round.State.FAILED:
+        raise Conflict(f"Round {round_id} is {round_.state}; only a failed round can be retried.")
+    phase = round_.progress.get("failed_phase")
+    if phase not in LIVE_STATES or phase == "created":
+        phase = "training"
+    live = Round.objects.filter(dataset_id=round_.dataset_id, state__in=LIVE_STATES).exclude(pk=round_id)
+    if live.exists():
+        raise Conflict("Another round of this dataset is live; retry when it has finished.")
+    round_.state = phase
+    round_.error = ""
+    round_.finished_at = None
+    round_.progress = {**round_.progress, "phase": phase, "failed_phase": None,
+                       "retries": int(round_.progress.get("retries", 0)) + 1}  # fmt: skip
+    round_.save()
+    return round_
+
+
+def round_close_annotation(*, round_id: int, user) -> Round:
+    """End the annotating phase now with the masks collected so far."""
+    _require_admin(user)
+    round_ = round_get(round_id=round_id)
+    if round_.state != Round.State.ANNOTATING:
+        raise Conflict(f"Round {round_id} is {round_.state}; only an annotating round can be closed.")
+    return progress_update(round_id, annotation_closed=True)
+
+
+# ------------------------------------------------------------------------------------------- progress
+@transaction.atomic
+def progress_update(round_id: int, **values: Any) -> Round:
+    """Merge ``values`` into ``Round.progress`` (row-locked: concurrent writers never lose keys)."""
+    round_ = Round.objects.select_for_update().get(pk=round_id)
+    progress = dict(round_.progress or {})
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(progress.get(key), dict):
+            progress[key] = {**progress[key], **value}
+        else:
+            progress[key] = value
+    round_.progress = progress
+    round_.save(update_fields=["progress", "updated_at"])
+    return round_
+
+
+def phase_started(round_id: int, phase: str) -> None:
+    round_ = Round.objects.get(pk=round_id)
+    phases = dict(round_.progress.get("phases") or {})
+    record = dict(phases.get(phase) or {})
+    record.setdefault("started_at", timezone.now().isoformat())
+    record.setdefault("t0", time.time())
+    record["attempts"] = int(record.get("attempts", 0)) + 1
+    phases[phase] = record
+    progress_update(round_id, phase=phase, phases=phases)
+
+
+def phase_finished(round_id: int, phase: str, *, compute_seconds: float = 0.0, **extra: Any) -> None:
+    round_ = Round.objects.get(pk=round_id)
+    phases = dict(round_.progress.get("phases") or {})
+    record = dict(phases.get(phase) or {})
+    now = time.time()
+    record["finished_at"] = timezone.now().isoformat()
+    record["seconds"] = round(now - float(record.get("t0", now)), 3)
+    record["compute_seconds"] = round(float(compute_seconds), 3)
+    record.update(extra)
+    phases[phase] = record
+    progress_update(round_id, phases=phases)
+
+
+def phase_done(round_: Round, phase: str) -> bool:
+    return bool(((round_.progress or {}).get("phases") or {}).get(phase, {}).get("finished_at"))
+
+
+def round_fail(*, round_id: int, phase: str, error: str) -> None:
+    """Record the failure and move to ``failed`` (a no-op when the round already left ``phase``)."""
+    round_ = Round.objects.get(pk=round_id)
+    if round_.state != phase:
+        return
+    progress_update(round_id, failed_phase=phase)
+    round_transition(round_id=round_id, to_state=Round.State.FAILED, error=error[:4000])
+
+
+def round_is_live(round_id: int, phase: str) -> bool:
+    """Tasks call this between steps: False once the round was cancelled or moved on."""
+    return Round.objects.filter(pk=round_id, state=phase).exists()
+
+
+# ------------------------------------------------------------------------------------------ selectors
+def round_budget_size(round_: Round, pool_size: int) -> int:
+    config = round_.config
+    if config.get("budget_count"):
+        return min(int(config["budget_count"]), pool_size)
+    return (
+        min(pool_size, max(1, int(round(float(config["budget_fraction"]) * pool_size)))) if pool_size else 0
+    )
+
+
+def annotation_status(round_: Round) -> dict[str, Any]:
+    """Selected, masked and skipped counts of a round, and whether annotation is over (and why)."""
+    selected_ids = list(Selection.objects.filter(round=round_).values_list("sample_id", flat=True))
+    masked = Mask.objects.filter(sample_id__in=selected_ids).values("sample_id").distinct().count()
+    skipped = AnnotationTask.objects.filter(round=round_, status=AnnotationTask.Status.SKIPPED).count()
+    progress = round_.progress or {}
+    reason = None
+    if progress.get("annotation_closed"):
+        reason = "closed"
+    elif selected_ids and masked + skipped >= len(selected_ids):
+        reason = "complete"
+    else:
+        deadline = round_.config.get("annotation_deadline_s")
+        started = ((progress.get("phases") or {}).get("annotating") or {}).get("t0")
+        if deadline and started and time.time() - float(started) >= float(deadline):
+            reason = "deadline"
+    if not selected_ids and round_.state == Round.State.ANNOTATING:
+        reason = reason or "nothing_selected"
+    return {"selected": len(selected_ids), "masked": masked, "skipped": skipped, "finished": reason}
+
+
+def dataset_mask_fraction(dataset_id: int, split: str = "train") -> tuple[int, int]:
+    """(samples of ``split`` with at least one collected mask, samples of ``split``)."""
+    samples = Sample.objects.filter(dataset_id=dataset_id, split=split)
+    return samples.filter(masks__isnull=False).distinct().count(), samples.count()
+
+
+def efficiency_curve(*, dataset_id: int) -> list[dict[str, Any]]:
+    """One point per finished round: % of the training pool masked vs test AUC (seen/unseen) per detector."""
+    points = []
+    for round_ in Round.objects.filter(dataset_id=dataset_id, state=Round.State.DONE).order_by("number"):
+        progress = round_.progress or {}
+        metrics = progress.get("metrics") or {}
+        point = {
+            "round": round_.number,
+            "round_id": round_.pk,
+            "masked_fraction": progress.get("masked_fraction"),
+        }
+        for name, values in metrics.items():
+            point[name] = {
+                "auc_seen": (values.get("seen") or {}).get("auc"),
+                "auc_unseen": (values.get("unseen") or {}).get("auc"),
+            }
+        points.append(point)
+    return points
+
+
+# ------------------------------------------------------------------------------------ orchestration
+def round_start(*, round_id: int) -> Round:
+    """created → training (idempotent)."""
+    round_ = round_get(round_id=round_id)
+    if round_.state == Round.State.CREATED:
+        round_ = round_transition(round_id=round_id, to_state=Round.State.TRAINING)
+    return round_
+
+
+def round_annotation_check(*, round_id: int) -> dict[str, Any]:
+    """While annotating: end the phase when annotation is over; returns the status."""
+    round_ = round_get(round_id=round_id)
+    if round_.state != Round.State.ANNOTATING:
+        return {"finished": None, "state": round_.state}
+    status_ = annotation_status(round_)
+    progress_update(round_id, annotation=status_)
+    if status_["finished"]:
+        if round_.config.get("labeling") == "label_studio":
+            from labeling.provisioning import project_close
+
+            project_close(round_id=round_id)
+        phase_finished(round_id, "annotating", reason=status_["finished"])
+        round_transition(round_id=round_id, to_state=Round.State.RETRAINING)
+    return status_
+
+
+def scoring_mark_sent(*, round_id: int, scorer: str) -> None:
+    round_ = round_get(round_id=round_id)
+    phases = dict(round_.progress.get("phases") or {})
+    phases["scoring"] = {**(phases.get("scoring") or {}), "sent": True, "scorer": scorer}
+    progress_update(round_id, phases=phases)
+
+
+def round_scoring_check(*, round_id: int) -> bool:
+    """Distributed scoring: True once its chord callback stored the selection (state ``selecting``)."""
+    round_ = round_get(round_id=round_id)
+    if round_.state != Round.State.SELECTING or not Selection.objects.filter(round=round_).exists():
+        return False
+    if not phase_done(round_, "scoring"):
+        phase_finished(round_id, "scoring", compute_seconds=_scoring_compute(round_))
+    return True
+
+
+def _scoring_compute(round_: Round) -> float:
+    """Distributed scoring's compute time: the span of its stored scores' writes is not measured by
+    the shards in the database, so the phase's wall time stands in (an upper bound)."""
+    started = ((round_.progress.get("phases") or {}).get("scoring") or {}).get("t0")
+    return max(0.0, time.time() - float(started)) if started else 0.0
+
+
+def round_push(*, round_id: int) -> None:
+    """selecting → annotating: the selection becomes Label Studio tasks (``labeling.provisioning``)."""
+    round_ = round_get(round_id=round_id)
+    if round_.state != Round.State.SELECTING:
+        return
+    pushed: dict[str, Any] = {"tasks": 0}
+    if round_.config.get("labeling") == "label_studio":
+        from labeling.provisioning import round_push_tasks
+
+        pushed = round_push_tasks(round_id=round_id)
+    if not phase_done(round_, "scoring"):
+        phase_finished(round_id, "scoring", compute_seconds=0.0)
+    progress_update(round_id, labeling=pushed)
+    round_transition(round_id=round_id, to_state=Round.State.ANNOTATING)
+    phase_started(round_id, "annotating")
+
+
+def round_next_step(*, round_id: int) -> tuple[str | None, float]:
+    """(task to run next, countdown seconds) for the round's state; (None, 0) when nothing is due."""
+    round_ = round_get(round_id=round_id)
+    state = round_.state
+    if state == Round.State.CREATED:
+        return "start", 0.0
+    if state == Round.State.TRAINING:
+        return "train", 0.0
+    if state == Round.State.SCORING:
+        return "score", 0.0
+    if state == Round.State.SELECTING:
+        return "push", 0.0
+    if state == Round.State.ANNOTATING:
+        return "watch", float(round_.config.get("poll_interval_s", 3.0))
+    if state == Round.State.RETRAINING:
+        return "retrain", 0.0
+    if state == Round.State.EVALUATING:
+        return "evaluate", 0.0
+    return None, 0.0
+
+
+def round_list(*, dataset_id: int | None = None):
+    rounds = Round.objects.select_related("dataset").order_by("-created_at")
+    return rounds.filter(dataset_id=dataset_id) if dataset_id else rounds
+
+
+def stale_after(seconds: float) -> timezone.datetime:
+    return timezone.now() - timedelta(seconds=seconds)

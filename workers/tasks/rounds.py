@@ -1,0 +1,161 @@
+"""Round workflow tasks: one task per phase, each ending by dispatching the next (DESIGN §3).
+
+    round_start        (default)  created → training
+    round_train        (gpu)      train each detector              → scoring
+    round_score        (default)  send ``workers.tasks.scoring.launch_scoring`` (sharded chord on gpu),
+                                  or score in process (gpu) when the round says ``scoring: in_process``
+    round_push         (default)  the selection → Label Studio tasks (``labeling.provisioning``) → annotating
+    round_watch        (default)  polls: scoring finished? annotation over (budget masked, deadline, closed)?
+    round_retrain      (gpu)      retrain with the collected masks → evaluating
+    round_evaluate     (gpu)      test metrics, DetectorVersions   → done
+
+Every task takes the round id only and is idempotent: it acts only when the round is in its phase, and
+the services it calls skip work already done (training resumes from the per-epoch checkpoint, selections
+and versions are written once). ``acks_late`` + ``reject_on_worker_lost`` (the app's defaults) redeliver
+a killed worker's task. A phase that raises moves the round to ``failed`` with the error and the phase
+recorded, so ``POST /rounds/{id}/retry`` can re-enter it.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+
+from workers.celery_app import app
+
+logger = logging.getLogger(__name__)
+SCORING_WATCH_S = 1.0
+
+
+def dispatch(round_id: int) -> str | None:
+    """Send the task the round's state calls for; returns its name (None when the round is over)."""
+    from rounds.workflow import round_next_step
+
+    step, countdown = round_next_step(round_id=round_id)
+    if step is None:
+        return None
+    task = STEP_TASKS[step]
+    task.apply_async((round_id,), countdown=countdown or None)
+    return step
+
+
+def _run_phase(round_id: int, phase: str, fn) -> None:
+    """Run one phase service; failures go to the round (``failed``), cancellation stops quietly."""
+    from rounds.compute import RoundStopped
+    from rounds.workflow import round_fail, round_is_live
+
+    if not round_is_live(round_id, phase):
+        return
+    try:
+        fn(round_id=round_id)
+    except RoundStopped:
+        logger.info("round %s left %s while working; stopping", round_id, phase)
+        return
+    except Exception as exc:
+        if isinstance(exc, app.Task.autoretry_for):
+            raise  # transient infrastructure error: PlatformTask retries with backoff
+        logger.exception("round %s failed in %s", round_id, phase)
+        round_fail(round_id=round_id, phase=phase, error=f"{exc.__class__.__name__}: {exc}\n"
+                   + traceback.format_exc(limit=6))  # fmt: skip
+        return
+    dispatch(round_id)
+
+
+@app.task(name="workers.tasks.rounds.round_start", queue="default")
+def round_start(round_id: int) -> None:
+    from rounds.workflow import round_start as start
+
+    start(round_id=round_id)
+    dispatch(round_id)
+
+
+@app.task(name="workers.tasks.rounds.round_train", queue="gpu")
+def round_train(round_id: int) -> None:
+    from rounds.compute import round_train as train
+
+    _run_phase(round_id, "training", train)
+
+
+@app.task(name="workers.tasks.rounds.round_score_in_process", queue="gpu")
+def round_score_in_process(round_id: int) -> None:
+    from rounds.compute import round_score
+
+    _run_phase(round_id, "scoring", round_score)
+
+
+@app.task(name="workers.tasks.rounds.round_score", queue="default")
+def round_score(round_id: int) -> None:
+    """Start scoring (once), then watch for the selection."""
+    from rounds.models import Round
+    from rounds.workflow import phase_started, round_get, scoring_mark_sent
+
+    round_ = round_get(round_id=round_id)
+    if round_.state != Round.State.SCORING:
+        return
+    if (round_.progress.get("phases") or {}).get("scoring", {}).get("sent"):
+        round_watch.apply_async((round_id,), countdown=SCORING_WATCH_S)
+        return
+    distributed = round_.config.get("scoring") == "distributed" and round_.config.get("strategy") != "random"
+    phase_started(round_id, "scoring")
+    scoring_mark_sent(round_id=round_id, scorer="distributed" if distributed else "in-process")
+    if distributed:
+        app.send_task("workers.tasks.scoring.launch_scoring", args=(round_id,), queue="default")
+        round_watch.apply_async((round_id,), countdown=SCORING_WATCH_S)
+    else:
+        round_score_in_process.delay(round_id)
+
+
+@app.task(name="workers.tasks.rounds.round_push", queue="default")
+def round_push(round_id: int) -> None:
+    from rounds.workflow import round_push as push
+
+    _run_phase(round_id, "selecting", push)
+
+
+@app.task(name="workers.tasks.rounds.round_watch", queue="default")
+def round_watch(round_id: int) -> None:
+    """Scoring: has the chord stored the selection?  Annotating: is annotation over?"""
+    from rounds.models import Round
+    from rounds.workflow import round_annotation_check, round_get, round_scoring_check
+
+    round_ = round_get(round_id=round_id)
+    if (
+        round_.state in (Round.State.SCORING, Round.State.SELECTING)
+        and round_.config.get("scoring") == "distributed"
+    ):
+        if round_scoring_check(round_id=round_id):
+            dispatch(round_id)
+        elif round_get(round_id=round_id).state in (Round.State.SCORING, Round.State.SELECTING):
+            round_watch.apply_async((round_id,), countdown=SCORING_WATCH_S)
+        return
+    if round_.state == Round.State.ANNOTATING:
+        status = round_annotation_check(round_id=round_id)
+        if status["finished"]:
+            dispatch(round_id)
+        else:
+            round_watch.apply_async((round_id,), countdown=float(round_.config.get("poll_interval_s", 3.0)))
+
+
+@app.task(name="workers.tasks.rounds.round_retrain", queue="gpu")
+def round_retrain(round_id: int) -> None:
+    from rounds.compute import round_retrain as retrain
+
+    _run_phase(round_id, "retraining", retrain)
+
+
+@app.task(name="workers.tasks.rounds.round_evaluate", queue="gpu")
+def round_evaluate(round_id: int) -> None:
+    from rounds.compute import round_evaluate as evaluate
+
+    _run_phase(round_id, "evaluating", evaluate)
+
+
+STEP_TASKS = {
+    "start": round_start,
+    "train": round_train,
+    "score": round_score,
+    "push": round_push,
+    "watch": round_watch,
+    "retrain": round_retrain,
+    "evaluate": round_evaluate,
+}
