@@ -128,3 +128,32 @@ def decode_embeddings(encoded: Sequence[str], dim: int | None = None) -> np.ndar
     if array.size != width * len(encoded):
         raise ValueError("embeddings of different widths in one pool")
     return array.reshape(len(encoded), width).astype(np.float32)
+
+
+def score_rows(
+    detectors: Mapping[str, Detector] | Detector,
+    rows: Sequence[dict],
+    root,
+    image_size: int,
+    strategies: Sequence[str] = DEFAULT_STRATEGIES,
+    config: Mapping[str, Mapping] | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> Iterable[tuple[list[str], BatchScores]]:
+    """Yield (sample ids, scores) per batch for manifest-style rows under ``root`` (images read by ml.data).
+
+    BALD's dropout seed is derived from the batch's first sample id, so a batch scores the same whichever
+    worker scores it and however often (a retried shard rewrites identical values).
+    """
+    import zlib
+
+    from ml.data.dataset import ForgeryDataset
+
+    dataset = ForgeryDataset(list(rows), root, image_size)
+    config = {k: dict(v) for k, v in dict(config or {}).items()}
+    base_seed = int(config.get("bald", {}).get("seed", 0))
+    for index in iter_batches(list(range(len(rows))), batch_size):
+        batch = dataset.__getitems__(list(index))
+        ids = [str(i) for i in batch["sample_id"]]
+        config.setdefault("bald", {})["seed"] = base_seed + zlib.crc32(ids[0].encode())
+        yield ids, score_batch(detectors, batch["image"].to(device), strategies, config=config)

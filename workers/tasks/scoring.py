@@ -1,0 +1,153 @@
+"""Distributed scoring of a round's unlabeled pool, then selection (DESIGN §3), on the ``gpu`` queue.
+
+    launch_scoring(round_id)       entry point: moves the round to "scoring" and sends one chord:
+      score_shard(round_id, index, lo, hi)  x N   (header: one task per id-range shard)
+      select_round(round_id)                      (callback: runs once every shard has finished)
+
+``score_shard`` loads the round's detector checkpoint once per worker process (cached by path and
+mtime, so the shards of one round reuse it), scores its shard in batches with ``ml.active.score_rows``
+and upserts each batch (INSERT ... ON CONFLICT DO UPDATE keyed by (round, sample)). A shard killed
+mid-way is redelivered (``acks_late``) and rewrites the same rows with the same values (BALD's dropout
+seed is fixed per batch); a duplicated delivery adds no rows. ``select_round`` checks that every pool
+sample has a score, so selection never runs on a partial pool, then stores the Selection rows.
+
+Tasks take ids only and call platform services; torch is imported inside the task (the web process
+never imports this module's heavy parts). Torch threads per worker: ``TORCH_NUM_THREADS`` (default 1:
+one worker process per core scales better than one process with several threads on small models).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from celery import chord
+
+from workers.celery_app import app
+
+logger = logging.getLogger(__name__)
+
+_DETECTORS: dict[tuple[str, float], Any] = {}  # (path, mtime) -> detector, per worker process
+
+
+def _threads() -> None:
+    import torch
+
+    wanted = int(os.environ.get("TORCH_NUM_THREADS", "1") or 1)
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+
+
+def load_detectors(paths: dict[str, Any]) -> dict[str, Any]:
+    """Detectors by role, loaded once per process (``weights_only`` loading: no pickle)."""
+    from ml.training.checkpoint import load_detector
+
+    detectors = {}
+    for role, path in paths.items():
+        key = (str(path), os.path.getmtime(path))
+        if key not in _DETECTORS:
+            if len(_DETECTORS) >= 4:
+                _DETECTORS.clear()  # a long-lived worker scores many rounds; keep memory bounded
+            _DETECTORS[key] = load_detector(path)[0]
+        detectors[role] = _DETECTORS[key]
+    return detectors
+
+
+def score_shard_rows(round_id: int, index: int, lo: int, hi: int | None) -> dict[str, Any]:
+    """The body of ``score_shard`` (also used in-process by the scoring benchmark)."""
+    from catalog.paths import media_root
+    from ml.active.scoring import encode_embedding, score_rows
+    from rounds.scoring import (
+        round_checkpoints,
+        round_get,
+        score_upsert,
+        scoring_config,
+        shard_rows,
+    )
+
+    _threads()
+    started = time.perf_counter()
+    config = scoring_config(round_=round_get(round_id=round_id))
+    detectors = load_detectors(round_checkpoints(round_id=round_id))
+    primary = detectors["primary"]
+    rows = shard_rows(round_id=round_id, lo=lo, hi=hi)
+    written = 0
+    skipped: dict[str, str] = {}
+    pause = float(config["batch_pause_s"])
+    for ids, batch in score_rows(
+        detectors,
+        rows,
+        media_root(),
+        primary.input_size,
+        strategies=config["strategies"],
+        config={"bald": config["bald"]},
+        batch_size=int(config["batch_size"]),
+    ):
+        skipped.update(batch.skipped)
+        payload = [
+            {
+                "sample_id": int(sample_id),
+                "scores": {name: values[i] for name, values in batch.scores.items()},
+                "prob": batch.prob[i],
+                "embedding": encode_embedding(batch.embedding[i]),
+            }
+            for i, sample_id in enumerate(ids)
+        ]
+        written += score_upsert(round_id=round_id, shard=index, rows=payload)
+        if pause:
+            time.sleep(pause)
+    if skipped:
+        logger.warning("round %s shard %s skipped strategies: %s", round_id, index, skipped)
+    return {
+        "round": round_id,
+        "shard": index,
+        "rows": written,
+        "seconds": round(time.perf_counter() - started, 3),
+        "skipped": skipped,
+    }
+
+
+@app.task(name="workers.tasks.scoring.score_shard", bind=True)
+def score_shard(self, round_id: int, index: int, lo: int, hi: int | None) -> dict[str, Any]:
+    return score_shard_rows(round_id, index, lo, hi)
+
+
+@app.task(name="workers.tasks.scoring.select_round", bind=True)
+def select_round(self, shard_results: list[dict] | None, round_id: int) -> dict[str, Any]:
+    """Chord callback: every shard is in; move to "selecting" and store the selection."""
+    from rounds.models import Round
+    from rounds.scoring import round_get, selection_run
+    from rounds.services import round_transition
+
+    if round_get(round_id=round_id).state == Round.State.SCORING:
+        round_transition(round_id=round_id, to_state=Round.State.SELECTING)
+    summary = selection_run(round_id=round_id)
+    summary["shards"] = len(shard_results or [])
+    return summary
+
+
+def scoring_chord(round_id: int):
+    """The chord for a round (not sent): header = one ``score_shard`` per shard, body = ``select_round``."""
+    from rounds.scoring import scoring_shards
+
+    shards = scoring_shards(round_id=round_id)
+    header = [score_shard.si(round_id, s["index"], s["lo"], s["hi"]) for s in shards]
+    if not header:
+        return select_round.si(None, round_id)
+    return chord(header, select_round.s(round_id))
+
+
+@app.task(name="workers.tasks.scoring.launch_scoring")
+def launch_scoring(round_id: int) -> dict[str, Any]:
+    """Entry point: move the round to "scoring" (idempotent) and fan the shards out."""
+    from rounds.models import Round
+    from rounds.scoring import round_checkpoints, round_get
+    from rounds.services import round_transition
+
+    round_checkpoints(round_id=round_id)  # fail before fanning out if there is no detector
+    if round_get(round_id=round_id).state != Round.State.SCORING:
+        round_transition(round_id=round_id, to_state=Round.State.SCORING)
+    result = scoring_chord(round_id).apply_async()
+    return {"round": round_id, "chord": result.id}
