@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install demo test test-unit test-fast bench bench-quick lint format services-up services-down clean
+.PHONY: help install demo test test-unit test-fast bench bench-quick lint format services-up services-down services-status clean
 
 help:
 	@echo "make demo   - install, start local services, run the active-learning demo, print URLs"
@@ -29,6 +29,9 @@ services-up: install
 
 services-down:
 	deploy/local/services.sh down
+
+services-status:
+	deploy/local/services.sh status
 
 demo: install
 	deploy/local/demo.sh
