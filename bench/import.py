@@ -93,7 +93,9 @@ def _raw_copy_rows_per_s(job_rows: list[tuple]) -> tuple[float, float]:
 
     columns = ", ".join(SAMPLE_COLUMNS)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("CREATE TEMP TABLE bench_copy_scratch (LIKE catalog_sample INCLUDING IDENTITY) ON COMMIT DROP")
+        cursor.execute(
+            "CREATE TEMP TABLE bench_copy_scratch (LIKE catalog_sample INCLUDING IDENTITY) ON COMMIT DROP"
+        )
         started = time.perf_counter()
         buffer = copy_buffer(job_rows)
         built = time.perf_counter()
