@@ -27,6 +27,9 @@ class UserListCreateApi(APIView):
     permission_classes = [IsPlatformAdmin]
 
     class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "UserCreateInput"
+
         username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
         password = serializers.CharField(write_only=True, min_length=8)
         role = serializers.ChoiceField(choices=ROLES)

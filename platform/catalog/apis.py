@@ -88,6 +88,9 @@ class DatasetListCreateApi(APIView):
         return [IsPlatformAdmin()] if self.request.method == "POST" else super().get_permissions()
 
     class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "DatasetCreateInput"
+
         name = serializers.SlugField(max_length=100)
         description = serializers.CharField(required=False, default="", allow_blank=True)
 
@@ -115,6 +118,9 @@ class DatasetImportApi(APIView):
     permission_classes = [IsPlatformAdmin]
 
     class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "DatasetImportInput"
+
         source = serializers.CharField(
             help_text="manifest file or FF++ root; absolute or relative to MEDIA_ROOT"
         )
@@ -149,6 +155,9 @@ class ImportDetailApi(APIView):
 
 class SampleListApi(APIView):
     class FilterSerializer(StrictFilterSerializer):
+        class Meta:
+            ref_name = "SampleFilter"
+
         dataset = serializers.IntegerField(required=False, min_value=1)
         split = serializers.ChoiceField(choices=Sample.Split.choices, required=False)
         label = serializers.ChoiceField(choices=Sample.Label.choices, required=False)

@@ -101,29 +101,29 @@ class RoundDetailApi(APIView):
 
 class _RoundActionApi(APIView):
     permission_classes = [IsPlatformAdmin]
-    action = staticmethod(lambda **kwargs: None)
+    round_service = staticmethod(lambda **kwargs: None)
     schedule = False
 
     @extend_schema(request=None, responses=RoundOutputSerializer)
     def post(self, request, round_id: int):
         with transaction.atomic():
-            round_ = type(self).action(round_id=round_id, user=request.user)
+            round_ = type(self).round_service(round_id=round_id, user=request.user)
             if self.schedule:
                 _schedule(round_.pk)
         return Response(_round_body(round_))
 
 
 class RoundCancelApi(_RoundActionApi):
-    action = staticmethod(workflow.round_cancel)
+    round_service = staticmethod(workflow.round_cancel)
 
 
 class RoundRetryApi(_RoundActionApi):
-    action = staticmethod(workflow.round_retry)
+    round_service = staticmethod(workflow.round_retry)
     schedule = True
 
 
 class RoundCloseAnnotationApi(_RoundActionApi):
-    action = staticmethod(workflow.round_close_annotation)
+    round_service = staticmethod(workflow.round_close_annotation)
     schedule = True
 
 
