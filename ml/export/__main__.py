@@ -1,0 +1,71 @@
+"""``python -m ml.export --version V --out FILE``: write an export bundle for a saved detector.
+
+``V`` is a checkpoint written by ``ml.training.checkpoint.save_detector`` (what a DetectorVersion's
+``checkpoint`` artifact points to) or a ``.safetensors`` weights file together with ``--config``
+(a JSON object ``{"kind": ..., "config": {...}}``). ``--metadata`` is a JSON file with the model card's
+facts (tag, metrics, metrics_per_round, training, lineage); the platform writes it from the database,
+so this command never needs Django.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def load_source(version: str, config_path: str | None):
+    """(detector, metadata from the checkpoint) from a checkpoint, or from safetensors + config JSON."""
+    from ml.detectors import create
+
+    if version.endswith(".safetensors"):
+        if not config_path:
+            raise SystemExit("--config is required with a .safetensors weights file")
+        from safetensors.torch import load_file
+
+        spec = json.loads(Path(config_path).read_text())
+        detector = create(spec["kind"], **spec.get("config", {}))
+        detector.load_state_dict(load_file(version))
+        return detector.eval(), {}
+    from ml.training.checkpoint import load_detector
+
+    return load_detector(version)
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    parser = argparse.ArgumentParser(prog="python -m ml.export", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", required=True, help="checkpoint (.pt) or weights (.safetensors)")
+    parser.add_argument("--out", required=True, help="bundle zip to write")
+    parser.add_argument("--config", help="JSON {kind, config} for a .safetensors weights file")
+    parser.add_argument("--metadata", help="JSON file: tag, metrics, metrics_per_round, training, lineage")
+    args = parser.parse_args(argv)
+    if not Path(args.version).is_file():
+        print(f"error: {args.version} is not a file", file=sys.stderr)
+        return 2
+    from ml.export.bundle import export_bundle
+
+    detector, checkpoint_meta = load_source(args.version, args.config)
+    metadata = {"checkpoint_metadata": checkpoint_meta}
+    if args.metadata:
+        metadata.update(json.loads(Path(args.metadata).read_text()))
+    metadata.setdefault("tag", Path(args.version).stem)
+    report = export_bundle(detector, args.out, metadata)
+    print(
+        json.dumps(
+            {
+                "bundle": str(report.path),
+                "sha256": report.sha256,
+                "files": sorted(report.manifest),
+                "onnx_max_abs_diff": report.verification["onnx_max_abs_diff"],
+                "torchscript_max_abs_diff": report.verification["torchscript_max_abs_diff"],
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
