@@ -21,6 +21,7 @@ supersampling: at 128 px a face costs ~1 ms (the prototype's 4x supersampled Pil
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -128,8 +129,8 @@ def face_contour(idp: dict, phis: np.ndarray) -> np.ndarray:
     sin = np.sin(phis)
     bb = np.where(sin > 0, b * idp["chin"], b)
     cos = np.cos(phis)
-    # Squarer below (|cos|^0.75): a jaw, not an egg; iBUG's jaw points sit on such a contour.
-    x = 0.5 + a * np.where(sin > 0, np.sign(cos) * np.abs(cos) ** 0.75, cos)
+    # Squarer below (|cos|^0.85): a jaw, not an egg; iBUG's jaw points sit on such a contour.
+    x = 0.5 + a * np.where(sin > 0, np.sign(cos) * np.abs(cos) ** 0.85, cos)
     return np.stack([x, 0.5 + bb * sin], -1)
 
 
@@ -156,7 +157,7 @@ def landmarks_unit(idp: dict, pp: dict) -> np.ndarray:
         by = ey - idp["brow_off"] - pp["brow_raise"]
         t = np.linspace(-1, 1, 5)
         # iBUG brows reach past the eye corners and droop at the outer end (t * side = 1 there).
-        p[bbase : bbase + 5, 0] = ex + t * ew * 1.35 + 0.012 * t * (t * side > 0)
+        p[bbase : bbase + 5, 0] = ex + t * ew * 1.45 + 0.012 * t * (t * side > 0)
         p[bbase : bbase + 5, 1] = by - idp["brow_arch"] * (1 - t * t) + 0.012 * t * side
     ny, nw = idp["nose_y"], idp["nose_w"]
     t = np.linspace(0, 1, 4)
@@ -197,10 +198,16 @@ def _apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ m[:, :2].T + m[:, 2]
 
 
-def _ellipse(cx, cy, a, b, n=48, b_low=None) -> np.ndarray:
+@lru_cache(maxsize=16)
+def _circle(n: int) -> tuple[np.ndarray, np.ndarray]:
     t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    return np.cos(t), np.sin(t)
+
+
+def _ellipse(cx, cy, a, b, n=48, b_low=None) -> np.ndarray:
+    cos, sin = _circle(n)
     bl = b if b_low is None else b_low
-    return np.stack([cx + a * np.cos(t), cy + np.where(np.sin(t) > 0, bl, b) * np.sin(t)], -1)
+    return np.stack([cx + a * cos, cy + np.where(sin > 0, bl, b) * sin], -1)
 
 
 def _smooth_closed(pts: np.ndarray, n: int = 4) -> np.ndarray:
@@ -312,6 +319,12 @@ def render_face(idp: dict, pp: dict, size: int = 128) -> tuple[np.ndarray, np.nd
     return _finish(img, idp, pp, size), _apply(m, lm)
 
 
+@lru_cache(maxsize=4)
+def _noise_bank(size: int) -> np.ndarray:
+    side = max(4 * size, 512)
+    return np.random.default_rng(20_24).standard_normal((side, side, 3), dtype=np.float32)
+
+
 def _finish(img: np.ndarray, idp: dict, pp: dict, size: int) -> np.ndarray:
     """Lighting gradient, per-identity low-frequency skin texture, per-frame sensor noise."""
     g = np.linspace(-0.5, 0.5, size, dtype=np.float32)
@@ -320,7 +333,11 @@ def _finish(img: np.ndarray, idp: dict, pp: dict, size: int) -> np.ndarray:
     trng = np.random.default_rng(idp["tex_seed"])
     lo = cv2.resize(trng.random((8, 8), dtype=np.float32) - 0.5, (size, size), interpolation=cv2.INTER_CUBIC)
     gain *= 1 + idp["tex_lo"] * 2 * lo
+    # Sensor noise: a window of a fixed Gaussian noise bank at an offset drawn from the frame's
+    # noise seed (drawing fresh normals cost more than the whole drawing of the face).
+    bank = _noise_bank(size)
     nrng = np.random.default_rng(pp["noise_seed"])
-    noise = nrng.standard_normal((size, size, 3), dtype=np.float32) * np.float32(idp["tex_hi"])
+    oy, ox = (int(v) for v in nrng.integers(0, bank.shape[0] - size + 1, 2))
+    noise = bank[oy : oy + size, ox : ox + size] * np.float32(idp["tex_hi"])
     x = img.astype(np.float32) * gain[..., None] + noise
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)

@@ -160,20 +160,20 @@ def poisson(src: np.ndarray, dst: np.ndarray, support: np.ndarray) -> np.ndarray
     m = support.copy()
     m[[0, -1], :] = 0  # seamlessClone needs the mask's box strictly inside the image
     m[:, [0, -1]] = 0
-    ys, xs = np.nonzero(m)
-    if len(xs) < 4:
+    x, y, w, h = cv2.boundingRect(m)
+    if w * h < 4:
         return src
-    x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    # Solve on the mask's box plus a 2 px frame only (OpenCV would copy and scan the whole image).
+    H, W = m.shape
+    x0, y0, x1, y1 = max(x - 2, 0), max(y - 2, 0), min(x + w + 2, W), min(y + h + 2, H)
+    roi = (slice(y0, y1), slice(x0, x1))
     # OpenCV places the mask's bounding box at centre - size//2: this centre keeps it in place.
-    centre = (int(x0 + (x1 - x0) // 2), int(y0 + (y1 - y0) // 2))
-    out = cv2.seamlessClone(
-        np.ascontiguousarray(src[..., ::-1]),
-        np.ascontiguousarray(dst[..., ::-1]),
-        m * 255,
-        centre,
-        cv2.NORMAL_CLONE,
+    centre = (x - x0 + w // 2, y - y0 + h // 2)
+    out = dst.copy()
+    out[roi] = cv2.seamlessClone(
+        np.ascontiguousarray(src[roi]), np.ascontiguousarray(dst[roi]), m[roi] * 255, centre, cv2.NORMAL_CLONE
     )
-    return out[..., ::-1]
+    return out
 
 
 def soft_mask(support: np.ndarray, sigma: float) -> np.ndarray:
@@ -232,13 +232,19 @@ def _mouth_warp(face: Face, p: dict, size: int) -> tuple[np.ndarray, np.ndarray]
     ctrl = np.vstack([lm[idx] + disp, anchors])
     vals = np.vstack([-disp, np.zeros((len(anchors), 2))])  # backward map: target -> source offset
     sigma = 0.12 * iod
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    grid = np.stack([xx.ravel(), yy.ravel()], 1)
     k = lambda a, b: np.exp(-np.square(a[:, None] - b[None]).sum(-1) / (2 * sigma**2))  # noqa: E731
     weights = np.linalg.solve(k(ctrl, ctrl) + 1e-6 * np.eye(len(ctrl)), vals)
-    field = (k(grid, ctrl) @ weights).astype(np.float32).reshape(size, size, 2)
-    mapx, mapy = xx + field[..., 0], yy + field[..., 1]
-    warped = cv2.remap(face.image, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    # The field is negligible beyond ~4 sigma of the mouth: evaluate it only on that box.
+    reach = 4 * sigma + np.abs(disp).max()
+    lo = np.floor(lm[idx].min(0) - reach).clip(0, size - 1).astype(int)
+    hi = np.ceil(lm[idx].max(0) + reach).clip(1, size).astype(int)
+    yy, xx = np.mgrid[lo[1] : hi[1], lo[0] : hi[0]].astype(np.float32)
+    grid = np.stack([xx.ravel(), yy.ravel()], 1)
+    field = (k(grid, ctrl) @ weights).astype(np.float32).reshape(*xx.shape, 2)
+    warped = face.image.copy()
+    warped[lo[1] : hi[1], lo[0] : hi[0]] = cv2.remap(
+        face.image, xx + field[..., 0], yy + field[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101
+    )
     new_lm = lm.copy()
     new_lm[idx] += disp
     if p["mouth_open"] > 0.004:  # the opening shows the inside of the mouth: a dark lip colour
