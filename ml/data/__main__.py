@@ -25,6 +25,17 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--workers", type=int, default=1, help="worker processes")
     gen.add_argument("--frames-per-video", type=int, default=None)
     gen.add_argument("--real-photos", action="store_true", help="add forgeries of the packaged real photos")
+    ing = sub.add_parser("ingest", help="face crops (+ forgeries) from a folder of photos and videos")
+    ing.add_argument("--src", required=True, help="folder of images/videos (sub-folder = identity)")
+    ing.add_argument("--out", required=True)
+    ing.add_argument("--size", type=int, default=128)
+    ing.add_argument("--seed", type=int, default=0)
+    ing.add_argument("--frames-per-video", type=int, default=8)
+    ing.add_argument("--no-forge", action="store_true", help="real crops only")
+    prev = sub.add_parser("preview", help="contact sheet PNG of a dataset: real / fake / mask")
+    prev.add_argument("dataset")
+    prev.add_argument("--out", required=True, help="PNG file to write")
+    prev.add_argument("--n", type=int, default=12)
     args = parser.parse_args(argv)
     if args.command == "generate":
         from ml.data.generate import generate_dataset
@@ -45,7 +56,27 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(exc))
         print((out / "report.json").read_text().strip())
         return 0
-    return 2
+    if args.command == "ingest":
+        from ml.data.ingest import ingest_media
+
+        try:
+            out = ingest_media(
+                args.src,
+                args.out,
+                size=args.size,
+                seed=args.seed,
+                frames_per_video=args.frames_per_video,
+                forge=not args.no_forge,
+                progress=True,
+            )
+        except (ValueError, FileExistsError) as exc:
+            parser.error(str(exc))
+        print((out / "report.json").read_text().strip())
+        return 0
+    from ml.data.preview import contact_sheet
+
+    print(contact_sheet(args.dataset, args.out, n=args.n))
+    return 0
 
 
 if __name__ == "__main__":
