@@ -142,19 +142,27 @@ cmd_start() {
         "FRONTEND_SENTRY_DSN="
         "COLLECT_ANALYTICS=false"
     )
+    # Pass through TLS / proxy settings (the start-up version check reaches PyPI).
+    for var in SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE HTTPS_PROXY https_proxy HTTP_PROXY http_proxy NO_PROXY no_proxy; do
+        if [[ -n "${!var:-}" ]]; then envv+=("$var=${!var}"); fi
+    done
     while IFS= read -r line; do envv+=("$line"); done < <(database_env)
     log "starting Label Studio $LS_VERSION at $LS_URL (data $LS_DATA)"
     : > "$LOG_FILE"
-    env -i "${envv[@]}" setsid nohup "$LS_VENV/bin/label-studio" start --no-browser \
-        --internal-host "$LS_BIND" --port "$LS_PORT" >>"$LOG_FILE" 2>&1 </dev/null &
-    echo $! > "$PID_FILE"
+    rm -f "$PID_FILE"
+    # setsid may fork (when the caller leads its process group), so $! is not the server's pid: the
+    # inner shell writes its own pid and then becomes the server with exec.
+    env -i "${envv[@]}" setsid bash -c 'echo $$ > "$0"; exec "$@"' "$PID_FILE" \
+        "$LS_VENV/bin/label-studio" start --no-browser --internal-host "$LS_BIND" --port "$LS_PORT" \
+        >>"$LOG_FILE" 2>&1 </dev/null &
+    for _ in $(seq 1 50); do [[ -s "$PID_FILE" ]] && break; sleep 0.1; done
     local waited=0
     until cmd_health; do
         if ! pid_alive; then
             log "server exited during start; last log lines:"; tail -n 30 "$LOG_FILE" >&2; exit 1
         fi
-        if (( waited >= 240 )); then
-            log "no /health after 120 s; see $LOG_FILE"; exit 1
+        if (( waited >= 2 * ${LS_START_TIMEOUT:-420} )); then
+            log "no /health after ${LS_START_TIMEOUT:-420} s; see $LOG_FILE"; exit 1
         fi
         sleep 0.5; waited=$((waited + 1))
     done

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +170,10 @@ class LabelStudioClient:
         return int(hook.id)
 
     @_translate
+    def webhook_delete(self, webhook_id: int) -> None:
+        self._sdk.webhooks.delete(id=webhook_id)
+
+    @_translate
     def webhooks_list(self, project_id: int) -> list[dict]:
         return [_dump(h) for h in self._sdk.webhooks.list(project=str(project_id))]
 
@@ -182,10 +185,12 @@ class LabelStudioClient:
         return [int(t) for t in (answer.task_ids or [])]
 
     @_translate
-    def tasks_iter(self, *, project_id: int, page_size: int = 100) -> Iterator[dict]:
-        """Every task of the project with its annotations (the reconciliation's view of the truth)."""
-        for task in self._sdk.tasks.list(project=project_id, fields="all", page_size=page_size):
-            yield _dump(task)
+    def tasks_iter(self, *, project_id: int, page_size: int = 100) -> list[dict]:
+        """Every task of the project with its annotations (the reconciliation's view of the truth).
+
+        Materialised inside the error translation: a failure on page 3 must not escape as an httpx error.
+        """
+        return [_dump(t) for t in self._sdk.tasks.list(project=project_id, fields="all", page_size=page_size)]
 
     @_translate
     def tasks_brief(self, *, project_id: int) -> list[dict]:
