@@ -131,7 +131,11 @@ def region_mask(
 def region_coverage(mask: np.ndarray, landmarks: np.ndarray) -> dict[str, float]:
     """Fraction of each local region's undilated area covered by ``mask >= 0.5`` (mask float or uint8)."""
     mask = np.asarray(mask)
-    on = mask >= (0.5 if mask.dtype.kind == "f" else 128 if mask.max(initial=0) > 1 else 1)
+    if mask.ndim == 3:  # an RGB(A) drawing: any channel on
+        mask = mask.max(axis=2)
+    # float weights in [0,1], uint8 weights in [0,255] or a 0/1 label image: "on" means weight >= 0.5
+    peak = float(mask.max(initial=0))
+    on = mask >= (0.5 * (255 if peak > 1 else 1) if mask.dtype.kind == "f" else 128 if peak > 1 else 1)
     out = {}
     for region in LOCAL_NODES:
         r = region_mask(landmarks, region, on.shape, dilate=0.0).astype(bool)
