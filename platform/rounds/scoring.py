@@ -276,7 +276,7 @@ def selection_compute(*, round_id: int) -> dict[str, Any]:
     from ml.active.selection import (
         Budget,
         StreamingSelector,
-        kcenter_greedy,
+        kcenter_partitioned,
         principal_projection,
     )
     from ml.active.strategies import combine_ranks
@@ -319,7 +319,7 @@ def selection_compute(*, round_id: int) -> dict[str, Any]:
         projection = principal_projection(embeddings, 32)
         if projection is not None:
             embeddings = embeddings @ projection
-        chosen = ranked.tie_keys[kcenter_greedy(embeddings, count)]
+        chosen = ranked.tie_keys[kcenter_partitioned(embeddings, count)]
     position = {int(s): i for i, s in enumerate(ids.tolist())} if chosen.size else {}
     picks = []
     for sample_id in chosen.tolist():

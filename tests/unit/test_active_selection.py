@@ -137,3 +137,16 @@ def test_bad_input_is_rejected():
     sel.add(np.zeros(2), np.array([1, 1]))
     with pytest.raises(ValueError, match="unique"):
         sel.finish()
+
+
+def test_partitioned_kcenter_is_exact_when_small_and_spreads_when_large():
+    from ml.active.selection import kcenter_partitioned
+
+    x = np.random.default_rng(3).standard_normal((400, 4)).astype(np.float32)
+    assert kcenter_partitioned(x, 50).tolist() == kcenter_greedy(x, 50).tolist()  # under max_pairs: exact
+    picks = kcenter_partitioned(x, 100, max_pairs=1000)  # forced into cells
+    assert len(picks) == 100 and len(set(picks.tolist())) == 100
+    assert picks.tolist() == kcenter_partitioned(x, 100, max_pairs=1000).tolist()  # deterministic
+    # Every quadrant of the leading two axes gets its share of the budget.
+    quadrant = (x[picks, 0] > np.median(x[:, 0])).astype(int) * 2 + (x[picks, 1] > 0).astype(int)
+    assert np.bincount(quadrant, minlength=4).min() >= 10
