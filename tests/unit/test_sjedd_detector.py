@@ -69,7 +69,7 @@ def test_losses_and_training_step_with_autolambda_change_weights_and_lambda():
     parts = det.losses(batch, det(batch["image"]))
     assert set(parts) >= {"total", "loss_fake", "loss_global", "loss_local", "lambda_local"}
     for key in ("loss_fake", "loss_global", "loss_local"):
-        assert 0 <= float(parts[key]) <= 1
+        assert 0 <= float(parts[key].detach()) <= 1
     opt = torch.optim.AdamW([p for p in det.parameters() if p.requires_grad], lr=1e-3)
     before = [p.detach().clone() for p in det.parameters()]
     det.train()
@@ -159,3 +159,53 @@ def test_clip_binary_same_backbone():
     loss.backward()
     assert out.explanation.shape == (4, 32, 32) and 0 <= out.explanation.min() <= out.explanation.max() <= 1
     assert base.head.weight.grad is not None
+
+
+class _TinySet(torch.utils.data.Dataset):
+    """Batch-contract items: fakes carry a bright square (a learnable cue), reals do not."""
+
+    def __init__(self, n: int = 24, size: int = 32):
+        g = torch.Generator().manual_seed(7)
+        self.images = torch.randn(n, 3, size, size, generator=g) * 0.1
+        self.labels = torch.tensor([float(i % 2) for i in range(n)])
+        self.images[self.labels > 0, :, 8:16, 8:16] += 1.0
+        fake = targets_for(fake=True, globals_on=["physical"], locals_on=["eye"])
+        self.targets = torch.tensor([fake if i % 2 else [0] * 10 for i in range(n)], dtype=torch.float32)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, k):
+        size = self.images.shape[-1]
+        return {
+            "image": self.images[k],
+            "label": self.labels[k],
+            "mask": torch.zeros(1, size, size),
+            "has_mask": torch.tensor(False),
+            "region_targets": self.targets[k],
+            "sample_id": f"s{k}",
+            "video_id": f"v{k}",
+        }
+
+
+def test_shared_trainer_drives_autolambda_with_meta_loader(tmp_path):
+    import json
+
+    from ml.training import TrainConfig, make_eval_loader, make_train_loader, train
+
+    data = _TinySet()
+    torch.manual_seed(0)
+    det = create("sjedd", model="sjedd-tiny-vit")
+    result = train(
+        det,
+        make_train_loader(data, 8, seed=0),
+        make_eval_loader(data, 12),
+        TrainConfig(epochs=1, lr=1e-3, weight_decay=1e-3, progress=False),
+        tmp_path / "run",
+        meta_loader=make_train_loader(data, 8, seed=1),
+    )
+    assert result.epochs_run == 1
+    assert len(det.lambda_history) == 3  # one λ update per training step (24 items / batch 8)
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert {"lambda_fake", "lambda_global", "lambda_local", "loss_local"} <= set(record["train"])
+    assert record["train"]["lambda_fake"] != 1.0
