@@ -321,7 +321,8 @@ def render_face(idp: dict, pp: dict, size: int = 128) -> tuple[np.ndarray, np.nd
 
 @lru_cache(maxsize=4)
 def _noise_bank(size: int) -> np.ndarray:
-    side = max(4 * size, 512)
+    # 4x the image side (>= 512) up to 256 px; beyond, a 512 px margin keeps the bank under ~30 MB.
+    side = max(4 * size, 512) if size <= 256 else size + 512
     return np.random.default_rng(20_24).standard_normal((side, side, 3), dtype=np.float32)
 
 
