@@ -11,6 +11,7 @@ from forgery_site.health import health
 api_v1 = [
     path("", include("accounts.urls")),
     path("", include("catalog.urls")),
+    path("", include("modelhub.urls")),
     path("", include("rounds.urls")),
     path("", include("rounds.api_selection")),
     path("", include("labeling.urls")),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 
@@ -25,3 +26,17 @@ class DetectorVersion(models.Model):
 
     def __str__(self) -> str:
         return self.tag
+
+
+class DetectorAlias(models.Model):
+    """A movable name for one version (``production``): API consumers follow the alias, admins move it."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    version = models.ForeignKey(DetectorVersion, on_delete=models.PROTECT, related_name="aliases")
+    moved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    moved_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} -> {self.version_id}"

@@ -1,0 +1,186 @@
+"""REST API of the detector registry: versions, comparison, the production alias, export, download, inference.
+
+| method + path                                   | who           | what                                      |
+|-------------------------------------------------|---------------|-------------------------------------------|
+| GET  /api/v1/detectors/?kind=                   | authenticated | versions, newest first                    |
+| GET  /api/v1/detectors/<tag or alias>/          | authenticated | detail: config, metrics, lineage, aliases |
+| GET  /api/v1/detectors/compare/?tags=a,b        | authenticated | metrics side by side                      |
+| GET  /api/v1/detectors/aliases/                 | authenticated | aliases and where they point              |
+| PUT  /api/v1/detectors/aliases/<name>/ {tag}    | admin         | move an alias (``production``)            |
+| POST /api/v1/detectors/<ref>/export/            | admin         | build the export bundle                   |
+| GET  /api/v1/detectors/<ref>/bundle/            | authenticated | download the bundle zip                   |
+| POST /api/v1/detectors/<ref>/predict/           | authenticated | multipart ``images`` (+ ``mode``, ``draft_mask``) -> per-face results; throttled per user |
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from django.http import FileResponse
+from rest_framework import serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.throttling import UserRateThrottle
+from rest_framework.views import APIView
+
+from forgery_site.api import IsPlatformAdmin, Pagination, StrictFilterSerializer, StrictSerializer
+from forgery_site.errors import InvalidInput
+from modelhub import selectors, services
+
+
+class VersionOutput(serializers.Serializer):
+    tag = serializers.CharField()
+    kind = serializers.CharField()
+    round = serializers.SerializerMethodField()
+    dataset = serializers.SerializerMethodField()
+    parent = serializers.SerializerMethodField()
+    metrics = serializers.JSONField()
+    checksum = serializers.CharField()
+    exported = serializers.SerializerMethodField()
+    created_at = serializers.DateTimeField()
+
+    def get_round(self, obj):
+        return obj.round.number if obj.round_id else None
+
+    def get_dataset(self, obj):
+        return obj.round.dataset.name if obj.round_id else None
+
+    def get_parent(self, obj):
+        return obj.parent.tag if obj.parent_id else None
+
+    def get_exported(self, obj) -> bool:
+        return services.BUNDLE in (obj.artifacts or {})
+
+
+class VersionList(APIView):
+    class FilterSerializer(StrictFilterSerializer):
+        kind = serializers.CharField(required=False, max_length=32)
+
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        versions = selectors.detector_version_list(kind=filters.validated_data.get("kind"))
+        paginator = Pagination()
+        page = paginator.paginate_queryset(versions, request, view=self)
+        return paginator.get_paginated_response(VersionOutput(page, many=True).data)
+
+
+class VersionDetail(APIView):
+    class OutputSerializer(VersionOutput):
+        config = serializers.JSONField()
+        artifacts = serializers.SerializerMethodField()
+        aliases = serializers.SerializerMethodField()
+        lineage = serializers.SerializerMethodField()
+
+        def get_artifacts(self, obj) -> list[str]:
+            return sorted(obj.artifacts or {})  # names only: media paths stay server-side
+
+        def get_aliases(self, obj) -> list[str]:
+            return selectors.aliases_of(version=obj)
+
+        def get_lineage(self, obj) -> dict:
+            return selectors.lineage(version=obj)
+
+    def get(self, request, ref: str):
+        version = selectors.detector_version_get(ref=ref)
+        return Response(self.OutputSerializer(version).data)
+
+
+class VersionCompare(APIView):
+    class FilterSerializer(StrictFilterSerializer):
+        tags = serializers.CharField(max_length=2000)
+
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        refs = [t.strip() for t in filters.validated_data["tags"].split(",") if t.strip()]
+        return Response(selectors.detector_versions_compare(refs=refs))
+
+
+class AliasOutput(serializers.Serializer):
+    name = serializers.CharField()
+    tag = serializers.CharField(source="version.tag")
+    moved_by = serializers.CharField(source="moved_by.username", default=None)
+    moved_at = serializers.DateTimeField()
+
+
+class AliasList(APIView):
+    def get(self, request):
+        return Response(AliasOutput(selectors.alias_list(), many=True).data)
+
+
+class AliasMove(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    class InputSerializer(StrictSerializer):
+        tag = serializers.CharField(max_length=128)
+
+    def put(self, request, name: str):
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        alias = services.alias_move(ref=data.validated_data["tag"], user=request.user, name=name)
+        return Response(AliasOutput(alias).data)
+
+
+class VersionExport(APIView):
+    permission_classes = [IsPlatformAdmin]
+
+    def post(self, request, ref: str):
+        if request.data:
+            raise InvalidInput("export takes no body", errors={k: ["Unknown field."] for k in request.data})
+        version = selectors.detector_version_get(ref=ref)
+        result = services.detector_export(version=version)
+        result["download"] = f"/api/v1/detectors/{version.tag}/bundle/"
+        return Response(result, status=status.HTTP_201_CREATED)
+
+
+class BundleDownload(APIView):
+    def get(self, request, ref: str):
+        version = selectors.detector_version_get(ref=ref)
+        path = services.bundle_path(version=version)
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{version.tag}.zip")  # noqa: SIM115
+
+
+class InferenceThrottle(UserRateThrottle):
+    """Per-user rate of inference requests (``INFERENCE_THROTTLE_RATE``, default 30/min)."""
+
+    scope = "inference"
+
+    def get_rate(self) -> str:
+        return os.environ.get("INFERENCE_THROTTLE_RATE") or getattr(
+            settings, "INFERENCE_THROTTLE_RATE", "30/min"
+        )
+
+
+class Predict(APIView):
+    permission_classes = [IsAuthenticated]
+    throttle_classes = [InferenceThrottle]
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(StrictSerializer):
+        mode = serializers.ChoiceField(choices=["photo", "crop"], default="photo")
+        draft_mask = serializers.BooleanField(default=False)
+
+        def ignored_keys(self) -> set[str]:
+            return {"images"}
+
+    def post(self, request, ref: str):
+        fields = {k: request.data.get(k) for k in request.data if k not in request.FILES}
+        data = self.InputSerializer(data=fields)
+        data.is_valid(raise_exception=True)
+        unknown_files = sorted(set(request.FILES) - {"images"})
+        if unknown_files:
+            raise InvalidInput(
+                "upload images as multipart field 'images'",
+                errors={k: ["Unknown field."] for k in unknown_files},
+            )
+        version = selectors.detector_version_get(ref=ref)
+        result = services.inference_run(
+            version=version,
+            uploads=services.uploads_from_files(request.FILES.getlist("images")),
+            mode=data.validated_data["mode"],
+            draft_mask=data.validated_data["draft_mask"],
+        )
+        return Response(result)
