@@ -149,13 +149,18 @@ def crop_matrix(lm: np.ndarray, size: int, scale: float = CROP_SCALE, align: boo
 def crop_face(img: np.ndarray, lm: np.ndarray, size: int, scale: float = CROP_SCALE, align: bool = True):
     """-> (crop uint8 (size,size,3), landmarks in crop pixels)."""
     m = crop_matrix(lm, size, scale, align)
-    crop = cv2.warpAffine(
-        img,
-        m,
-        (size, size),
-        flags=cv2.INTER_AREA if size < 0.7 / m[0, 0] * size else cv2.INTER_LINEAR,
-        borderMode=cv2.BORDER_REFLECT101,
-    )
+    src = img
+    k = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    if k < 0.7:  # strong downscale: area-resize first (warpAffine alone would alias)
+        f = min(1.0, 1.4 * k)
+        src = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        fx, fy = src.shape[1] / img.shape[1], src.shape[0] / img.shape[0]
+        warp_m = m.copy()
+        warp_m[:, 0] /= fx
+        warp_m[:, 1] /= fy
+    else:
+        warp_m = m
+    crop = cv2.warpAffine(src, warp_m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     return crop, np.asarray(lm, np.float64) @ m[:, :2].T + m[:, 2]
 
 
