@@ -36,6 +36,7 @@ from rounds.models import Round, Selection
 from rounds.services import round_transition
 
 PROGRESS_EVERY_S = 2.0
+PHASE_STATES = {"train": "training", "retrain": "retraining"}  # artifact directory -> round state
 
 
 class RoundStopped(Exception):
@@ -161,7 +162,7 @@ class _ProgressLoader:
             training={
                 "phase": self.phase,
                 "detector": self.detector,
-                "epoch": int(state.get("epoch", 0)) + 1,
+                "epoch": min(int(state.get("epoch", 0)) + 1, self.epochs),
                 "epochs": self.epochs,
                 "step": step,
                 "steps": total,
@@ -199,7 +200,11 @@ def _train_one(round_: Round, name: str, phase: str, rows: list[dict], val_rows:
     val_set = ForgeryDataset(val_rows, root, size, mask_ids=set(), preload=True)
     has_mask = [r["id"] in mask_ids for r in rows]
     loader = _ProgressLoader(
-        make_train_loader(train_set, batch, seed=seed, has_mask=has_mask), round_.pk, phase, name, epochs
+        make_train_loader(train_set, batch, seed=seed, has_mask=has_mask),
+        round_.pk,
+        PHASE_STATES[phase],
+        name,
+        epochs,
     )
     meta_loader = None
     if name == "sjedd" and detector.config.get("auto_lambda", True):

@@ -34,9 +34,13 @@ def dispatch(round_id: int) -> str | None:
     step, countdown = round_next_step(round_id=round_id)
     if step is None:
         return None
-    task = STEP_TASKS[step]
-    task.apply_async((round_id,), countdown=countdown or None)
+    send(STEP_TASKS[step], round_id, countdown)
     return step
+
+
+def send(task, round_id: int, countdown: float | None = None) -> None:
+    """Send ``task`` to its queue (``QUEUES``: compute on ``gpu``, bookkeeping on ``default``)."""
+    task.apply_async((round_id,), countdown=countdown or None, queue=QUEUES[task.name])
 
 
 def _run_phase(round_id: int, phase: str, fn) -> None:
@@ -61,7 +65,7 @@ def _run_phase(round_id: int, phase: str, fn) -> None:
     dispatch(round_id)
 
 
-@app.task(name="workers.tasks.rounds.round_start", queue="default")
+@app.task(name="workers.tasks.rounds.round_start")
 def round_start(round_id: int) -> None:
     from rounds.workflow import round_start as start
 
@@ -69,21 +73,21 @@ def round_start(round_id: int) -> None:
     dispatch(round_id)
 
 
-@app.task(name="workers.tasks.rounds.round_train", queue="gpu")
+@app.task(name="workers.tasks.rounds.round_train")
 def round_train(round_id: int) -> None:
     from rounds.compute import round_train as train
 
     _run_phase(round_id, "training", train)
 
 
-@app.task(name="workers.tasks.rounds.round_score_in_process", queue="gpu")
+@app.task(name="workers.tasks.rounds.round_score_in_process")
 def round_score_in_process(round_id: int) -> None:
     from rounds.compute import round_score
 
     _run_phase(round_id, "scoring", round_score)
 
 
-@app.task(name="workers.tasks.rounds.round_score", queue="default")
+@app.task(name="workers.tasks.rounds.round_score")
 def round_score(round_id: int) -> None:
     """Start scoring (once), then watch for the selection."""
     from rounds.models import Round
@@ -93,26 +97,26 @@ def round_score(round_id: int) -> None:
     if round_.state != Round.State.SCORING:
         return
     if (round_.progress.get("phases") or {}).get("scoring", {}).get("sent"):
-        round_watch.apply_async((round_id,), countdown=SCORING_WATCH_S)
+        send(round_watch, round_id, SCORING_WATCH_S)
         return
     distributed = round_.config.get("scoring") == "distributed" and round_.config.get("strategy") != "random"
     phase_started(round_id, "scoring")
     scoring_mark_sent(round_id=round_id, scorer="distributed" if distributed else "in-process")
     if distributed:
         app.send_task("workers.tasks.scoring.launch_scoring", args=(round_id,), queue="default")
-        round_watch.apply_async((round_id,), countdown=SCORING_WATCH_S)
+        send(round_watch, round_id, SCORING_WATCH_S)
     else:
-        round_score_in_process.delay(round_id)
+        send(round_score_in_process, round_id)
 
 
-@app.task(name="workers.tasks.rounds.round_push", queue="default")
+@app.task(name="workers.tasks.rounds.round_push")
 def round_push(round_id: int) -> None:
     from rounds.workflow import round_push as push
 
     _run_phase(round_id, "selecting", push)
 
 
-@app.task(name="workers.tasks.rounds.round_watch", queue="default")
+@app.task(name="workers.tasks.rounds.round_watch")
 def round_watch(round_id: int) -> None:
     """Scoring: has the chord stored the selection?  Annotating: is annotation over?"""
     from rounds.models import Round
@@ -126,24 +130,24 @@ def round_watch(round_id: int) -> None:
         if round_scoring_check(round_id=round_id):
             dispatch(round_id)
         elif round_get(round_id=round_id).state in (Round.State.SCORING, Round.State.SELECTING):
-            round_watch.apply_async((round_id,), countdown=SCORING_WATCH_S)
+            send(round_watch, round_id, SCORING_WATCH_S)
         return
     if round_.state == Round.State.ANNOTATING:
         status = round_annotation_check(round_id=round_id)
         if status["finished"]:
             dispatch(round_id)
         else:
-            round_watch.apply_async((round_id,), countdown=float(round_.config.get("poll_interval_s", 3.0)))
+            send(round_watch, round_id, float(round_.config.get("poll_interval_s", 3.0)))
 
 
-@app.task(name="workers.tasks.rounds.round_retrain", queue="gpu")
+@app.task(name="workers.tasks.rounds.round_retrain")
 def round_retrain(round_id: int) -> None:
     from rounds.compute import round_retrain as retrain
 
     _run_phase(round_id, "retraining", retrain)
 
 
-@app.task(name="workers.tasks.rounds.round_evaluate", queue="gpu")
+@app.task(name="workers.tasks.rounds.round_evaluate")
 def round_evaluate(round_id: int) -> None:
     from rounds.compute import round_evaluate as evaluate
 
@@ -158,4 +162,14 @@ STEP_TASKS = {
     "watch": round_watch,
     "retrain": round_retrain,
     "evaluate": round_evaluate,
+}
+QUEUES = {
+    "workers.tasks.rounds.round_start": "default",
+    "workers.tasks.rounds.round_train": "gpu",
+    "workers.tasks.rounds.round_score_in_process": "gpu",
+    "workers.tasks.rounds.round_score": "default",
+    "workers.tasks.rounds.round_push": "default",
+    "workers.tasks.rounds.round_watch": "default",
+    "workers.tasks.rounds.round_retrain": "gpu",
+    "workers.tasks.rounds.round_evaluate": "gpu",
 }

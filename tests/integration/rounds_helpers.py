@@ -1,0 +1,83 @@
+"""Shared pieces of the round tests: a tiny generated dataset imported into the test database, users,
+tiny round configs, polling, and masks written the way an annotation ingest writes them."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+# Tiny models and few epochs: the round machinery is under test, not detector quality.
+TINY_CONFIG = {
+    "detectors": ["lae", "sjedd"],
+    "epochs": 1,
+    "retrain_epochs": 1,
+    "image_size": 32,
+    "batch_size": 16,
+    "budget_count": 4,
+    "poll_interval_s": 0.5,
+    "labeling": "none",
+    "detector_config": {"lae": {"depth": 2, "width": 4, "latent_channels": 8, "groups": 2}},
+    "active": {"strategies": ["entropy"], "shard_size": 32},
+}
+
+
+def import_generated_dataset(media_root: Path, name: str, count: int = 96, size: int = 32, seed: int = 0):
+    """Generate a procedural dataset under MEDIA_ROOT/datasets/NAME and import it (synchronously)."""
+    from catalog.services import dataset_get_or_create, import_job_create, import_job_run
+    from ml.data.generate import generate_dataset
+
+    out = Path(media_root) / "datasets" / name
+    if not (out / "manifest.jsonl").exists():
+        generate_dataset(out, count, size, seed)
+    dataset = dataset_get_or_create(name=name)
+    job = import_job_create(dataset=dataset, source=f"datasets/{name}/manifest.jsonl", format="manifest")
+    job = import_job_run(job_id=job.pk)
+    assert job.status == "succeeded", (job.message, job.errors[:3])
+    return dataset
+
+
+def make_user(username: str, role: str | None):
+    from django.contrib.auth.models import Group, User
+
+    user, _ = User.objects.get_or_create(username=username, defaults={"email": f"{username}@example.org"})
+    if role:
+        user.groups.add(Group.objects.get_or_create(name=role)[0])
+    return user
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, describe=lambda: ""):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s: {describe()}")
+
+
+def annotate_selection_with_ground_truth(round_id: int, media_root: Path) -> int:
+    """Stand in for annotators: every selected sample gets a Mask row (a copy of its ground-truth mask,
+    or an empty one for a real face), exactly as the annotation ingest stores them."""
+    import numpy as np
+    from PIL import Image
+
+    from catalog.models import Mask, Sample
+    from rounds.models import Selection
+
+    written = 0
+    for selection in Selection.objects.filter(round_id=round_id).select_related("sample"):
+        sample: Sample = selection.sample
+        relative = f"masks/{sample.dataset_id}/{sample.pk}/v1-test.png"
+        target = Path(media_root) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if sample.gt_mask_path:
+            shutil.copyfile(Path(media_root) / sample.gt_mask_path, target)
+        else:
+            Image.fromarray(np.zeros((sample.height, sample.width), np.uint8)).save(target)
+        Mask.objects.get_or_create(
+            sample=sample, version=1, defaults={"source": "oracle", "path": relative, "area": 0.1}
+        )
+        Sample.objects.filter(pk=sample.pk).update(has_mask=True)
+        written += 1
+    return written
