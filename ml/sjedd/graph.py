@@ -51,7 +51,10 @@ class LabelGraph(nn.Module):
         self.register_buffer("states", states.clone(), persistent=False)
         self.register_buffer("log_on", on, persistent=False)
         self.register_buffer("log_off", off, persistent=False)
-        self.register_buffer("fake_states", states[:, 0] > 0.5, persistent=False)
+        fake = torch.nonzero(
+            states[:, 0] > 0.5
+        ).flatten()  # an index, not a bool mask: exports to ONNX cleanly
+        self.register_buffer("fake_index", fake, persistent=False)
 
     @property
     def num_states(self) -> int:
@@ -74,7 +77,7 @@ class LabelGraph(nn.Module):
 
     def fake_logit(self, logits: torch.Tensor) -> torch.Tensor:
         """(B,) log-odds of P(fake) = log Σ_{fake states} e^φ − φ(real) with φ(real) = 0."""
-        phi = self.potentials(logits)[:, self.fake_states]
+        phi = self.potentials(logits).index_select(1, self.fake_index)
         return torch.logsumexp(phi, dim=-1)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:

@@ -209,3 +209,32 @@ def test_shared_trainer_drives_autolambda_with_meta_loader(tmp_path):
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     assert {"lambda_fake", "lambda_global", "lambda_local", "loss_local"} <= set(record["train"])
     assert record["train"]["lambda_fake"] != 1.0
+
+
+def test_image_only_export_runs_in_onnxruntime(detector, tmp_path):
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+
+    model = detector.export_image_model()
+    image = _batch()["image"]
+    path = tmp_path / "sjedd.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (image,),
+            str(path),
+            input_names=["image"],
+            output_names=["prob", "logit", "node_probs", "explanation", "embedding"],
+            dynamic_axes={"image": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"image": image[:3].numpy()})
+    with torch.no_grad():
+        expected = model(image[:3])
+    for got, want in zip(outputs, expected, strict=True):
+        assert np.allclose(got, want.numpy(), atol=1e-5)
