@@ -149,11 +149,14 @@ def test_cli_generate(tmp_path):
         "--seed",
         "2",
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=repo)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["count"] == 6 and len(read_manifest(out)) == 6
-    bad = subprocess.run(cmd[:-2] + ["--protocol", "nope"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        cmd[:-2] + ["--protocol", "nope"], capture_output=True, text=True, timeout=60, cwd=repo
+    )
     assert bad.returncode != 0 and "invalid choice" in bad.stderr
 
 
