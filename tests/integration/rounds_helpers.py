@@ -3,7 +3,6 @@ tiny round configs, polling, and masks written the way an annotation ingest writ
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -57,27 +56,8 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, describe=lambda: 
 
 
 def annotate_selection_with_ground_truth(round_id: int, media_root: Path) -> int:
-    """Stand in for annotators: every selected sample gets a Mask row (a copy of its ground-truth mask,
-    or an empty one for a real face), exactly as the annotation ingest stores them."""
-    import numpy as np
-    from PIL import Image
+    """Stand in for annotators: every selected sample gets a Mask row (its ground-truth mask, or an empty
+    one for a real face), stored as the annotation ingest stores them."""
+    from rounds.demo_oracle import store_ground_truth_masks
 
-    from catalog.models import Mask, Sample
-    from rounds.models import Selection
-
-    written = 0
-    for selection in Selection.objects.filter(round_id=round_id).select_related("sample"):
-        sample: Sample = selection.sample
-        relative = f"masks/{sample.dataset_id}/{sample.pk}/v1-test.png"
-        target = Path(media_root) / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if sample.gt_mask_path:
-            shutil.copyfile(Path(media_root) / sample.gt_mask_path, target)
-        else:
-            Image.fromarray(np.zeros((sample.height, sample.width), np.uint8)).save(target)
-        Mask.objects.get_or_create(
-            sample=sample, version=1, defaults={"source": "oracle", "path": relative, "area": 0.1}
-        )
-        Sample.objects.filter(pk=sample.pk).update(has_mask=True)
-        written += 1
-    return written
+    return store_ground_truth_masks(round_id)
