@@ -134,3 +134,21 @@ def test_video_frames_are_sampled_evenly_and_faceless_frames_reported(tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"\x00" * 100)
     with pytest.raises(L.SkipInput):
         L.sample_frames(tmp_path / "broken.mp4", 2)
+
+
+def test_generate_with_real_photos_adds_masked_photo_rows(tmp_path):
+    import json
+
+    from ml.data.generate import generate_dataset
+    from ml.data.manifest import read_manifest
+
+    out = generate_dataset(tmp_path / "rp", count=4, size=64, seed=0, real_photos=True, lfw=3)
+    rows = [r for r in read_manifest(out) if r["identity"].startswith("photo-")]
+    ids = {r["identity"] for r in rows}
+    assert {"photo-astronaut", "photo-grace_hopper"} <= ids
+    for r in rows:
+        assert (r["label"] == "fake") == (r["mask_path"] is not None)
+        assert len(r["landmarks"]) == 68
+    report = json.loads((out / "report.json").read_text())
+    assert report["count"] == 4 + len(rows)
+    assert all("reason" in s for s in report["skipped"])
