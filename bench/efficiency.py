@@ -10,7 +10,7 @@ seed is the mask-free model that the active selector scores with; 100% needs no 
 The experiment loop is ``ml.experiments.run_budget_experiment`` (shared with the LAE mask-budget
 benchmark); this module only plugs the active selector in, sizes the run and draws the plot.
 Sized for one CPU core at ``nice 10`` in about half an hour: 64 px, a tiny LAE, few epochs.
-Environment: ``EFFICIENCY_COUNT`` (images, default 2400), ``EFFICIENCY_EPOCHS`` (default 10),
+Environment: ``EFFICIENCY_COUNT`` (images, default 1600), ``EFFICIENCY_EPOCHS`` (default 6),
 ``EFFICIENCY_DATA`` (reuse a generated dataset directory), ``EFFICIENCY_OUT`` (keep the runs there, so an
 interrupted study resumes).
 
@@ -107,8 +107,8 @@ def run(quick: bool) -> dict:
 
     torch.set_num_threads(1)
     size = 32 if quick else 64
-    count = 300 if quick else int(os.environ.get("EFFICIENCY_COUNT", "2400"))
-    epochs = 2 if quick else int(os.environ.get("EFFICIENCY_EPOCHS", "10"))
+    count = 300 if quick else int(os.environ.get("EFFICIENCY_COUNT", "1600"))
+    epochs = 2 if quick else int(os.environ.get("EFFICIENCY_EPOCHS", "6"))
     seeds = (0,) if quick else (0, 1, 2)
     budgets = (0.0, 0.03, 1.0) if quick else BUDGETS
     train_config = TrainConfig(epochs=epochs, lr=2e-3, patience=3, progress=False, device="cpu")
