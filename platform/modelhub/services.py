@@ -178,7 +178,7 @@ def detector_export(*, version: DetectorVersion) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     detector, _ = load_detector(checkpoint_path(version=version))
     relative = f"{EXPORT_DIR}/{version.tag}.zip"
-    report = export_bundle(detector, media_root() / relative, _metadata(version))
+    report = export_bundle(detector, _media_path(relative), _metadata(version))  # confined to MEDIA_ROOT
     with transaction.atomic():
         locked = DetectorVersion.objects.select_for_update().get(pk=version.pk)
         locked.artifacts = {**(locked.artifacts or {}), BUNDLE: relative}

@@ -242,3 +242,32 @@ def test_face_inference_on_astronaut(lae):
     assert face.draft_mask().shape == photo.shape[:2]
     with pytest.raises(NoFaceFound):
         FaceInference(lae).analyse(np.full((96, 96, 3), 127, np.uint8))
+
+
+def test_several_faces_give_one_result_each(lae):
+    import matplotlib.cbook as cbook
+    from PIL import Image
+    from skimage import data
+
+    from ml.export.inference import FaceInference
+
+    with Image.open(cbook.get_sample_data("grace_hopper.jpg")) as image:
+        hopper = np.asarray(image.convert("RGB").resize((512, 600)))[:512]
+    photo = np.concatenate([data.astronaut(), hopper], axis=1)  # two people side by side, 1024 x 512
+    faces = FaceInference(lae).analyse(photo)
+    assert len(faces) == 2
+    centres = sorted((f.box[0] + f.box[2]) / 2 for f in faces)
+    assert centres[0] < 512 < centres[1]
+    for face in faces:
+        assert face.heatmap.shape == (512, 1024)
+
+
+def test_sjedd_results_carry_node_probabilities(sjedd):
+    from ml.export.inference import FaceInference
+    from ml.labels import NODES
+
+    face = FaceInference(sjedd).analyse(_crops(48, n=1)[0], mode="crop")[0]
+    assert list(face.node_probs) == list(NODES) and face.node_probs["fake"] == pytest.approx(
+        face.prob, abs=1e-6
+    )
+    assert face.explanation.startswith("fake ") and face.heatmap.shape == (48, 48)
