@@ -247,11 +247,39 @@ class LabelStudioClient:
         return [_dump(u) for u in self._sdk.users.list()]
 
     @_translate
-    def user_create(self, *, username: str, email: str, password: str, first_name: str = "") -> int:
-        user = self._sdk.users.create(
-            username=username, email=email, password=password, first_name=first_name or username
-        )
-        return int(user.id)
+    def user_signup(self, *, email: str, password: str, username: str = "") -> int:
+        """Create an organization member who can log into the UI with ``password``.
+
+        Label Studio's users API ignores passwords, so this takes the path a person would: the
+        organization's invite link and the sign-up form (CSRF cookie + Referer, as Django requires).
+        """
+        invite = self._sdk._client_wrapper.httpx_client.request("api/invite", method="GET")
+        if invite.status_code != 200:
+            raise LabelStudioRejected(f"no invite link ({invite.status_code})", invite.status_code)
+        invite_url = invite.json()["invite_url"]
+        with httpx.Client(base_url=self.url, timeout=30.0, follow_redirects=False) as web:
+            form = web.get(invite_url)
+            csrf = web.cookies.get("csrftoken")
+            if form.status_code != 200 or not csrf:
+                raise LabelStudioRejected(f"sign-up page unavailable ({form.status_code})", form.status_code)
+            answer = web.post(
+                invite_url,
+                data={
+                    "csrfmiddlewaretoken": csrf, "email": email, "password": password,
+                    "how_find_us": "Other", "allow_newsletters": "false",
+                },
+                headers={"Referer": f"{self.url}{invite_url}"},
+            )  # fmt: skip
+        if answer.status_code not in (301, 302):
+            raise LabelStudioRejected(
+                f"sign-up of {email} refused ({answer.status_code})", answer.status_code
+            )
+        user = next((u for u in self.users_list() if (u.get("email") or "").lower() == email.lower()), None)
+        if user is None:
+            raise LabelStudioRejected(f"signed up {email} but the user is not listed")
+        if username:
+            self._sdk.users.update(id=int(user["id"]), username=username, first_name=username)
+        return int(user["id"])
 
     @_translate
     def user_update(self, user_id: int, **fields: Any) -> None:

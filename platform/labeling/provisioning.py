@@ -224,8 +224,11 @@ def annotator_provision(
 ) -> AnnotatorAccount:
     """Give a platform annotator a Label Studio user (same email; idempotent).
 
-    Label Studio needs a password of its own; when none is given a random one is set and the
-    annotator gets theirs through ``manage.py labeling_annotator --password``.
+    The user joins through the organization's invite link (Label Studio's users API ignores
+    passwords). With ``password`` the annotator logs into Label Studio with it; without one (the
+    automatic path when an annotator is created) a random password is set and the annotator uses
+    Label Studio's own password reset, or an admin runs ``manage.py labeling_annotator USER --password``
+    before the first provisioning.
     """
     from django.contrib.auth import get_user_model
 
@@ -233,18 +236,18 @@ def annotator_provision(
     account = AnnotatorAccount.objects.filter(user=user).first()
     if account is not None:
         if password:
-            (client or get_client()).user_update(account.ls_user_id, password=password)
+            logger.warning(
+                "Label Studio keeps its own passwords: change it in Label Studio", extra={"user": user_id}
+            )
         return account
     client = client or get_client()
     email = user.email or f"{user.username}@annotators.forgerylab.local"
     existing = next((u for u in client.users_list() if (u.get("email") or "").lower() == email.lower()), None)
     if existing is not None:
-        ls_id = int(existing["id"])
-        if password:
-            client.user_update(ls_id, password=password)
+        ls_id = int(existing["id"])  # adopted; its Label Studio password stays what it was
     else:
-        ls_id = client.user_create(
-            username=user.username, email=email, password=password or secrets.token_urlsafe(18)
+        ls_id = client.user_signup(
+            email=email, password=password or secrets.token_urlsafe(18), username=user.username
         )
     account, _ = AnnotatorAccount.objects.update_or_create(
         user=user, defaults={"ls_user_id": ls_id, "ls_email": email, "is_oracle": is_oracle}

@@ -1,20 +1,25 @@
 """A real Label Studio server for the session, wired to the live platform server and the real worker.
 
-- Label Studio runs from ``.venv-ls`` (installed by ``deploy/labelstudio/ls.sh`` on first use), on port
-  ``LS_TEST_PORT`` (default 8091), with its own state under ``var/labelstudio/test`` (SQLite; kept
-  between runs, so only the very first run pays the ~30 s of migrations; later starts take seconds).
-  Its local-files document root is the session's MEDIA_ROOT, so it is (re)started once per session
-  and stopped at the end.
+- Label Studio runs from ``.venv-ls`` (installed by ``deploy/labelstudio/ls.sh`` on first use).
+- A migrated SQLite template lives in ``var/labelstudio/test`` (built once, under a file lock: the first
+  boot runs ~400 migrations, 20-120 s); each pytest session copies it into its own
+  ``var/labelstudio/test-runs/<pid>`` and starts its own server on a free port, so concurrent test
+  sessions in one checkout never stop each other's server. Later starts take seconds.
+  Its local-files document root is the session's MEDIA_ROOT; it is stopped and removed at the end.
 - The connection settings are fixed at collection time (before any worker process starts), because
-  the worker inherits this process's environment: URL, admin token (the token file the script uses)
-  and a per-run webhook secret.
+  the worker inherits this process's environment: URL, admin token (the template's token file) and a
+  per-run webhook secret.
 - ``labeling_live`` points Label Studio's webhooks at pytest-django's ``live_server``.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+import shutil
+import socket
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -26,15 +31,25 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[2]
 LS_SCRIPT = ROOT / "deploy" / "labelstudio" / "ls.sh"
-LS_PORT = os.environ.get("LS_TEST_PORT", "8091")
-LS_HOME = ROOT / "var" / "labelstudio" / "test"
+TEMPLATE_HOME = ROOT / "var" / "labelstudio" / "test"
+RUNS_DIR = ROOT / "var" / "labelstudio" / "test-runs"
+LS_HOME = RUNS_DIR / str(os.getpid())
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+LS_PORT = os.environ.get("LS_TEST_PORT") or str(_free_port())
 LS_URL = f"http://127.0.0.1:{LS_PORT}"
 
 
 def _ensure_token() -> str:
-    token_file = LS_HOME / "admin_token"
+    token_file = TEMPLATE_HOME / "admin_token"
     if not token_file.is_file():
-        LS_HOME.mkdir(parents=True, exist_ok=True)
+        TEMPLATE_HOME.mkdir(parents=True, exist_ok=True)
         token_file.write_text(secrets.token_hex(20))
         token_file.chmod(0o600)
     return token_file.read_text().strip()
@@ -46,24 +61,62 @@ os.environ.update({"LABEL_STUDIO_URL": LS_URL, "LABEL_STUDIO_TOKEN": TOKEN, "WEB
 settings.LABEL_STUDIO_URL, settings.LABEL_STUDIO_TOKEN, settings.WEBHOOK_SECRET = LS_URL, TOKEN, SECRET
 
 
-def ls_script(command: str, media_root: Path | None = None, timeout: float = 600) -> None:
+def ls_script(
+    command: str, media_root: Path | None = None, *, home: Path = LS_HOME, port: str = LS_PORT
+) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the test server uses SQLite
-    env.update({"LS_PORT": LS_PORT, "LS_HOME": str(LS_HOME)})
+    env.update({"LS_PORT": str(port), "LS_HOME": str(home)})
     if media_root is not None:
         env["MEDIA_ROOT"] = str(media_root)
-    subprocess.run(["bash", str(LS_SCRIPT), command], env=env, check=True, timeout=timeout)
+    subprocess.run(["bash", str(LS_SCRIPT), command], env=env, check=True, timeout=900)
+
+
+def _prepare_run_home() -> None:
+    """Copy the migrated template (building it first if needed) into this session's own home."""
+    RUNS_DIR.mkdir(parents=True, exist_ok=True)
+    for stale in RUNS_DIR.iterdir():  # homes of sessions that died
+        try:
+            os.kill(int(stale.name), 0)
+        except (ValueError, PermissionError):
+            continue
+        except ProcessLookupError:
+            subprocess.run(
+                ["bash", str(LS_SCRIPT), "stop"], env={**os.environ, "LS_HOME": str(stale)}, check=False
+            )
+            shutil.rmtree(stale, ignore_errors=True)
+    with open(RUNS_DIR.parent / "test-template.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (
+            not (TEMPLATE_HOME / "data" / "label_studio.sqlite3").is_file()
+            or not (TEMPLATE_HOME / "ready").is_file()
+        ):
+            port = str(_free_port())
+            ls_script("start", TEMPLATE_HOME / "media", home=TEMPLATE_HOME, port=port)
+            ls_script("stop", home=TEMPLATE_HOME, port=port)
+            (TEMPLATE_HOME / "ready").write_text("migrated\n")
+        shutil.rmtree(LS_HOME, ignore_errors=True)
+        (LS_HOME / "data").mkdir(parents=True)
+        # sqlite's backup API: a consistent copy even if another session's server writes the template
+        with sqlite3.connect(TEMPLATE_HOME / "data" / "label_studio.sqlite3") as src:
+            with sqlite3.connect(LS_HOME / "data" / "label_studio.sqlite3") as dst:
+                src.backup(dst)
+        for name in ("admin_token", "admin_password", "secret_key"):
+            shutil.copy2(TEMPLATE_HOME / name, LS_HOME / name)
 
 
 @pytest.fixture(scope="session")
 def labelstudio_server(platform_media_root):
-    ls_script("stop")
+    _prepare_run_home()
     ls_script("start", platform_media_root)
-    from labeling.client import LabelStudioClient
+    try:
+        from labeling.client import LabelStudioClient
 
-    client = LabelStudioClient(url=LS_URL, token=TOKEN)
-    assert client.whoami()["email"]
-    yield client
-    ls_script("stop")
+        client = LabelStudioClient(url=LS_URL, token=TOKEN)
+        assert client.whoami()["email"]
+        yield client
+    finally:
+        ls_script("stop")
+        shutil.rmtree(LS_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
