@@ -406,6 +406,7 @@ def round_push(*, round_id: int) -> None:
     round_ = round_get(round_id=round_id)
     if round_.state != Round.State.SELECTING:
         return
+    phase_started(round_id, "selecting")
     pushed: dict[str, Any] = {"tasks": 0}
     if round_.config.get("labeling") == "label_studio":
         from labeling.provisioning import round_push_tasks
@@ -414,6 +415,7 @@ def round_push(*, round_id: int) -> None:
     if not phase_done(round_, "scoring"):
         phase_finished(round_id, "scoring", compute_seconds=0.0)
     progress_update(round_id, labeling=pushed)
+    phase_finished(round_id, "selecting")
     round_transition(round_id=round_id, to_state=Round.State.ANNOTATING)
     phase_started(round_id, "annotating")
 
