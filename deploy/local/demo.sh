@@ -86,6 +86,8 @@ if job["status"] != "succeeded":
 print(f"  {job['message']}")
 PY
 
+"$PY" manage.py demo_loop --dataset demo --size "$DEMO_SIZE" --protocol cross_manipulation  # rounds: train, score, annotate (oracle), retrain, evaluate; report in var/demo/
+
 step "7/7 Ready"
 cat <<EOF2
 Dashboard      $BASE_URL/            (log in at $BASE_URL/admin/login/)
