@@ -25,6 +25,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
+from catalog.validation import file_sha256
 from forgery_site.api import IsPlatformAdmin, Pagination, StrictFilterSerializer, StrictSerializer
 from forgery_site.errors import InvalidInput
 from modelhub import selectors, services
@@ -140,7 +141,10 @@ class BundleDownload(APIView):
     def get(self, request, ref: str):
         version = selectors.detector_version_get(ref=ref)
         path = services.bundle_path(version=version)
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=f"{version.tag}.zip")  # noqa: SIM115
+        response = FileResponse(open(path, "rb"), as_attachment=True, filename=f"{version.tag}.zip")  # noqa: SIM115
+        # The manifest inside proves the files match each other; this proves the zip is the one we built.
+        response["X-Checksum-SHA256"] = file_sha256(str(path))
+        return response
 
 
 class InferenceThrottle(UserRateThrottle):

@@ -183,6 +183,7 @@ def detector_export(*, version: DetectorVersion) -> dict[str, Any]:
         locked = DetectorVersion.objects.select_for_update().get(pk=version.pk)
         locked.artifacts = {**(locked.artifacts or {}), BUNDLE: relative}
         locked.save(update_fields=["artifacts"])
+    version.artifacts = locked.artifacts
     return {
         "tag": version.tag,
         "bundle": relative,

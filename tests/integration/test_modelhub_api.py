@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import struct
 import zipfile
@@ -180,6 +182,7 @@ def test_export_roles_download_and_load(admin, annotator, versions, platform_med
     response = _client(annotator).get(body["download"])
     assert response.status_code == 200
     data = b"".join(response.streaming_content)
+    assert response["X-Checksum-SHA256"] == body["sha256"] == hashlib.sha256(data).hexdigest()
     path = platform_media_root / "dl.zip"
     path.write_bytes(data)
     loaded = load_bundle(path)
@@ -323,3 +326,16 @@ def test_web_modules_do_not_import_torch():
         [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_export_command_resolves_an_alias(admin, versions, tmp_path):
+    from django.core.management import call_command
+
+    from ml.export.bundle import load_bundle
+    from modelhub.services import alias_move
+
+    alias_move(ref="lae-r1", user=admin)
+    out = io.StringIO()
+    call_command("export_detector", "production", "--out", str(tmp_path / "p.zip"), stdout=out)
+    assert json.loads(out.getvalue())["tag"] == "lae-r1"
+    assert load_bundle(tmp_path / "p.zip").metadata["tag"] == "lae-r1"
