@@ -233,22 +233,25 @@ def annotator_provision(
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.get(pk=user_id)
+    client = client or get_client()
+    ls_users = client.users_list()
     account = AnnotatorAccount.objects.filter(user=user).first()
-    if account is not None:
+    if account is not None and any(int(u["id"]) == account.ls_user_id for u in ls_users):
         if password:
             logger.warning(
                 "Label Studio keeps its own passwords: change it in Label Studio", extra={"user": user_id}
             )
         return account
-    client = client or get_client()
+    # no account yet, or its Label Studio user is gone (a fresh Label Studio database): (re)provision
     email = user.email or f"{user.username}@annotators.forgerylab.local"
-    existing = next((u for u in client.users_list() if (u.get("email") or "").lower() == email.lower()), None)
+    existing = next((u for u in ls_users if (u.get("email") or "").lower() == email.lower()), None)
     if existing is not None:
         ls_id = int(existing["id"])  # adopted; its Label Studio password stays what it was
     else:
         ls_id = client.user_signup(
             email=email, password=password or secrets.token_urlsafe(18), username=user.username
         )
+    AnnotatorAccount.objects.filter(ls_user_id=ls_id).exclude(user=user).delete()  # stale, from an old LS
     account, _ = AnnotatorAccount.objects.update_or_create(
         user=user, defaults={"ls_user_id": ls_id, "ls_email": email, "is_oracle": is_oracle}
     )
