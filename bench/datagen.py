@@ -9,6 +9,8 @@
   families                per family: count in the run and CPU ms per forgery on pre-rendered faces
                           (manipulation only, no rendering or encoding)
   render_ms_cpu           CPU ms to draw one procedural face
+  global_stats_auc        real-vs-fake AUC from whole-image statistics only (a trivial-cue check;
+                          0.5 = no such cue), train identities -> test identities
   png_share               share of the run's CPU time spent encoding PNGs (measured separately)
   loader_vs_tensor_ratio  batches per CPU-second of ``make_loader`` (workers=0, batch 64) over a
                           preloaded ``ForgeryDataset`` divided by batches per CPU-second of plain
@@ -94,6 +96,32 @@ def _loader_ratio(root: Path, rows: list, size: int, batches: int) -> float:
     return round(tensor_s / loader_s, 3)
 
 
+def _global_stats_auc(root: Path, rows: list) -> float:
+    """Trivial-cue check: AUC of a logistic regression on whole-image statistics (per-channel mean
+    and std, a 16-bin grey histogram, Laplacian energy), trained on train identities, scored on test
+    identities. Near 0.5 means real and fake cannot be told apart without looking at local artefacts."""
+    import cv2
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import StandardScaler
+
+    def features(row):
+        img = cv2.imread(str(root / row["path"])).astype(np.float32)
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        lap = cv2.Laplacian(grey, cv2.CV_32F)
+        hist = np.histogram(grey, 16, (0, 256))[0] / grey.size
+        return np.concatenate([img.mean((0, 1)), img.std((0, 1)), hist, [np.abs(lap).mean(), lap.std()]])
+
+    x = np.array([features(r) for r in rows])
+    y = np.array([r["label"] == "fake" for r in rows])
+    train = np.array([r["split"] == "train" for r in rows])
+    test = np.array([r["split"] == "test" for r in rows])
+    scaler = StandardScaler().fit(x[train])
+    clf = LogisticRegression(max_iter=2000).fit(scaler.transform(x[train]), y[train])
+    return round(float(roc_auc_score(y[test], clf.predict_proba(scaler.transform(x[test]))[:, 1])), 3)
+
+
 def run(quick: bool) -> dict:
     import cv2
     import numpy as np
@@ -130,6 +158,7 @@ def run(quick: bool) -> dict:
         for r in rows:
             counts[r["manipulation"]] = counts.get(r["manipulation"], 0) + 1
         ratio = _loader_ratio(out, rows, size, 20 if quick else 100)
+        trivial_auc = _global_stats_auc(out, rows)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {
@@ -144,5 +173,6 @@ def run(quick: bool) -> dict:
         "families": {f: {"count": counts.get(f, 0), "ms_per_forgery_cpu": ms} for f, ms in costs.items()},
         "real": counts.get("none", 0),
         "loader_vs_tensor_ratio": ratio,
+        "global_stats_auc": trivial_auc,
         "load_avg": [round(v, 2) for v in os.getloadavg()],
     }

@@ -205,8 +205,11 @@ class ForgeryDataset(Dataset):
             return _collate([self[k] for k in indices])
         idx = torch.as_tensor(indices, dtype=torch.long)
         has = self.has_mask[idx]
-        mask = self.masks[idx].float().div_(255.0)
-        mask.mul_(has.view(-1, 1, 1, 1))
+        # Only the budgeted rows carry a mask (a few percent): convert those, leave the rest zero.
+        mask = torch.zeros((len(indices), 1, self.size, self.size), dtype=torch.float32)
+        rows_with = has.nonzero().flatten()
+        if len(rows_with):
+            mask[rows_with] = self.masks[idx[rows_with]].float().div_(255.0)
         return {
             "image": self.images[idx].float().div_(127.5).sub_(1.0),
             "label": self.labels[idx],
