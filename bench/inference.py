@@ -19,7 +19,8 @@ What is measured (one process, same inputs for every backend):
 Why the exported models are much faster than eager LAE: the LAE's forward also decodes the
 reconstruction (a training-time output). The exported image side returns only prob, logit,
 explanation and embedding, so tracing drops the decoder as dead code; TorchScript and onnxruntime also
-fuse the small convolutions. The eager number is what the platform's in-process inference pays today.
+fuse the small convolutions. The platform serves an exported version with the ONNX model
+(``onnx_p50_ms``) and falls back to eager PyTorch (``p50_ms``) only for a version not yet exported.
 
 Absolute times on a shared CPU are noisy; the ratios come from the same run.
 """

@@ -24,15 +24,16 @@ point for an annotator, not a segmentation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
-import torch
 
-from ml.detectors import Detector
-from ml.export.standalone import preprocess
+from ml.export.standalone import Predictor, preprocess
 from ml.labels import NODES, describe
+
+if TYPE_CHECKING:
+    from ml.detectors import Detector
 
 MAX_FACES = 8
 MASK_THRESHOLD = 0.5
@@ -75,16 +76,34 @@ class NoFaceFound(ValueError):
 
 
 class FaceInference:
-    """Wraps one detector (eval mode, no grad); thread-compatible for sequential calls."""
+    """One model behind the face pipeline: an in-process ``Detector`` (eager PyTorch) or a verified bundle's
+    ``Predictor`` (onnxruntime or TorchScript; the ONNX path needs no torch at all). Both get the same
+    crops through the same ``preprocess``; the export check bounds their difference."""
 
-    def __init__(self, detector: Detector, max_faces: int = MAX_FACES):
-        self.detector = detector.eval()
-        self.pre = detector.preprocessing()
+    def __init__(
+        self,
+        detector: Detector | None = None,
+        *,
+        predictor: Predictor | None = None,
+        max_faces: int = MAX_FACES,
+    ):
+        if (detector is None) == (predictor is None):
+            raise ValueError("give exactly one of detector or predictor")
+        self.detector = detector.eval() if detector is not None else None
+        self.predictor = predictor
+        self.pre = detector.preprocessing() if detector is not None else dict(predictor.preprocessing)
+        self.backend = "torch" if detector is not None else predictor.backend
         self.size = int(self.pre["image_size"])
         self.max_faces = max_faces
 
     def score_crops(self, crops: np.ndarray) -> dict[str, np.ndarray]:
         """uint8 (B,S,S,3) crops -> prob, logit, explanation (B,S,S) and node_probs when available."""
+        if self.predictor is not None:
+            out = self.predictor.predict(crops)
+            keys = ("prob", "logit", "explanation", "node_probs")
+            return {k: np.asarray(out[k], np.float32) for k in keys if k in out}
+        import torch
+
         x = torch.from_numpy(preprocess(crops, self.pre))
         with torch.no_grad():
             out = self.detector.predict(x)

@@ -2,9 +2,10 @@
 bundle, run inference on uploaded images.
 
 torch, dlib and onnxruntime are imported inside the functions that need them, never at module import,
-so the web process stays light until the first export or inference request; the loaded detector is then
-cached per (tag, checksum) in the process (``INFERENCE_CACHE_SIZE`` versions, least recently used
-evicted). Exports run in the request: a tiny detector exports in seconds; a full-size SJEDD export
+so the web process stays light until the first export or inference request. Inference serves an exported
+version from its bundle's ONNX model (onnxruntime: no torch in the web process at all) and a version
+not yet exported from its checkpoint in eager PyTorch; the loaded model is cached per (tag, checksum,
+backend) in the process (``INFERENCE_CACHE_SIZE`` versions, least recently used evicted). Exports run in the request: a tiny detector exports in seconds; a full-size SJEDD export
 belongs on a worker (the service is a plain function a task can call).
 
 Inference limits (environment variables, read at call time so tests and deployments can change them):
@@ -16,6 +17,7 @@ Inference limits (environment variables, read at call time so tests and deployme
 | INFERENCE_MAX_IMAGE_PIXELS    | 4096²    | pixels per image (checked from the header)      |
 | INFERENCE_MAX_FACES           | 8        | faces scored per photo (largest first)          |
 | INFERENCE_CACHE_SIZE          | 4        | detector versions kept loaded per process       |
+| INFERENCE_BACKEND             | auto     | auto (bundle ONNX once exported, else torch), onnx, torch |
 
 Uploads are checked with the catalog's image validator (format, size, decompression bombs, truncation)
 from a temporary file that is deleted when the request ends: inference stores nothing.
@@ -209,19 +211,47 @@ _CACHE: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
 
+def inference_backend(*, version: DetectorVersion) -> str:
+    """``INFERENCE_BACKEND``: ``auto`` (default: the exported bundle's ONNX model when the version has
+    been exported, else the checkpoint in eager PyTorch), ``onnx`` (export required) or ``torch``."""
+    choice = os.environ.get("INFERENCE_BACKEND") or getattr(settings, "INFERENCE_BACKEND", "auto")
+    if choice not in ("auto", "onnx", "torch"):
+        raise InvalidInput(f"INFERENCE_BACKEND must be auto, onnx or torch, not {choice!r}")
+    exported = BUNDLE in (version.artifacts or {})
+    if choice == "onnx" and not exported:
+        raise Conflict(f"{version.tag} has not been exported; ONNX inference needs its bundle")
+    return "onnx" if choice == "onnx" or (choice == "auto" and exported) else "torch"
+
+
 def inference_engine(*, version: DetectorVersion):
-    """The loaded ``FaceInference`` for a version (cached per process by tag and checksum)."""
-    key = (version.tag, version.checksum)
+    """The loaded ``FaceInference`` for a version, cached per process by tag, checksum and backend.
+
+    The ONNX backend serves the exported model (decoder-free graph, no torch import; about 30x faster
+    than eager LAE in ``bench inference``); its bundle is verified against its manifest when loaded."""
+    backend = inference_backend(version=version)
+    key = (version.tag, version.checksum, backend, (version.artifacts or {}).get(BUNDLE, ""))
     with _CACHE_LOCK:
         if key in _CACHE:
             _CACHE.move_to_end(key)
             return _CACHE[key]
     from ml.export.inference import FaceInference
-    from ml.training.checkpoint import load_detector
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    detector, _ = load_detector(checkpoint_path(version=version))
-    engine = FaceInference(detector, max_faces=limit("INFERENCE_MAX_FACES", 8))
+    max_faces = limit("INFERENCE_MAX_FACES", 8)
+    if backend == "onnx":
+        from ml.export.standalone import BundleError, Predictor
+
+        try:
+            engine = FaceInference(
+                predictor=Predictor(bundle_path(version=version), "onnx"), max_faces=max_faces
+            )
+        except BundleError as exc:
+            raise Conflict(f"the bundle of {version.tag} is damaged ({exc}); export it again") from None
+    else:
+        from ml.training.checkpoint import load_detector
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        detector, _ = load_detector(checkpoint_path(version=version))
+        engine = FaceInference(detector, max_faces=max_faces)
     with _CACHE_LOCK:
         _CACHE[key] = engine
         while len(_CACHE) > limit("INFERENCE_CACHE_SIZE", 4):
@@ -325,7 +355,13 @@ def inference_run(
         results.append(
             {"index": index, "name": upload.name, "sha256": sha, "width": w, "height": h, "faces": items}
         )
-    return {"version": version.tag, "kind": version.kind, "mode": mode, "results": results}
+    return {
+        "version": version.tag,
+        "kind": version.kind,
+        "backend": engine.backend,
+        "mode": mode,
+        "results": results,
+    }
 
 
 def uploads_from_files(files) -> list[Upload]:

@@ -226,6 +226,31 @@ def test_inference_on_astronaut_one_face_heatmap_of_image_size(annotator, versio
     assert 150 < (left + right) / 2 < 300 and 50 < (top + bottom) / 2 < 200  # the astronaut's face
 
 
+def test_exported_version_is_served_by_onnx_with_the_same_outputs(admin, annotator, versions):
+    from modelhub.services import decode_png
+
+    crop = _png(np.random.default_rng(7).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+
+    def predict():
+        response = _client(annotator).post(
+            "/api/v1/detectors/lae-r1/predict/",
+            {"images": [_upload("c.png", crop)], "mode": "crop"},
+            format="multipart",
+        )
+        assert response.status_code == 200, response.content
+        return response.json()
+
+    before = predict()
+    assert before["backend"] == "torch"
+    assert _client(admin).post("/api/v1/detectors/lae-r1/export/").status_code == 201
+    after = predict()
+    assert after["backend"] == "onnx"
+    a, b = before["results"][0]["faces"][0], after["results"][0]["faces"][0]
+    assert a["prob_fake"] == pytest.approx(b["prob_fake"], abs=1e-4)
+    heat_a, heat_b = decode_png(a["heatmap_png"]).astype(int), decode_png(b["heatmap_png"]).astype(int)
+    assert np.abs(heat_a - heat_b).max() <= 1  # 8-bit PNG: at most one rounding step apart
+
+
 def test_inference_crop_mode_batch(annotator, versions):
     crops = [np.random.default_rng(i).integers(0, 256, (40, 40, 3), dtype=np.uint8) for i in range(3)]
     response = _client(annotator).post(
