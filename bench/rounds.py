@@ -75,6 +75,21 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
         )
 
 
+def _wait_ready(worker: subprocess.Popen, timeout: float = 180) -> None:
+    from workers.celery_app import app
+
+    deadline = time.time() + timeout
+    while True:
+        if worker.poll() is not None:
+            raise RuntimeError(f"the benchmark worker exited with {worker.returncode}")
+        try:
+            app.send_task("workers.tasks.core.health", queue="gpu").get(timeout=10)
+            return
+        except Exception:  # noqa: BLE001 - not up yet
+            if time.time() > deadline:
+                raise
+
+
 def _run_round(dataset, admin, config: dict, timeout: float) -> dict:
     from rounds.demo_oracle import store_ground_truth_masks
     from rounds.models import Round
@@ -146,6 +161,7 @@ def run(quick: bool) -> dict:
         admin = User.objects.create(username="bench-admin", is_superuser=True)
         admin.groups.add(Group.objects.get_or_create(name="admin")[0])
         worker = _start_worker(env, media / "worker.log")
+        _wait_ready(worker)  # the worker's start-up (Django, imports) is not part of a round
         config = {"detectors": ["lae", "sjedd"], "epochs": epochs, "retrain_epochs": epochs, "image_size": size,
                   "protocol": "cross_manipulation", "labeling": "none", "scoring": "in_process",
                   "poll_interval_s": 0.5, "threads": max(1, (os.cpu_count() or 2) // 2)}  # fmt: skip

@@ -173,7 +173,7 @@ class _ProgressLoader:
 
 
 def _train_one(round_: Round, name: str, phase: str, rows: list[dict], val_rows: list[dict],
-               mask_ids: set[str], epochs: int, init_path: Path | None) -> dict[str, Any]:  # fmt: skip
+               mask_ids: set[str], epochs: int, init_path: Path | None, cache: dict) -> dict[str, Any]:  # fmt: skip
     from ml.data.dataset import ForgeryDataset
     from ml.detectors import create
     from ml.training import (
@@ -196,8 +196,15 @@ def _train_one(round_: Round, name: str, phase: str, rows: list[dict], val_rows:
     else:
         detector = create(name, image_size=size, **config["detector_config"].get(name, {}))
     size = int(detector.config.get("image_size") or size)
-    train_set = ForgeryDataset(rows, root, size, mask_ids=mask_ids, preload=True)
-    val_set = ForgeryDataset(val_rows, root, size, mask_ids=set(), preload=True)
+    # Decoded images are shared by the detectors of one phase (same rows, masks and size): decode once.
+    key = (size, frozenset(mask_ids))
+    if key not in cache:
+        cache.clear()
+        cache[key] = (
+            ForgeryDataset(rows, root, size, mask_ids=mask_ids, preload=True),
+            ForgeryDataset(val_rows, root, size, mask_ids=set(), preload=True),
+        )
+    train_set, val_set = cache[key]
     has_mask = [r["id"] in mask_ids for r in rows]
     loader = _ProgressLoader(
         make_train_loader(train_set, batch, seed=seed, has_mask=has_mask),
@@ -251,13 +258,13 @@ def round_train(*, round_id: int) -> None:
     parents = _parent_models(round_)
     splits = protocol_splits(round_)
     train_rows = _training_targets(splits["train"], round_.config["region_targets"])
-    models, compute = {}, 0.0
+    models, compute, cache = {}, 0.0, {}
     for name in round_.config["detectors"]:
         if name in parents:
             models[name] = {**parents[name], "reused_from_round": round_.parent.number, "seconds": 0.0}
             continue
         info = _train_one(round_, name, "train", train_rows, splits["val"], _masked(train_rows),
-                          int(round_.config["epochs"]), None)  # fmt: skip
+                          int(round_.config["epochs"]), None, cache)  # fmt: skip
         models[name] = info
         compute += info["seconds"]
     workflow.progress_update(round_id, models={"scoring": models})
@@ -369,11 +376,11 @@ def round_retrain(*, round_id: int) -> None:
     splits = protocol_splits(round_)
     train_rows = _training_targets(splits["train"], round_.config["region_targets"])
     masked = _masked(train_rows)
-    models, compute = {}, 0.0
+    models, compute, cache = {}, 0.0, {}
     for name in round_.config["detectors"]:
         init = Path(settings.MEDIA_ROOT) / parents[name]["model"] if name in parents else None
         info = _train_one(round_, name, "retrain", train_rows, splits["val"], masked,
-                          int(round_.config["retrain_epochs"]), init)  # fmt: skip
+                          int(round_.config["retrain_epochs"]), init, cache)  # fmt: skip
         info["mask_ids"] = sorted(r["mask_pk"] for r in train_rows if r.get("mask_pk"))
         models[name] = info
         compute += info["seconds"]

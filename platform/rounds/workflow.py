@@ -62,7 +62,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "warm_start": True,
     "protocol": "in_domain",
     "annotation_deadline_s": None,
-    "poll_interval_s": 3.0,
+    "poll_interval_s": 1.0,
     "threads": 1,
     "lr": 1e-3,
     "region_targets": "masks",
@@ -433,7 +433,7 @@ def round_next_step(*, round_id: int) -> tuple[str | None, float]:
     if state == Round.State.SELECTING:
         return "push", 0.0
     if state == Round.State.ANNOTATING:
-        return "watch", float(round_.config.get("poll_interval_s", 3.0))
+        return "watch", float(round_.config.get("poll_interval_s", 1.0))
     if state == Round.State.RETRAINING:
         return "retrain", 0.0
     if state == Round.State.EVALUATING:
