@@ -6,8 +6,9 @@ the plain CNN baseline (no masks), 3 seeds each, tiny models at 64 px on CPU. Re
 selection x seed: seen/unseen AUC and accuracy, pointing game, IoU and energy-in-mask on fake test
 images. Writes ``bench/results/lae_masks.json`` (via the harness) and ``bench/results/lae_masks.png``.
 
-Sized for one CPU core: ``LAE_MASKS_TIME_BUDGET_S`` (default 2100 s) stops starting new protocols once
-spent; the JSON says which protocols ran. ``LAE_MASKS_DATA`` reuses a generated dataset directory.
+Sized for one CPU core: ``LAE_MASKS_TIME_BUDGET_S`` (default 1500 s) stops starting new protocols once
+spent; the JSON says which protocols ran. ``LAE_MASKS_DATA`` reuses a generated dataset directory,
+``LAE_MASKS_OUT`` keeps the runs there (an interrupted study then resumes).
 """
 
 from __future__ import annotations
@@ -29,18 +30,17 @@ MODEL = {"depth": 3, "width": 8, "latent_channels": 32, "groups": 4}
 def run(quick: bool) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ml.data.generate import generate_dataset
-
     from ml.experiments import plot_budget_curves, run_budget_experiment, summarize
     from ml.training import TrainConfig
 
     torch.set_num_threads(int(os.environ.get("LAE_MASKS_THREADS", "1")))
-    budget_s = float(os.environ.get("LAE_MASKS_TIME_BUDGET_S", "120" if quick else "2100"))
+    budget_s = float(os.environ.get("LAE_MASKS_TIME_BUDGET_S", "120" if quick else "1500"))
     size = 64 if not quick else 32
     count = 400 if quick else int(os.environ.get("LAE_MASKS_COUNT", "2400"))
     seeds = (0,) if quick else (0, 1, 2)
-    epochs = 2 if quick else int(os.environ.get("LAE_MASKS_EPOCHS", "8"))
+    epochs = 2 if quick else int(os.environ.get("LAE_MASKS_EPOCHS", "6"))
     protocols = PROTOCOLS[:1] if quick else PROTOCOLS
-    train_config = TrainConfig(epochs=epochs, lr=2e-3, patience=3, progress=False, device="cpu")
+    train_config = TrainConfig(epochs=epochs, lr=1e-3, patience=3, progress=False, device="cpu")
     started = time.perf_counter()
     records: list[dict] = []
     ran: list[str] = []
@@ -54,7 +54,7 @@ def run(quick: bool) -> dict:
             if time.perf_counter() - started > budget_s:
                 skipped.append(protocol)
                 continue
-            out = Path(tmp) / "runs" / protocol
+            out = Path(os.environ.get("LAE_MASKS_OUT", "") or Path(tmp) / "runs") / protocol
             common = {"seeds": seeds, "out_dir": out, "image_size": size, "detector_config": MODEL}
             records += run_budget_experiment(
                 data_dir,

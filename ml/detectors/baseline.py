@@ -39,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
     "width": 16,
     "latent_channels": 128,
     "groups": 8,
+    "highpass": True,
     "locality_weight": 0.0,
     "mean": (0.5, 0.5, 0.5),
     "std": (0.5, 0.5, 0.5),
@@ -54,7 +55,12 @@ class BinaryCNN(Detector):
         c = self.config
         validate_geometry(int(c["image_size"]), int(c["depth"]))
         self.encoder = build_encoder(
-            3, int(c["width"]), int(c["depth"]), int(c["latent_channels"]), int(c["groups"])
+            3,
+            int(c["width"]),
+            int(c["depth"]),
+            int(c["latent_channels"]),
+            int(c["groups"]),
+            bool(c["highpass"]),
         )
         self.head = nn.Linear(int(c["latent_channels"]), 1)
 
