@@ -80,4 +80,5 @@ def run(quick: bool) -> dict:
         "goal_peak_rss_mb": GOAL_MB,
         "meets_goal": bool(seconds < GOAL_S and peak_rss_mb() < GOAL_MB),
         "torch_threads": threads,
+        "load_average_1m": round(os.getloadavg()[0], 2),  # the host's 2 cores are shared
     }

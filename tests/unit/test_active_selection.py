@@ -150,3 +150,15 @@ def test_partitioned_kcenter_is_exact_when_small_and_spreads_when_large():
     # Every quadrant of the leading two axes gets its share of the budget.
     quadrant = (x[picks, 0] > np.median(x[:, 0])).astype(int) * 2 + (x[picks, 1] > 0).astype(int)
     assert np.bincount(quadrant, minlength=4).min() >= 10
+
+
+def test_streaming_threshold_filter_keeps_exactness_with_nan_and_ties():
+    rng = np.random.default_rng(5)
+    scores = np.round(rng.random(5000), 1)  # heavy ties
+    scores[rng.random(5000) < 0.2] = np.nan
+    groups = rng.integers(0, 300, 5000)
+    keys = rng.permutation(5000)
+    one = select(scores, 200, groups=groups, tie_keys=keys, per_group_cap=2, chunk=10_000)
+    many = select(scores, 200, groups=groups, tie_keys=keys, per_group_cap=2, chunk=97)
+    assert one.tie_keys.tolist() == many.tie_keys.tolist()
+    assert not np.isnan(one.scores).any()
