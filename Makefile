@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install demo test test-unit test-fast bench bench-quick lint format services-up services-down services-status clean
+.PHONY: help install demo test test-unit test-fast bench bench-quick lint format services-up services-down services-status clean labelstudio-up labelstudio-down
 
 help:
 	@echo "make demo   - install, start local services, run the active-learning demo, print URLs"
@@ -60,3 +60,10 @@ format: install
 clean:
 	deploy/local/services.sh down || true
 	rm -rf var
+
+# Label Studio alone (its own venv .venv-ls is created on first use; state under var/labelstudio).
+labelstudio-up:
+	deploy/labelstudio/ls.sh start
+
+labelstudio-down:
+	deploy/labelstudio/ls.sh stop

@@ -58,6 +58,13 @@ def _ensure_token() -> str:
 TOKEN = _ensure_token()
 SECRET = secrets.token_hex(16)
 os.environ.update({"LABEL_STUDIO_URL": LS_URL, "LABEL_STUDIO_TOKEN": TOKEN, "WEBHOOK_SECRET": SECRET})
+# Fix the live server's address now too, so a worker started before it (and the projects it creates)
+# already knows where Label Studio's webhooks must go.
+if not os.environ.get("DJANGO_LIVE_TEST_SERVER_ADDRESS"):
+    os.environ["DJANGO_LIVE_TEST_SERVER_ADDRESS"] = f"127.0.0.1:{_free_port()}"
+    os.environ["LABELING_WEBHOOK_URL"] = (
+        f"http://{os.environ['DJANGO_LIVE_TEST_SERVER_ADDRESS']}/api/v1/labeling/webhook"
+    )
 settings.LABEL_STUDIO_URL, settings.LABEL_STUDIO_TOKEN, settings.WEBHOOK_SECRET = LS_URL, TOKEN, SECRET
 
 
