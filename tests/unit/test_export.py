@@ -271,3 +271,23 @@ def test_sjedd_results_carry_node_probabilities(sjedd):
         face.prob, abs=1e-6
     )
     assert face.explanation.startswith("fake ") and face.heatmap.shape == (48, 48)
+
+
+def test_onnx_serving_path_never_imports_torch(sjedd_bundle, tmp_path):
+    """The web process serves exported versions through this path: it must stay free of torch."""
+    code = (
+        "import sys, numpy as np\n"
+        "from skimage import data\n"
+        "from ml.export.inference import FaceInference\n"
+        "from ml.export.standalone import Predictor\n"
+        f"engine = FaceInference(predictor=Predictor({str(sjedd_bundle)!r}, 'onnx'))\n"
+        "faces = engine.analyse(data.astronaut())\n"
+        "print(len(faces), faces[0].heatmap.shape, 'torch' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "False" and done.stdout.startswith("1 (512, 512)")
