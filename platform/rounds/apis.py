@@ -20,7 +20,7 @@ from rest_framework.views import APIView
 
 from catalog.selectors import dataset_get
 from forgery_site.api import IsPlatformAdmin, Pagination, StrictFilterSerializer, StrictSerializer
-from rounds import workflow
+from rounds import selectors, workflow
 
 
 class RoundOutputSerializer(serializers.Serializer):
@@ -48,7 +48,7 @@ def _round_body(round_) -> dict:
     body["progress"] = progress
     body["metrics"] = progress.get("metrics") or {}
     if round_.state == "annotating":
-        body["annotation"] = workflow.annotation_status(round_)
+        body["annotation"] = selectors.annotation_status(round_)
     return body
 
 
@@ -73,7 +73,7 @@ class RoundListLaunchApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        rounds = workflow.round_list(dataset_id=filters.validated_data.get("dataset"))
+        rounds = selectors.round_list(dataset_id=filters.validated_data.get("dataset"))
         paginator = Pagination()
         page = paginator.paginate_queryset(rounds, request, view=self)
         return paginator.get_paginated_response([_round_body(r) for r in page])
@@ -96,7 +96,7 @@ class RoundDetailApi(APIView):
 
     @extend_schema(responses=RoundOutputSerializer)
     def get(self, request, round_id: int):
-        return Response(_round_body(workflow.round_get(round_id=round_id)))
+        return Response(_round_body(selectors.round_get(round_id=round_id)))
 
 
 class _RoundActionApi(APIView):
@@ -166,7 +166,7 @@ class EfficiencyCurveApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         dataset = dataset_get(dataset_id=dataset_id)
-        points = workflow.efficiency_curve(dataset_id=dataset.pk)
+        points = selectors.efficiency_curve(dataset_id=dataset.pk)
         if filters.validated_data["image"]:
             return HttpResponse(
                 efficiency_png(points, f"{dataset.name}: AUC vs masks"), content_type="image/png"

@@ -31,7 +31,7 @@ from django.db import transaction
 
 from catalog.models import Mask, Sample
 from modelhub.models import DetectorVersion
-from rounds import workflow
+from rounds import selectors, workflow
 from rounds.models import Round, Selection
 from rounds.services import round_transition
 
@@ -251,7 +251,7 @@ def _masked(rows: list[dict]) -> set[str]:
 def round_train(*, round_id: int) -> None:
     """training → scoring. Trains each detector on the train split with the masks collected so far;
     with warm start and a finished parent round, the parent's final models are the scoring models."""
-    round_ = workflow.round_get(round_id=round_id)
+    round_ = selectors.round_get(round_id=round_id)
     if round_.state != Round.State.TRAINING:
         return
     workflow.phase_started(round_id, "training")
@@ -302,7 +302,7 @@ def round_score(*, round_id: int) -> None:
     from ml.data.dataset import ForgeryDataset
     from ml.training import load_detector
 
-    round_ = workflow.round_get(round_id=round_id)
+    round_ = selectors.round_get(round_id=round_id)
     if round_.state != Round.State.SCORING:
         return
     workflow.phase_started(round_id, "scoring")
@@ -321,7 +321,7 @@ def round_score(*, round_id: int) -> None:
     pool = sorted(
         (r for r in train_rows if not r.get("mask_path") and r["label"] == "fake"), key=lambda r: r["id"]
     )
-    budget = min(len(pool), workflow.round_budget_size(round_, len(train_rows)))
+    budget = min(len(pool), selectors.round_budget_size(round_, len(train_rows)))
     size = int(models[primary_name].get("image_size") or config["image_size"])
     dataset = ForgeryDataset(pool, Path(settings.MEDIA_ROOT), size, preload=True)
     strategy = config["strategy"]
@@ -368,7 +368,7 @@ def round_score(*, round_id: int) -> None:
 
 def round_retrain(*, round_id: int) -> None:
     """retraining → evaluating: every detector again, now with all masks collected in this dataset."""
-    round_ = workflow.round_get(round_id=round_id)
+    round_ = selectors.round_get(round_id=round_id)
     if round_.state != Round.State.RETRAINING:
         return
     workflow.phase_started(round_id, "retraining")
@@ -384,7 +384,7 @@ def round_retrain(*, round_id: int) -> None:
         info["mask_ids"] = sorted(r["mask_pk"] for r in train_rows if r.get("mask_pk"))
         models[name] = info
         compute += info["seconds"]
-    done, total = workflow.dataset_mask_fraction(round_.dataset_id)
+    done, total = selectors.dataset_mask_fraction(round_.dataset_id)
     workflow.progress_update(round_id, models={"final": models}, masked_fraction=done / max(total, 1),
                              masked_samples=done)  # fmt: skip
     workflow.phase_finished(round_id, "retraining", compute_seconds=compute, masks=len(masked))
@@ -404,7 +404,7 @@ def round_evaluate(*, round_id: int) -> None:
     from ml.experiments.budget import evaluate_rows, with_unseen_reals
     from ml.training import load_detector
 
-    round_ = workflow.round_get(round_id=round_id)
+    round_ = selectors.round_get(round_id=round_id)
     if round_.state != Round.State.EVALUATING:
         return
     workflow.phase_started(round_id, "evaluating")

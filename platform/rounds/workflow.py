@@ -25,17 +25,17 @@ from __future__ import annotations
 
 import copy
 import time
-from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 from rest_framework import status
 
-from catalog.models import Dataset, Mask, Sample
+from catalog.models import Dataset, Sample
 from forgery_site.api import is_platform_admin
 from forgery_site.errors import Conflict, DomainError, InvalidInput, NotFound
-from rounds.models import AnnotationTask, Round, Selection
+from rounds.models import Round, Selection
+from rounds.selectors import annotation_status, round_get
 from rounds.services import round_transition
 
 
@@ -187,20 +187,20 @@ def round_launch(*, dataset: Dataset, config: dict[str, Any] | None, user) -> Ro
     )
 
 
-def round_get(*, round_id: int) -> Round:
-    round_ = Round.objects.select_related("dataset").filter(pk=round_id).first()
-    if round_ is None:
-        raise NotFound(f"Round {round_id} does not exist.")
-    return round_
-
-
 def round_cancel(*, round_id: int, user) -> Round:
     """Cancel a live round (its running task stops at its next progress report)."""
     _require_admin(user)
     round_ = round_get(round_id=round_id)
     if round_.state not in LIVE_STATES:
         raise Conflict(f"Round {round_id} is {round_.state}; only a live round can be cancelled.")
-    return round_transition(round_id=round_id, to_state=Round.State.CANCELLED, error="cancelled by an admin")
+    round_ = round_transition(
+        round_id=round_id, to_state=Round.State.CANCELLED, error="cancelled by an admin"
+    )
+    if round_.config.get("labeling") == "label_studio":
+        from labeling.provisioning import project_close
+
+        project_close(round_id=round_id)  # stop reconciling its Label Studio project
+    return round_
 
 
 @transaction.atomic
@@ -221,7 +221,10 @@ def round_retry(*, round_id: int, user) -> Round:
     round_.state = phase
     round_.error = ""
     round_.finished_at = None
-    round_.progress = {**round_.progress, "phase": phase, "failed_phase": None,
+    phases = dict(round_.progress.get("phases") or {})
+    # The failed phase starts over (its task resumes from a checkpoint when it has one); scoring is re-sent.
+    phases[phase] = {k: v for k, v in (phases.get(phase) or {}).items() if k not in ("sent", "finished_at")}
+    round_.progress = {**round_.progress, "phase": phase, "failed_phase": None, "phases": phases,
                        "retries": int(round_.progress.get("retries", 0)) + 1}  # fmt: skip
     round_.save()
     return round_
@@ -294,63 +297,6 @@ def round_is_live(round_id: int, phase: str) -> bool:
     return Round.objects.filter(pk=round_id, state=phase).exists()
 
 
-# ------------------------------------------------------------------------------------------ selectors
-def round_budget_size(round_: Round, pool_size: int) -> int:
-    config = round_.config
-    if config.get("budget_count"):
-        return min(int(config["budget_count"]), pool_size)
-    return (
-        min(pool_size, max(1, int(round(float(config["budget_fraction"]) * pool_size)))) if pool_size else 0
-    )
-
-
-def annotation_status(round_: Round) -> dict[str, Any]:
-    """Selected, masked and skipped counts of a round, and whether annotation is over (and why)."""
-    selected_ids = list(Selection.objects.filter(round=round_).values_list("sample_id", flat=True))
-    masked = Mask.objects.filter(sample_id__in=selected_ids).values("sample_id").distinct().count()
-    skipped = AnnotationTask.objects.filter(round=round_, status=AnnotationTask.Status.SKIPPED).count()
-    progress = round_.progress or {}
-    reason = None
-    if progress.get("annotation_closed"):
-        reason = "closed"
-    elif selected_ids and masked + skipped >= len(selected_ids):
-        reason = "complete"
-    else:
-        deadline = round_.config.get("annotation_deadline_s")
-        started = ((progress.get("phases") or {}).get("annotating") or {}).get("t0")
-        if deadline and started and time.time() - float(started) >= float(deadline):
-            reason = "deadline"
-    if not selected_ids and round_.state == Round.State.ANNOTATING:
-        reason = reason or "nothing_selected"
-    return {"selected": len(selected_ids), "masked": masked, "skipped": skipped, "finished": reason}
-
-
-def dataset_mask_fraction(dataset_id: int, split: str = "train") -> tuple[int, int]:
-    """(samples of ``split`` with at least one collected mask, samples of ``split``)."""
-    samples = Sample.objects.filter(dataset_id=dataset_id, split=split)
-    return samples.filter(masks__isnull=False).distinct().count(), samples.count()
-
-
-def efficiency_curve(*, dataset_id: int) -> list[dict[str, Any]]:
-    """One point per finished round: % of the training pool masked vs test AUC (seen/unseen) per detector."""
-    points = []
-    for round_ in Round.objects.filter(dataset_id=dataset_id, state=Round.State.DONE).order_by("number"):
-        progress = round_.progress or {}
-        metrics = progress.get("metrics") or {}
-        point = {
-            "round": round_.number,
-            "round_id": round_.pk,
-            "masked_fraction": progress.get("masked_fraction"),
-        }
-        for name, values in metrics.items():
-            point[name] = {
-                "auc_seen": (values.get("seen") or {}).get("auc"),
-                "auc_unseen": (values.get("unseen") or {}).get("auc"),
-            }
-        points.append(point)
-    return points
-
-
 # ------------------------------------------------------------------------------------ orchestration
 def round_start(*, round_id: int) -> Round:
     """created → training (idempotent)."""
@@ -384,9 +330,22 @@ def scoring_mark_sent(*, round_id: int, scorer: str) -> None:
     progress_update(round_id, phases=phases)
 
 
+SCORING_TIMEOUT_S = 6 * 3600
+
+
 def round_scoring_check(*, round_id: int) -> bool:
-    """Distributed scoring: True once its chord callback stored the selection (state ``selecting``)."""
+    """Distributed scoring: True once its chord callback stored the selection (state ``selecting``).
+    A chord that never reports back (its callback failed) fails the round after ``SCORING_TIMEOUT_S``."""
     round_ = round_get(round_id=round_id)
+    started = ((round_.progress.get("phases") or {}).get("scoring") or {}).get("t0")
+    if (
+        started
+        and time.time() - float(started) > SCORING_TIMEOUT_S
+        and not Selection.objects.filter(round=round_).exists()
+    ):
+        round_fail(round_id=round_id, phase=round_.state, error="scoring did not store a selection in time")
+        progress_update(round_id, failed_phase="scoring")  # a retry scores again
+        return False
     if round_.state != Round.State.SELECTING or not Selection.objects.filter(round=round_).exists():
         return False
     if not phase_done(round_, "scoring"):
@@ -439,12 +398,3 @@ def round_next_step(*, round_id: int) -> tuple[str | None, float]:
     if state == Round.State.EVALUATING:
         return "evaluate", 0.0
     return None, 0.0
-
-
-def round_list(*, dataset_id: int | None = None):
-    rounds = Round.objects.select_related("dataset").order_by("-created_at")
-    return rounds.filter(dataset_id=dataset_id) if dataset_id else rounds
-
-
-def stale_after(seconds: float) -> timezone.datetime:
-    return timezone.now() - timedelta(seconds=seconds)

@@ -163,3 +163,40 @@ def test_full_round_loop_with_a_worker(celery_worker_proc, platform_media_root, 
     assert curve[1]["masked_fraction"] > curve[0]["masked_fraction"] > 0
     png = client.get(f"/api/v1/datasets/{dataset.pk}/efficiency/?image=true")
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_phase_is_recorded_and_retry_finishes_the_round(celery_worker_proc, platform_media_root):
+    from catalog.models import Sample
+    from rounds.models import Round
+
+    dataset = import_generated_dataset(platform_media_root, "retry", count=64)
+    admin = make_user("retry-admin", "admin")
+    client = _client(admin)
+    # An image the training split needs goes missing: training fails, the round records why and where.
+    sample = Sample.objects.filter(dataset=dataset, split="train").order_by("pk").first()
+    image = platform_media_root / sample.path
+    hidden = image.with_suffix(".hidden")
+    image.rename(hidden)
+    config = {**TINY_CONFIG, "detectors": ["lae"], "scoring": "in_process"}
+    round_id = client.post(
+        "/api/v1/rounds/", {"dataset": dataset.pk, "config": config}, format="json"
+    ).json()["id"]
+
+    def state():
+        return Round.objects.get(pk=round_id)
+
+    wait_for(lambda: state().state == "failed", 180, describe=lambda: f"{state().state} {state().progress}")
+    failed = client.get(f"/api/v1/rounds/{round_id}/").json()
+    assert failed["progress"]["failed_phase"] == "training" and failed["error"]
+    # While it is failed the dataset is free again, but cancel/close make no sense: 409.
+    assert client.post(f"/api/v1/rounds/{round_id}/cancel/").status_code == 409
+
+    hidden.rename(image)  # the file is back: retry re-enters training and the round goes on
+    retried = client.post(f"/api/v1/rounds/{round_id}/retry/")
+    assert retried.status_code == 200 and retried.json()["state"] == "training", retried.content
+    wait_for(lambda: state().state in ("annotating", "failed"), 180, describe=lambda: state().error)
+    assert state().state == "annotating", state().error
+    annotate_selection_with_ground_truth(round_id, platform_media_root)
+    wait_for(lambda: state().state in ("done", "failed"), 180, describe=lambda: state().error)
+    assert state().state == "done" and state().progress["retries"] == 1

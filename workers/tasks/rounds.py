@@ -91,7 +91,8 @@ def round_score_in_process(round_id: int) -> None:
 def round_score(round_id: int) -> None:
     """Start scoring (once), then watch for the selection."""
     from rounds.models import Round
-    from rounds.workflow import phase_started, round_get, scoring_mark_sent
+    from rounds.selectors import round_get
+    from rounds.workflow import phase_started, scoring_mark_sent
 
     round_ = round_get(round_id=round_id)
     if round_.state != Round.State.SCORING:
@@ -120,7 +121,8 @@ def round_push(round_id: int) -> None:
 def round_watch(round_id: int) -> None:
     """Scoring: has the chord stored the selection?  Annotating: is annotation over?"""
     from rounds.models import Round
-    from rounds.workflow import round_annotation_check, round_get, round_scoring_check
+    from rounds.selectors import round_get
+    from rounds.workflow import round_annotation_check, round_scoring_check
 
     round_ = round_get(round_id=round_id)
     if (

@@ -251,7 +251,7 @@ class Command(BaseCommand):
 
     def _report(self, dataset, rounds, out: Path, total: float, exported, opts) -> Path:
         from rounds.apis import efficiency_png
-        from rounds.workflow import efficiency_curve
+        from rounds.selectors import efficiency_curve
 
         points = efficiency_curve(dataset_id=dataset.pk)
         (out / "efficiency.png").write_bytes(efficiency_png(points, f"{dataset.name}: test AUC vs masks"))
