@@ -16,7 +16,14 @@ from ml.active.scoring import (
     encode_embedding,
     score_batch,
 )
-from ml.active.selection import Budget, SelectionResult, StreamingSelector, kcenter_greedy, select
+from ml.active.selection import (
+    Budget,
+    SelectionResult,
+    StreamingSelector,
+    kcenter_greedy,
+    kcenter_partitioned,
+    select,
+)
 from ml.active.strategies import (
     MissingDetector,
     Strategy,
@@ -47,6 +54,7 @@ __all__ = [
     "encode_embedding",
     "get_strategy",
     "kcenter_greedy",
+    "kcenter_partitioned",
     "map_entropy",
     "mc_dropout",
     "normalized_ranks",

@@ -89,6 +89,10 @@ def scoring_config(*, round_: Round) -> dict[str, Any]:
     config.update(given)
     if not config["strategies"]:
         raise InvalidInput("at least one strategy is needed")
+    if "combined" in config["strategies"]:
+        # The rank average needs the whole pool: shards store the components, selection combines them.
+        components = [s for s in SCORING_DEFAULTS["strategies"] if s not in config["strategies"]]
+        config["strategies"] = [s for s in config["strategies"] if s != "combined"] + components
     if int(config["shard_size"]) < 1 or int(config["batch_size"]) < 1:
         raise InvalidInput("shard_size and batch_size must be >= 1")
     return config
