@@ -74,6 +74,12 @@ def oracle_task(
     )
 
 
-@app.on_after_finalize.connect
-def _schedule_reconciliation(sender, **kwargs) -> None:
-    sender.add_periodic_task(RECONCILE_SECONDS, reconcile_task.s(), name="labeling reconciliation")
+# Beat reads the schedule from the config; this module is imported by the app's ``include`` list
+# (worker and beat alike), so the entry is added here without touching workers/celery_app.py.
+app.conf.beat_schedule = {
+    **(app.conf.beat_schedule or {}),
+    "labeling-reconciliation": {
+        "task": "workers.tasks.labeling.reconcile_task",
+        "schedule": RECONCILE_SECONDS,
+    },
+}
