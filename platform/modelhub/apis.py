@@ -18,6 +18,8 @@ import os
 
 from django.conf import settings
 from django.http import FileResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
@@ -42,13 +44,13 @@ class VersionOutput(serializers.Serializer):
     exported = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
 
-    def get_round(self, obj):
+    def get_round(self, obj) -> int | None:
         return obj.round.number if obj.round_id else None
 
-    def get_dataset(self, obj):
+    def get_dataset(self, obj) -> str | None:
         return obj.round.dataset.name if obj.round_id else None
 
-    def get_parent(self, obj):
+    def get_parent(self, obj) -> str | None:
         return obj.parent.tag if obj.parent_id else None
 
     def get_exported(self, obj) -> bool:
@@ -57,8 +59,16 @@ class VersionOutput(serializers.Serializer):
 
 class VersionList(APIView):
     class FilterSerializer(StrictFilterSerializer):
+        class Meta:
+            ref_name = "DetectorVersionFilter"
+
         kind = serializers.CharField(required=False, max_length=32)
 
+    @extend_schema(
+        operation_id="detector_versions_list",
+        parameters=[FilterSerializer],
+        responses=VersionOutput(many=True),
+    )
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -70,6 +80,9 @@ class VersionList(APIView):
 
 class VersionDetail(APIView):
     class OutputSerializer(VersionOutput):
+        class Meta:
+            ref_name = "DetectorVersionDetail"
+
         config = serializers.JSONField()
         artifacts = serializers.SerializerMethodField()
         aliases = serializers.SerializerMethodField()
@@ -84,6 +97,7 @@ class VersionDetail(APIView):
         def get_lineage(self, obj) -> dict:
             return selectors.lineage(version=obj)
 
+    @extend_schema(operation_id="detector_version_retrieve", responses=OutputSerializer)
     def get(self, request, ref: str):
         version = selectors.detector_version_get(ref=ref)
         return Response(self.OutputSerializer(version).data)
@@ -91,8 +105,12 @@ class VersionDetail(APIView):
 
 class VersionCompare(APIView):
     class FilterSerializer(StrictFilterSerializer):
+        class Meta:
+            ref_name = "DetectorCompareFilter"
+
         tags = serializers.CharField(max_length=2000)
 
+    @extend_schema(parameters=[FilterSerializer], responses=OpenApiTypes.OBJECT)
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -108,6 +126,7 @@ class AliasOutput(serializers.Serializer):
 
 
 class AliasList(APIView):
+    @extend_schema(responses=AliasOutput(many=True))
     def get(self, request):
         return Response(AliasOutput(selectors.alias_list(), many=True).data)
 
@@ -116,8 +135,12 @@ class AliasMove(APIView):
     permission_classes = [IsPlatformAdmin]
 
     class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "DetectorAliasMoveInput"
+
         tag = serializers.CharField(max_length=128)
 
+    @extend_schema(request=InputSerializer, responses=AliasOutput)
     def put(self, request, name: str):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -128,6 +151,7 @@ class AliasMove(APIView):
 class VersionExport(APIView):
     permission_classes = [IsPlatformAdmin]
 
+    @extend_schema(request=None, responses={201: OpenApiTypes.OBJECT})
     def post(self, request, ref: str):
         if request.data:
             raise InvalidInput("export takes no body", errors={k: ["Unknown field."] for k in request.data})
@@ -138,6 +162,7 @@ class VersionExport(APIView):
 
 
 class BundleDownload(APIView):
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
     def get(self, request, ref: str):
         version = selectors.detector_version_get(ref=ref)
         path = services.bundle_path(version=version)
@@ -164,12 +189,14 @@ class Predict(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "DetectorPredictInput"
+
+        images = serializers.ListField(child=serializers.FileField(), required=False, write_only=True)
         mode = serializers.ChoiceField(choices=["photo", "crop"], default="photo")
         draft_mask = serializers.BooleanField(default=False)
 
-        def ignored_keys(self) -> set[str]:
-            return {"images"}
-
+    @extend_schema(request={"multipart/form-data": InputSerializer}, responses=OpenApiTypes.OBJECT)
     def post(self, request, ref: str):
         fields = {k: request.data.get(k) for k in request.data if k not in request.FILES}
         data = self.InputSerializer(data=fields)
