@@ -1,11 +1,265 @@
-"""Serves the dashboard from ``frontend/templates`` (a landing page for now)."""
+"""The dashboard's pages: server-rendered Django templates from ``frontend/templates``.
 
+Pages read through the apps' selectors (never raw SQL) and render a first, complete view without
+JavaScript; the small scripts in ``frontend/static/frontend/`` then call the platform's own REST API with
+the session cookie for what changes (round progress, imports, uploads, launches). Every write goes
+through the API, so the dashboard can never do what the API refuses.
+
+Roles: admins see everything; annotators see the annotation queue and the detector "try it" page and get
+403 on admin pages; anonymous visitors are sent to the login page.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from functools import wraps
+
+from django.conf import settings
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q
+from django.http import FileResponse, Http404
+from django.shortcuts import redirect, render
+from django.urls import path
 
 from catalog.selectors import dataset_list
+from forgery_site.api import is_platform_admin
+from forgery_site.errors import NotFound
+
+LOGIN_URL = "/login/"
+GALLERY_PAGE = 24
 
 
-@login_required
+def _role(user) -> str:
+    if is_platform_admin(user):
+        return "admin"
+    return "annotator" if user.groups.filter(name="annotator").exists() else "none"
+
+
+def page(*, admin: bool = False):
+    """Login required (redirect to the login page); ``admin`` pages answer 403 to everyone else."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            role = _role(request.user)
+            if admin and role != "admin":
+                raise PermissionDenied("This page needs the admin role.")
+            if role == "none":
+                raise PermissionDenied("Your account has no role yet: ask an admin for one.")
+            request.role = role
+            try:
+                return view(request, *args, **kwargs)
+            except NotFound as exc:  # the selectors' domain error, as the page's 404
+                raise Http404(str(exc)) from None
+
+        return login_required(wrapper, login_url=LOGIN_URL)
+
+    return decorate
+
+
+def _render(request, template: str, context: dict | None = None, status: int = 200):
+    base = {
+        "role": getattr(request, "role", _role(request.user)),
+        "label_studio_url": settings.LABEL_STUDIO_URL,
+    }
+    return render(request, template, {**base, **(context or {})}, status=status)
+
+
+# ------------------------------------------------------------------------------------------ pages
+@page()
 def dashboard(request):
-    return render(request, "dashboard.html", {"datasets": dataset_list()[:50]})
+    if request.role != "admin":
+        return redirect("page-annotation")
+    from modelhub.selectors import detector_version_list
+    from rounds.models import Round
+
+    return _render(
+        request,
+        "dashboard.html",
+        {
+            "datasets": dataset_list()[:10],
+            "rounds": Round.objects.select_related("dataset").order_by("-id")[:10],
+            "versions": detector_version_list()[:5],
+        },
+    )
+
+
+@page(admin=True)
+def datasets(request):
+    return _render(request, "datasets.html", {"datasets": dataset_list()})
+
+
+def _gallery_filters(request, dataset_id: int) -> dict:
+    filters = {"dataset": dataset_id}
+    for key in ("split", "label", "manipulation"):
+        value = request.GET.get(key, "").strip()[:64]
+        if value:
+            filters[key] = value
+    has_mask = request.GET.get("has_mask", "")
+    if has_mask in ("true", "false"):
+        filters["has_mask"] = has_mask == "true"
+    return filters
+
+
+@page(admin=True)
+def dataset_detail(request, dataset_id: int):
+    from django.core.paginator import Paginator
+
+    from catalog.models import Sample
+    from catalog.selectors import dataset_get, sample_list
+    from modelhub.selectors import detector_version_list
+
+    dataset = dataset_get(dataset_id=dataset_id)
+    filters = _gallery_filters(request, dataset_id)
+    paginator = Paginator(sample_list(filters=filters), GALLERY_PAGE)
+    samples = paginator.get_page(request.GET.get("page"))
+    manipulations = (
+        Sample.objects.filter(dataset_id=dataset_id).values_list("manipulation", flat=True).distinct()
+    )
+    query = request.GET.copy()
+    query.pop("page", None)
+    return _render(
+        request,
+        "dataset_detail.html",
+        {
+            "dataset": dataset,
+            "samples": samples,
+            "filters": filters,
+            "query": query.urlencode(),
+            "manipulations": sorted(manipulations),
+            "versions": detector_version_list()[:20],
+            "counts": Sample.objects.filter(dataset_id=dataset_id).aggregate(
+                fake=Count("id", filter=Q(label="fake")), masked=Count("id", filter=Q(has_mask=True))
+            ),
+        },
+    )
+
+
+@login_required(login_url=LOGIN_URL)
+def sample_mask(request, sample_id: int):
+    """The newest collected mask of a sample (PNG), for the gallery's overlay; never the ground truth."""
+    from catalog.models import Mask
+    from catalog.paths import Confiner, PathError, media_root
+
+    if _role(request.user) == "none":
+        raise PermissionDenied("No role.")
+    mask = Mask.objects.filter(sample_id=sample_id).order_by("-version").first()
+    if mask is None:
+        raise Http404("This sample has no mask yet.")
+    try:
+        absolute, _ = Confiner(media_root()).resolve(mask.path)
+    except PathError:
+        raise Http404("The mask file is missing.") from None
+    return FileResponse(open(absolute, "rb"), content_type=mimetypes.guess_type(absolute)[0] or "image/png")  # noqa: SIM115
+
+
+@page(admin=True)
+def rounds(request):
+    from rounds.models import Round
+    from rounds.workflow import DEFAULT_CONFIG, DETECTORS, STRATEGIES
+
+    return _render(
+        request,
+        "rounds.html",
+        {
+            "rounds": Round.objects.select_related("dataset").order_by("-id")[:200],
+            "datasets": dataset_list(),
+            "detectors": list(DETECTORS),
+            "strategies": STRATEGIES,
+            "defaults": DEFAULT_CONFIG,
+            "selected_dataset": request.GET.get("dataset", ""),
+        },
+    )
+
+
+@page(admin=True)
+def round_detail(request, round_id: int):
+    from rounds.selectors import round_get
+
+    round_ = round_get(round_id=round_id)
+    return _render(request, "round_detail.html", {"round": round_, "phases": PHASES})
+
+
+PHASES = ("training", "scoring", "selecting", "annotating", "retraining", "evaluating")
+
+
+@page()
+def annotation(request):
+    """The annotator's queue: rounds waiting for masks, each with its Label Studio stream and tasks."""
+    from labeling.models import SampleAgreement
+    from labeling.provisioning import annotator_stream_url
+    from rounds.models import AnnotationTask, Round
+
+    open_rounds = Round.objects.filter(state="annotating").select_related("dataset").order_by("-id")
+    queue = []
+    for round_ in open_rounds:
+        tasks = AnnotationTask.objects.filter(round=round_)
+        queue.append(
+            {
+                "round": round_,
+                "stream_url": annotator_stream_url(round_id=round_.pk),
+                "pending": tasks.filter(status__in=("pending", "created")).count(),
+                "done": tasks.filter(status="annotated").count(),
+                "tasks": tasks.select_related("sample").order_by("id")[:50],
+            }
+        )
+    agreement = None
+    if request.role == "admin":
+        agreement = SampleAgreement.objects.select_related("sample", "round").order_by("mean_iou", "id")[:100]
+    return _render(request, "annotation.html", {"queue": queue, "agreement": agreement})
+
+
+@page(admin=True)
+def detectors(request):
+    from modelhub.selectors import alias_list, detector_version_list
+
+    return _render(
+        request, "detectors.html", {"versions": detector_version_list()[:200], "aliases": alias_list()}
+    )
+
+
+@page()
+def detector_try(request):
+    from modelhub.selectors import alias_list, detector_version_list
+
+    return _render(
+        request,
+        "detector_try.html",
+        {
+            "versions": detector_version_list()[:200],
+            "aliases": alias_list(),
+            "selected": request.GET.get("version", ""),
+        },
+    )
+
+
+@page(admin=True)
+def users(request):
+    from accounts.selectors import user_list
+
+    rows = [{"user": u, "role": _role(u)} for u in user_list()]
+    return _render(request, "users.html", {"users": rows})
+
+
+class LoginView(auth_views.LoginView):
+    template_name = "login.html"
+    redirect_authenticated_user = True
+    next_page = "/"
+
+
+urlpatterns = [
+    path("login/", LoginView.as_view(), name="page-login"),
+    path("logout/", auth_views.LogoutView.as_view(next_page=LOGIN_URL), name="page-logout"),
+    path("datasets/", datasets, name="page-datasets"),
+    path("datasets/<int:dataset_id>/", dataset_detail, name="page-dataset"),
+    path("samples/<int:sample_id>/mask.png", sample_mask, name="page-sample-mask"),
+    path("rounds/", rounds, name="page-rounds"),
+    path("rounds/<int:round_id>/", round_detail, name="page-round"),
+    path("annotation/", annotation, name="page-annotation"),
+    path("detectors/", detectors, name="page-detectors"),
+    path("detectors/try/", detector_try, name="page-detector-try"),
+    path("users/", users, name="page-users"),
+    path("", dashboard, name="dashboard"),
+]

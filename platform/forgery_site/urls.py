@@ -4,7 +4,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from forgery_site.frontend import dashboard
+from forgery_site import frontend
 from forgery_site.health import health
 
 # REST API v1: adding an app's API is one line here.
@@ -23,5 +23,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("admin/", admin.site.urls),
-    path("", dashboard, name="dashboard"),
+    path("", include(frontend.urlpatterns)),  # dashboard pages (login, datasets, rounds, ...)
 ]
