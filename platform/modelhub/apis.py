@@ -198,6 +198,8 @@ class Predict(APIView):
 
     @extend_schema(request={"multipart/form-data": InputSerializer}, responses=OpenApiTypes.OBJECT)
     def post(self, request, ref: str):
+        # Refuse an oversized body from its header, before the multipart parser spools it to disk.
+        services.request_size_check(request.META.get("CONTENT_LENGTH"))
         fields = {k: request.data.get(k) for k in request.data if k not in request.FILES}
         data = self.InputSerializer(data=fields)
         data.is_valid(raise_exception=True)

@@ -308,6 +308,20 @@ def _decode(upload: Upload, directory: str, index: int):
     return array, digest.hexdigest()
 
 
+def request_size_check(content_length: str | None) -> None:
+    """A request body may hold at most INFERENCE_MAX_FILES images of INFERENCE_MAX_IMAGE_BYTES (+1 MiB of
+    multipart overhead); larger bodies are refused before they are read."""
+    try:
+        length = int(content_length or 0)
+    except ValueError:
+        raise InvalidInput("invalid Content-Length header") from None
+    allowed = limit("INFERENCE_MAX_FILES", 8) * limit("INFERENCE_MAX_IMAGE_BYTES", 10 * 1024 * 1024) + (
+        1 << 20
+    )
+    if length > allowed:
+        raise TooLarge(f"request body of {length} bytes exceeds the limit of {allowed}")
+
+
 def _png_b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 

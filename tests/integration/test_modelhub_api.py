@@ -298,6 +298,16 @@ def test_oversized_upload_is_413(annotator, versions, astronaut_png, monkeypatch
     assert response.status_code == 413 and response.json()["errors"]["images"][0]["reason"] == "too_large"
 
 
+def test_oversized_request_body_is_refused_before_parsing(annotator, versions, astronaut_png, monkeypatch):
+    monkeypatch.setenv("INFERENCE_MAX_IMAGE_BYTES", "1000")
+    monkeypatch.setenv("INFERENCE_MAX_FILES", "1")
+    files = [_upload(f"{i}.png", astronaut_png) for i in range(3)]
+    response = _client(annotator).post(
+        "/api/v1/detectors/lae-r1/predict/", {"images": files}, format="multipart"
+    )
+    assert response.status_code == 413 and "request body" in response.json()["detail"]
+
+
 def test_inference_needs_auth_and_rejects_unknown_fields(annotator, versions, astronaut_png):
     upload = _upload("a.png", astronaut_png)
     assert (
