@@ -16,7 +16,9 @@ Measured, samples per second (pool / wall time from sending the shards to the la
 Each worker has ``TORCH_NUM_THREADS=1`` and is warmed up first (imports torch, loads the checkpoint)
 through a queue of its own, so process start-up is not counted. The host has 2 cores *shared with other
 processes*: the ``load_before`` field says how busy it was; two workers cannot scale beyond the idle
-cores there are.
+cores there are. ``cpu_ms_per_sample`` (from /proc for the workers, ``process_time`` in-process) and
+``worker_cpu_efficiency`` (in-process CPU per sample / one worker's) measure the overhead of the queue and
+the database writes without the noise of the other processes' load.
 """
 
 from __future__ import annotations
@@ -130,7 +132,15 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             proc.wait(timeout=10)
 
 
-def _distributed(app, dataset, number: int, workers: int, env: dict, logs: Path, count: int) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc (Linux), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _distributed(
+    app, dataset, number: int, workers: int, env: dict, logs: Path, count: int
+) -> tuple[float, float]:
     from rounds.scoring import scoring_shards
 
     procs = _workers(workers, env, logs)
@@ -142,6 +152,7 @@ def _distributed(app, dataset, number: int, workers: int, env: dict, logs: Path,
             app.send_task("workers.tasks.scoring.score_shard", args=args, queue=f"warm-{i}").get(timeout=300)
         round_ = _round(dataset, number)
         shards = scoring_shards(round_id=round_.pk)
+        cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
         started = time.perf_counter()
         results = [
             app.send_task("workers.tasks.scoring.score_shard", args=[round_.pk, s["index"], s["lo"], s["hi"]])
@@ -149,8 +160,9 @@ def _distributed(app, dataset, number: int, workers: int, env: dict, logs: Path,
         ]
         rows = sum(r.get(timeout=600)["rows"] for r in results)
         seconds = time.perf_counter() - started
+        cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
         assert rows == count, (rows, count)
-        return count / seconds
+        return count / seconds, cpu / count
     finally:
         _stop(procs)
 
@@ -196,16 +208,17 @@ def run(quick: bool) -> dict:
             first = scoring_shards(round_id=warm.pk)[0]
             score_shard_rows(warm.pk, 0, first["lo"], first["hi"])  # load + warm up, as the workers do
             round_ = _round(dataset, 2)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             rows = sum(
                 score_shard_rows(round_.pk, s["index"], s["lo"], s["hi"])["rows"]
                 for s in scoring_shards(round_id=round_.pk)
             )
             in_process_per_s = rows / (time.perf_counter() - started)
+            in_process_cpu = (time.process_time() - cpu_started) / rows
 
             env = {**os.environ, "TORCH_NUM_THREADS": "1", "LOG_LEVEL": "WARNING"}
-            one = _distributed(app, dataset, 3, 1, env, logs, count)
-            two = _distributed(app, dataset, 4, 2, env, logs, count)
+            one, one_cpu = _distributed(app, dataset, 3, 1, env, logs, count)
+            two, two_cpu = _distributed(app, dataset, 4, 2, env, logs, count)
             load_after = os.getloadavg()[0]
             connections.close_all()
     finally:
@@ -230,6 +243,13 @@ def run(quick: bool) -> dict:
         "two_workers_per_s": round(two, 1),
         "scaling": round(two / one, 3),
         "worker_efficiency": round(one / in_process_per_s, 3),
+        "cpu_ms_per_sample": {
+            "in_process": round(in_process_cpu * 1000, 2),
+            "one_worker": round(one_cpu * 1000, 2),
+            "two_workers": round(two_cpu * 1000, 2),
+        },
+        # CPU time is far less sensitive to other processes on the host than wall time.
+        "worker_cpu_efficiency": round(in_process_cpu / one_cpu, 3),
         "goal_scaling": 1.7,
         "goal_worker_efficiency": 0.9,
         "cpus": os.cpu_count(),
