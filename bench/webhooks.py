@@ -214,6 +214,16 @@ def run(quick: bool) -> dict:
         ]  # fmt: skip
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(lambda b: requests.post(url, json=b, headers=headers, timeout=60), warm))
+        # One at a time (same path: insert + enqueue): the receiver's own cost, without queueing.
+        solo = [
+            {**b, "annotation": {**b["annotation"], "id": 2 * 10**12 + i}} for i, b in enumerate(warm[:20])
+        ]
+        solo_ms = []
+        for body in solo:
+            started = time.perf_counter()
+            requests.post(url, json=body, headers=headers, timeout=60)
+            solo_ms.append((time.perf_counter() - started) * 1000)
+        warm += solo
         barrier = threading.Barrier(min(len(bodies), 200))
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=min(len(bodies), 200)) as pool:
@@ -247,6 +257,8 @@ def run(quick: bool) -> dict:
             "p50_receipt_ms": round(float(np.percentile(latencies, 50)), 1),
             "p95_receipt_ms": round(float(np.percentile(latencies, 95)), 1),
             "max_receipt_ms": round(float(latencies.max()), 1),
+            "sequential_p50_receipt_ms": round(float(np.percentile(solo_ms, 50)), 1),
+            "sequential_p95_receipt_ms": round(float(np.percentile(solo_ms, 95)), 1),
             "sync_s": round(sync_s, 2),
             "sync_per_s": round(stored / sync_s, 2),
             "web": "gunicorn 2x16 gthread",
