@@ -30,7 +30,7 @@ from rest_framework.views import APIView
 from catalog.validation import file_sha256
 from forgery_site.api import IsPlatformAdmin, Pagination, StrictFilterSerializer, StrictSerializer
 from forgery_site.errors import InvalidInput
-from modelhub import selectors, services
+from modelhub import inference, selectors, services
 
 
 class VersionOutput(serializers.Serializer):
@@ -199,7 +199,7 @@ class Predict(APIView):
     @extend_schema(request={"multipart/form-data": InputSerializer}, responses=OpenApiTypes.OBJECT)
     def post(self, request, ref: str):
         # Refuse an oversized body from its header, before the multipart parser spools it to disk.
-        services.request_size_check(request.META.get("CONTENT_LENGTH"))
+        inference.request_size_check(request.META.get("CONTENT_LENGTH"))
         fields = {k: request.data.get(k) for k in request.data if k not in request.FILES}
         data = self.InputSerializer(data=fields)
         data.is_valid(raise_exception=True)
@@ -210,9 +210,9 @@ class Predict(APIView):
                 errors={k: ["Unknown field."] for k in unknown_files},
             )
         version = selectors.detector_version_get(ref=ref)
-        result = services.inference_run(
+        result = inference.inference_run(
             version=version,
-            uploads=services.uploads_from_files(request.FILES.getlist("images")),
+            uploads=inference.uploads_from_files(request.FILES.getlist("images")),
             mode=data.validated_data["mode"],
             draft_mask=data.validated_data["draft_mask"],
         )

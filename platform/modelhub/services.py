@@ -1,48 +1,23 @@
-"""Writes and heavy work of the detector registry: register a version, move the production alias, export a
-bundle, run inference on uploaded images.
+"""Writes and heavy work of the detector registry: register a version, move an alias (``production``),
+export a bundle. Inference on uploads lives in ``modelhub.inference``.
 
-torch, dlib and onnxruntime are imported inside the functions that need them, never at module import,
-so the web process stays light until the first export or inference request. Inference serves an exported
-version from its bundle's ONNX model (onnxruntime: no torch in the web process at all) and a version
-not yet exported from its checkpoint in eager PyTorch; the loaded model is cached per (tag, checksum,
-backend) in the process (``INFERENCE_CACHE_SIZE`` versions, least recently used evicted). Exports run in the request: a tiny detector exports in seconds; a full-size SJEDD export
-belongs on a worker (the service is a plain function a task can call).
-
-Inference limits (environment variables, read at call time so tests and deployments can change them):
-
-| variable                      | default  | meaning                                         |
-|-------------------------------|----------|-------------------------------------------------|
-| INFERENCE_MAX_FILES           | 8        | images per request                              |
-| INFERENCE_MAX_IMAGE_BYTES     | 10 MiB   | bytes per uploaded image                        |
-| INFERENCE_MAX_IMAGE_PIXELS    | 4096²    | pixels per image (checked from the header)      |
-| INFERENCE_MAX_FACES           | 8        | faces scored per photo (largest first)          |
-| INFERENCE_CACHE_SIZE          | 4        | detector versions kept loaded per process       |
-| INFERENCE_BACKEND             | auto     | auto (bundle ONNX once exported, else torch), onnx, torch |
-
-Uploads are checked with the catalog's image validator (format, size, decompression bombs, truncation)
-from a temporary file that is deleted when the request ends: inference stores nothing.
+torch and onnxruntime are imported inside the functions that need them, never at module import, so the
+web process stays light. Exports run in the request: a tiny detector exports in seconds; a full-size
+SJEDD export belongs on a worker (``detector_export`` is a plain function a task can call, and
+``manage.py export_detector`` calls it from the command line).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import io
 import os
-import tempfile
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
-from rest_framework import status
 
 from catalog.paths import PathError, check_relative, media_root
-from catalog.validation import check_image, file_sha256
-from forgery_site.errors import Conflict, DomainError, InvalidInput, NotFound
+from catalog.validation import file_sha256
+from forgery_site.errors import Conflict, InvalidInput, NotFound
 from modelhub.models import DetectorAlias, DetectorVersion
 from modelhub.selectors import PRODUCTION, detector_version_get, lineage
 
@@ -52,20 +27,6 @@ CHECKPOINT = "checkpoint"
 # registers its versions with ``model``; ``detector_version_register`` uses ``checkpoint``).
 CHECKPOINT_ARTIFACTS = (CHECKPOINT, "model", "weights")
 BUNDLE = "bundle"
-
-
-class NoFace(DomainError):
-    status_code = status.HTTP_422_UNPROCESSABLE_ENTITY
-    code = "no_face"
-
-
-class TooLarge(DomainError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    code = "too_large"
-
-
-def limit(name: str, default: int) -> int:
-    return int(os.environ.get(name) or getattr(settings, name, default))
 
 
 # ----------------------------------------------------------------------------------------------- registry
@@ -204,188 +165,3 @@ def bundle_path(*, version: DetectorVersion) -> Path:
     if not path.is_file():
         raise NotFound(f"the bundle of {version.tag} is missing; export it again")
     return path
-
-
-# ---------------------------------------------------------------------------------------------- inference
-_CACHE: OrderedDict[tuple[str, str], Any] = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-
-
-def inference_backend(*, version: DetectorVersion) -> str:
-    """``INFERENCE_BACKEND``: ``auto`` (default: the exported bundle's ONNX model when the version has
-    been exported, else the checkpoint in eager PyTorch), ``onnx`` (export required) or ``torch``."""
-    choice = os.environ.get("INFERENCE_BACKEND") or getattr(settings, "INFERENCE_BACKEND", "auto")
-    if choice not in ("auto", "onnx", "torch"):
-        raise InvalidInput(f"INFERENCE_BACKEND must be auto, onnx or torch, not {choice!r}")
-    exported = BUNDLE in (version.artifacts or {})
-    if choice == "onnx" and not exported:
-        raise Conflict(f"{version.tag} has not been exported; ONNX inference needs its bundle")
-    return "onnx" if choice == "onnx" or (choice == "auto" and exported) else "torch"
-
-
-def inference_engine(*, version: DetectorVersion):
-    """The loaded ``FaceInference`` for a version, cached per process by tag, checksum and backend.
-
-    The ONNX backend serves the exported model (decoder-free graph, no torch import; about 30x faster
-    than eager LAE in ``bench inference``); its bundle is verified against its manifest when loaded."""
-    backend = inference_backend(version=version)
-    key = (version.tag, version.checksum, backend, (version.artifacts or {}).get(BUNDLE, ""))
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    from ml.export.inference import FaceInference
-
-    max_faces = limit("INFERENCE_MAX_FACES", 8)
-    if backend == "onnx":
-        from ml.export.standalone import BundleError, Predictor
-
-        try:
-            engine = FaceInference(
-                predictor=Predictor(bundle_path(version=version), "onnx"), max_faces=max_faces
-            )
-        except BundleError as exc:
-            raise Conflict(f"the bundle of {version.tag} is damaged ({exc}); export it again") from None
-    else:
-        from ml.training.checkpoint import load_detector
-
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        detector, _ = load_detector(checkpoint_path(version=version))
-        engine = FaceInference(detector, max_faces=max_faces)
-    with _CACHE_LOCK:
-        _CACHE[key] = engine
-        while len(_CACHE) > limit("INFERENCE_CACHE_SIZE", 4):
-            _CACHE.popitem(last=False)
-    return engine
-
-
-@dataclass
-class Upload:
-    name: str
-    size: int
-    chunks: Any  # an iterable of bytes (Django's UploadedFile.chunks())
-
-
-def _decode(upload: Upload, directory: str, index: int):
-    """Validate one upload from a temporary file and decode it to RGB uint8; raises DomainError."""
-    import numpy as np
-    from PIL import Image
-
-    max_bytes = limit("INFERENCE_MAX_IMAGE_BYTES", 10 * 1024 * 1024)
-    if upload.size > max_bytes:
-        raise TooLarge(
-            f"image {index} ({upload.name}) is {upload.size} bytes; the limit is {max_bytes}",
-            errors={"images": [{"index": index, "name": upload.name, "reason": "too_large"}]},
-        )
-    path = os.path.join(directory, f"{index}.img")
-    digest = hashlib.sha256()
-    with open(path, "wb") as handle:
-        for chunk in upload.chunks:
-            digest.update(chunk)
-            handle.write(chunk)
-    try:
-        info = check_image(path, os.path.getsize(path))
-        max_pixels = limit("INFERENCE_MAX_IMAGE_PIXELS", 4096 * 4096)
-        if info.width * info.height > max_pixels:
-            raise ValueError(f"{info.width}x{info.height} pixels exceeds the limit of {max_pixels}")
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"))
-    except ValueError as exc:
-        raise InvalidInput(
-            f"image {index} ({upload.name}) is not usable: {exc}",
-            errors={"images": [{"index": index, "name": upload.name, "reason": str(exc)}]},
-        ) from None
-    except OSError as exc:  # a file that passes the structure check but fails to decode
-        raise InvalidInput(
-            f"image {index} ({upload.name}) could not be decoded: {exc}",
-            errors={"images": [{"index": index, "name": upload.name, "reason": "undecodable"}]},
-        ) from None
-    if min(array.shape[:2]) < 16:
-        raise InvalidInput(
-            f"image {index} ({upload.name}) is smaller than 16 px",
-            errors={"images": [{"index": index, "name": upload.name, "reason": "too_small"}]},
-        )
-    return array, digest.hexdigest()
-
-
-def request_size_check(content_length: str | None) -> None:
-    """A request body may hold at most INFERENCE_MAX_FILES images of INFERENCE_MAX_IMAGE_BYTES (+1 MiB of
-    multipart overhead); larger bodies are refused before they are read."""
-    try:
-        length = int(content_length or 0)
-    except ValueError:
-        raise InvalidInput("invalid Content-Length header") from None
-    allowed = limit("INFERENCE_MAX_FILES", 8) * limit("INFERENCE_MAX_IMAGE_BYTES", 10 * 1024 * 1024) + (
-        1 << 20
-    )
-    if length > allowed:
-        raise TooLarge(f"request body of {length} bytes exceeds the limit of {allowed}")
-
-
-def _png_b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def inference_run(
-    *, version: DetectorVersion, uploads: list[Upload], mode: str = "photo", draft_mask: bool = False
-) -> dict[str, Any]:
-    """Score each uploaded image (all validated first: one bad file fails the request, nothing is kept)."""
-    max_files = limit("INFERENCE_MAX_FILES", 8)
-    if not uploads:
-        raise InvalidInput("no images uploaded; send them as multipart field 'images'")
-    if len(uploads) > max_files:
-        raise InvalidInput(
-            f"{len(uploads)} images sent; at most {max_files} per request",
-            errors={"images": [f"too many files (limit {max_files})"]},
-        )
-    with tempfile.TemporaryDirectory(prefix="inference-") as directory:
-        decoded = [_decode(upload, directory, i) for i, upload in enumerate(uploads)]
-    engine = inference_engine(version=version)
-    from ml.export.inference import NoFaceFound, png_bytes
-
-    results = []
-    for index, ((array, sha), upload) in enumerate(zip(decoded, uploads, strict=True)):
-        try:
-            faces = engine.analyse(array, mode=mode)
-        except NoFaceFound:
-            raise NoFace(
-                f"no face found in image {index} ({upload.name}); send a face crop with mode=crop",
-                errors={"images": [{"index": index, "name": upload.name, "reason": "no_face"}]},
-            ) from None
-        items = []
-        for face in faces:
-            item = {
-                "box": list(face.box),
-                "prob_fake": face.prob,
-                "logit": face.logit,
-                "node_probs": face.node_probs,
-                "explanation": face.explanation,
-                "heatmap_png": _png_b64(png_bytes(face.heatmap)),
-            }
-            if draft_mask:
-                item["draft_mask_png"] = _png_b64(png_bytes(face.draft_mask()))
-            items.append(item)
-        h, w = array.shape[:2]
-        results.append(
-            {"index": index, "name": upload.name, "sha256": sha, "width": w, "height": h, "faces": items}
-        )
-    return {
-        "version": version.tag,
-        "kind": version.kind,
-        "backend": engine.backend,
-        "mode": mode,
-        "results": results,
-    }
-
-
-def uploads_from_files(files) -> list[Upload]:
-    return [Upload(name=str(f.name)[:255], size=int(f.size or 0), chunks=f.chunks()) for f in files]
-
-
-def decode_png(data_b64: str):
-    """Helper for clients and tests: a base64 PNG from the API -> uint8 array."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(io.BytesIO(base64.b64decode(data_b64))) as image:
-        return np.asarray(image)

@@ -206,7 +206,7 @@ def test_tampered_checkpoint_is_refused(admin, versions, platform_media_root):
 
 # ------------------------------------------------------------------------------------------ inference
 def test_inference_on_astronaut_one_face_heatmap_of_image_size(annotator, versions, astronaut_png):
-    from modelhub.services import decode_png
+    from modelhub.inference import decode_png
 
     response = _client(annotator).post(
         "/api/v1/detectors/lae-r2/predict/",
@@ -227,7 +227,7 @@ def test_inference_on_astronaut_one_face_heatmap_of_image_size(annotator, versio
 
 
 def test_exported_version_is_served_by_onnx_with_the_same_outputs(admin, annotator, versions):
-    from modelhub.services import decode_png
+    from modelhub.inference import decode_png
 
     crop = _png(np.random.default_rng(7).integers(0, 256, (32, 32, 3), dtype=np.uint8))
 
@@ -347,7 +347,7 @@ def test_web_modules_do_not_import_torch():
     from pathlib import Path
 
     code = (
-        "import sys, django; django.setup(); import forgery_site.urls, modelhub.apis, modelhub.services; "
+        "import sys, django; django.setup(); import forgery_site.urls, modelhub.apis, modelhub.services, modelhub.inference; "
         "heavy = [m for m in ('torch', 'onnxruntime', 'dlib', 'ml.export.bundle') if m in sys.modules]; "
         "print(heavy); sys.exit(1 if heavy else 0)"
     )
