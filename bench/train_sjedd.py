@@ -2,7 +2,8 @@
 
 Same model, same run: ``steps`` SJEDD training steps (Auto-λ on: virtual step, meta gradient, two
 perturbed forwards, the real step) fed by the data engine's ``ForgeryDataset`` (PNG decoding, resizing)
-through the trainer's loader, then the same number of steps on the same batches already in memory.
+through the trainer's loader, each followed by the same step on the same batches already in memory
+(interleaved, so a busy shared machine slows both sides alike).
 ``ratio = images_per_s / preloaded_images_per_s`` (goal >= 0.8: the loader keeps up with the model).
 The meta batches come from a second, reshuffled loader over the same training split (the official
 setting), so the pipeline side loads two batches per step. Random-initialised tower (no CLIP weights
@@ -48,6 +49,8 @@ def run(quick: bool) -> dict:
     batch_size, steps = 32, (3 if quick else 12)
     workers = 0 if quick else min(2, os.cpu_count() or 1)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # the loader workers get the other core(s)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         dataset_dir = generate_dataset(
@@ -63,20 +66,21 @@ def run(quick: bool) -> dict:
         optimizer = torch.optim.AdamW(
             [p for p in detector.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-3
         )
-        warm = list(zip(range(1), zip(loader, meta_loader, strict=False), strict=False))
-        _steps(detector, optimizer, [pair for _, pair in warm], device)  # warm-up (allocator, threads)
-
-        recorded: list[tuple[dict, dict]] = []
-
-        def recording():
-            for index, pair in enumerate(zip(loader, meta_loader, strict=False)):
-                if index >= steps:
-                    return
-                recorded.append(pair)
-                yield pair
-
-        pipeline_s, pipeline_images = _steps(detector, optimizer, recording(), device)
-        preloaded_s, preloaded_images = _steps(detector, optimizer, recorded, device)
+        pairs = iter(zip(loader, meta_loader, strict=False))
+        _steps(detector, optimizer, [next(pairs)], device)  # warm-up (allocator, threads)
+        # Interleaved A/B: each pipeline step (waiting for the loader included) is followed by the same
+        # step on the same batches already in memory, so load drift on a shared machine hits both alike.
+        pipeline_s = preloaded_s = 0.0
+        pipeline_images = preloaded_images = 0
+        for _ in range(steps):
+            start = time.perf_counter()
+            pair = next(pairs)
+            _, count = _steps(detector, optimizer, [pair], device)
+            pipeline_s += time.perf_counter() - start
+            pipeline_images += count
+            seconds, count = _steps(detector, optimizer, [pair], device)
+            preloaded_s += seconds
+            preloaded_images += count
     images_per_s = pipeline_images / pipeline_s
     preloaded_per_s = preloaded_images / preloaded_s
     return {
