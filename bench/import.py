@@ -3,13 +3,14 @@
 Builds a manifest of N rows shaped like the data engine's (ids, params, 10 region targets, 68
 landmarks, sha256) over N distinct image paths (a few hundred real 64x64 PNGs, hard-linked so that
 100k files cost little disk), then times the platform's import service end to end (read manifest,
-validate every row and image, COPY + INSERT ... ON CONFLICT) against a raw PostgreSQL COPY of the same
-rows into a scratch table without constraints, in the same run. A second import of the same manifest
+validate every row and image, COPY) against a raw PostgreSQL COPY of the same rows (prebuilt COPY
+buffer) into a scratch table without indexes or constraints, committed, in the same run. A second import of the same manifest
 measures the idempotent path (no new rows). Uses DATABASE_URL / MEDIA_ROOT like the platform.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import io
 import json
@@ -85,23 +86,39 @@ def _build(directory: Path, rows: int) -> Path:
     return manifest
 
 
-def _raw_copy_rows_per_s(job_rows: list[tuple]) -> tuple[float, float]:
-    """Raw COPY of the same tuples into a scratch table; returns (rows/s prebuilt buffer, rows/s incl. build)."""
+def _raw_copy_rows_per_s(job_rows: list[tuple]) -> dict:
+    """Raw COPY of the same tuples (buffer prebuilt, not timed) into scratch tables without constraints.
+
+    ``copy_rows_per_s`` (the ratio's denominator): a regular table, COPY + COMMIT, so it pays for WAL
+    and the commit flush like the import does. ``copy_temp_rows_per_s``: a TEMP table (no WAL), for
+    reference.
+    """
     from django.db import connection, transaction
 
     from catalog.bulk import SAMPLE_COLUMNS, copy_buffer
 
     columns = ", ".join(SAMPLE_COLUMNS)
+    text = copy_buffer(job_rows).getvalue()
+    result = {}
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS bench_copy_scratch")
+        cursor.execute("CREATE TABLE bench_copy_scratch (LIKE catalog_sample INCLUDING IDENTITY)")
+    try:
+        started = time.perf_counter()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.copy_expert(f"COPY bench_copy_scratch ({columns}) FROM STDIN", io.StringIO(text))
+        result["copy_rows_per_s"] = len(job_rows) / (time.perf_counter() - started)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS bench_copy_scratch")
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "CREATE TEMP TABLE bench_copy_scratch (LIKE catalog_sample INCLUDING IDENTITY) ON COMMIT DROP"
+            "CREATE TEMP TABLE bench_copy_temp (LIKE catalog_sample INCLUDING IDENTITY) ON COMMIT DROP"
         )
         started = time.perf_counter()
-        buffer = copy_buffer(job_rows)
-        built = time.perf_counter()
-        cursor.copy_expert(f"COPY bench_copy_scratch ({columns}) FROM STDIN", io.StringIO(buffer.getvalue()))
-        done = time.perf_counter()
-    return len(job_rows) / (done - built), len(job_rows) / (done - started)
+        cursor.copy_expert(f"COPY bench_copy_temp ({columns}) FROM STDIN", io.StringIO(text))
+        result["copy_temp_rows_per_s"] = len(job_rows) / (time.perf_counter() - started)
+    return result
 
 
 def run(quick: bool) -> dict:
@@ -135,9 +152,11 @@ def run(quick: bool) -> dict:
         assert again.inserted_rows == 0 and again.existing_rows == rows
 
         confiner = Confiner(manifest.parent)
+        gc.disable()  # building the baseline's rows only (see catalog.services._gc_paused)
         valid = [validate_row(raw, confiner) for _, raw in manifest_rows(manifest)]
+        gc.enable()
         tuples = list(sample_tuples(valid, dataset_id=dataset.pk, created_at="2026-01-01T00:00:00+00:00"))
-        copy_rows_per_s, copy_with_build_rows_per_s = _raw_copy_rows_per_s(tuples)
+        copy = _raw_copy_rows_per_s(tuples)
     finally:
         Dataset.objects.filter(pk=dataset.pk).delete()
 
@@ -148,9 +167,9 @@ def run(quick: bool) -> dict:
         "rows_per_s": round(rows_per_s, 1),
         "reimport_s": round(reimport_s, 3),
         "reimport_rows_per_s": round(rows / reimport_s, 1),
-        "copy_rows_per_s": round(copy_rows_per_s, 1),
-        "copy_with_buffer_build_rows_per_s": round(copy_with_build_rows_per_s, 1),
-        "ratio_to_copy": round(rows_per_s / copy_rows_per_s, 3),
+        "copy_rows_per_s": round(copy["copy_rows_per_s"], 1),
+        "copy_temp_rows_per_s": round(copy["copy_temp_rows_per_s"], 1),
+        "ratio_to_copy": round(rows_per_s / copy["copy_rows_per_s"], 3),
         "image_check": "Pillow header + size/pixel limits + verify() (PNG chunk CRCs), no pixel decode",
         "database": settings.DATABASES["default"]["NAME"],
     }

@@ -8,8 +8,10 @@ importing the same files again, adds no duplicates (unique constraints + ON CONF
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.conf import settings
@@ -84,8 +86,30 @@ def _fail(job: ImportJob, message: str, errors: list[dict], error_count: int) ->
     return job
 
 
+@contextmanager
+def _gc_paused():
+    """Pause the cyclic garbage collector while building ~100k acyclic row dicts.
+
+    Every few hundred container allocations trigger a collection that walks all live objects, so parsing
+    a 100k-row manifest spent most of its time in the collector (measured 20.5 s with vs 3.8 s without).
+    The rows hold no reference cycles; reference counting frees them.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def import_job_run(*, job_id: int) -> ImportJob:
     """Validate every row, then write all of them or none. Safe to run twice."""
+    with _gc_paused():
+        return _import_job_run(job_id)
+
+
+def _import_job_run(job_id: int) -> ImportJob:
     job = ImportJob.objects.select_related("dataset").filter(pk=job_id).first()
     if job is None:
         raise NotFound(f"Import job {job_id} does not exist.")
