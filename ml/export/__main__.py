@@ -1,7 +1,8 @@
 """``python -m ml.export --version V --out FILE``: write an export bundle for a saved detector.
 
 ``V`` is a checkpoint written by ``ml.training.checkpoint.save_detector`` (what a DetectorVersion's
-``checkpoint`` artifact points to) or a ``.safetensors`` weights file together with ``--config``
+``checkpoint`` or ``model`` artifact points to; a relative artifact path is resolved under
+``--media-root``, default ``$MEDIA_ROOT``) or a ``.safetensors`` weights file together with ``--config``
 (a JSON object ``{"kind": ..., "config": {...}}``). ``--metadata`` is a JSON file with the model card's
 facts (tag, metrics, metrics_per_round, training, lineage); the platform writes it from the database,
 so this command never needs Django.
@@ -37,11 +38,22 @@ def load_source(version: str, config_path: str | None):
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = argparse.ArgumentParser(prog="python -m ml.export", description=__doc__.split("\n")[0])
-    parser.add_argument("--version", required=True, help="checkpoint (.pt) or weights (.safetensors)")
+    parser.add_argument(
+        "--version",
+        required=True,
+        help="checkpoint (.pt) or weights (.safetensors); relative to --media-root",
+    )
+    parser.add_argument(
+        "--media-root",
+        default=os.environ.get("MEDIA_ROOT", ""),
+        help="resolve a relative --version (a DetectorVersion artifact path) here (default: $MEDIA_ROOT)",
+    )
     parser.add_argument("--out", required=True, help="bundle zip to write")
     parser.add_argument("--config", help="JSON {kind, config} for a .safetensors weights file")
     parser.add_argument("--metadata", help="JSON file: tag, metrics, metrics_per_round, training, lineage")
     args = parser.parse_args(argv)
+    if args.media_root and not Path(args.version).is_absolute() and not Path(args.version).is_file():
+        args.version = str(Path(args.media_root) / args.version)
     if not Path(args.version).is_file():
         print(f"error: {args.version} is not a file", file=sys.stderr)
         return 2

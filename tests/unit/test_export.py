@@ -218,6 +218,16 @@ def test_cli_exports_a_checkpoint(lae, tmp_path, capsys):
     assert loaded.metadata["training"]["protocol"] == "in_domain"
 
 
+def test_cli_resolves_an_artifact_path_under_the_media_root(lae, tmp_path):
+    from ml.export.__main__ import main
+    from ml.training.checkpoint import save_detector
+
+    save_detector(lae, tmp_path / "models" / "v1.pt")
+    out = tmp_path / "v1.zip"
+    assert main(["--version", "models/v1.pt", "--media-root", str(tmp_path), "--out", str(out)]) == 0
+    assert zipfile.is_zipfile(out)
+
+
 def test_cli_refuses_a_missing_file(tmp_path):
     from ml.export.__main__ import main
 
