@@ -89,10 +89,19 @@ BUILTIN_SELECTORS: dict[str, Selector] = {"random": random_selector, "uncertaint
 NEEDS_MODEL = {"uncertainty"}
 
 
-def make_dataset(rows: list[dict], dataset_dir: Path, image_size: int, mask_ids: set[str] | None = None):
+def make_dataset(
+    rows: list[dict],
+    dataset_dir: Path,
+    image_size: int,
+    mask_ids: set[str] | None = None,
+    preload: bool = False,
+):
+    """The data engine's dataset; ``preload`` decodes every PNG once (small images, many epochs)."""
     from ml.data.dataset import ForgeryDataset  # the data engine; imported late so ml.experiments stays light
 
-    return ForgeryDataset(rows, dataset_dir, image_size, mask_ids=mask_ids or set(), augment=False, seed=0)
+    return ForgeryDataset(
+        rows, dataset_dir, image_size, mask_ids=mask_ids or set(), augment=False, seed=0, preload=preload
+    )
 
 
 def load_splits(dataset_dir: Path, protocol: str) -> dict[str, list[dict]]:
@@ -179,10 +188,14 @@ def train_and_evaluate(
     seed_everything(seed)
     model = create(detector, image_size=image_size, **dict(detector_config or {}))
     train_rows = splits["train"]
-    train_set = make_dataset(train_rows, dataset_dir, image_size, mask_ids=mask_ids)
+    train_set = make_dataset(train_rows, dataset_dir, image_size, mask_ids=mask_ids, preload=True)
     has_mask = [r["id"] in mask_ids for r in train_rows]
     val_set = make_dataset(
-        splits["val"], dataset_dir, image_size, mask_ids={r["id"] for r in mask_pool(splits["val"])}
+        splits["val"],
+        dataset_dir,
+        image_size,
+        mask_ids={r["id"] for r in mask_pool(splits["val"])},
+        preload=True,
     )
     result = train(
         model,
