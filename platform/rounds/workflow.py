@@ -62,7 +62,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "warm_start": True,
     "protocol": "in_domain",
     "annotation_deadline_s": None,
-    "poll_interval_s": 1.0,
+    "poll_interval_s": 0.5,
     "threads": 1,
     "lr": 1e-3,
     "region_targets": "masks",

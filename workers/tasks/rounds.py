@@ -19,12 +19,36 @@ recorded, so ``POST /rounds/{id}/retry`` can re-enter it.
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
+
+from celery.signals import worker_ready
 
 from workers.celery_app import app
 
 logger = logging.getLogger(__name__)
 SCORING_WATCH_S = 1.0
+
+
+@worker_ready.connect
+def preload_compute_modules(sender=None, **kwargs) -> None:
+    """A worker that consumes the gpu queue imports torch and the ml packages in the background when it
+    starts, so the first round it serves does not pay 10-30 s of imports inside its training phase (the
+    worker answers other tasks meanwhile; a task that needs a module first just waits for its import)."""
+    queues = {q.name for q in getattr(getattr(sender, "task_consumer", None), "queues", None) or []}
+    if "gpu" not in queues:
+        return
+
+    def load() -> None:
+        import ml.active  # noqa: F401
+        import ml.data.dataset  # noqa: F401
+        import ml.detectors  # noqa: F401
+        import ml.training  # noqa: F401
+        from rounds import compute  # noqa: F401
+
+        logger.info("compute modules preloaded for the gpu queue")
+
+    threading.Thread(target=load, name="preload-compute", daemon=True).start()
 
 
 def dispatch(round_id: int) -> str | None:
