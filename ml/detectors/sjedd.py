@@ -20,6 +20,10 @@ from-scratch model starts out calling everything fake and the real class must fi
 negative. We add a learnable per-node bias ``b`` (``node_bias="learned"``) initialised to the uniform
 value c ≈ −1.33 at which P(fake) = ``prior_p_fake`` (0.5). This is a log-prior correction that training
 may adjust. ``node_bias="none"`` reproduces the official code (no bias); ``"fixed"`` keeps c frozen.
+A tower's own dot products add offsets (a random-initialised tower gives every image nearly the same
+embedding, so P(fake) starts near 0.98 despite c); ``calibrate_bias=True`` [ours, data-dependent init
+in the spirit of LSUV] sets ``b_k = c − mean_batch <g(x), h(t_k)>/10`` on the first training batch, so
+the batch-mean logits sit at c. Off by default; the experiment in the README ran without it.
 
 Losses (§4) — ``ml.sjedd.losses``: fidelity loss per node, mean over known entries per level (fake,
 global, local); unknown targets (−1) skipped; total = Σ λ_k L_k.
@@ -82,6 +86,7 @@ DEFAULTS: dict[str, Any] = {
     "primary": (1.0, 0.0, 0.0),
     "explanation_top": 2,
     "grad_clip": 5.0,
+    "calibrate_bias": False,
 }
 
 
@@ -120,6 +125,7 @@ class SJEDD(Detector):
         self._previous_batch: dict[str, Any] | None = None
         self._grad_clip = config["grad_clip"]
         self._steps = 0
+        self._calibrated = False
 
     # ---------------------------------------------------------------------------------------- text side
     def text_embeddings(self) -> torch.Tensor:
@@ -195,6 +201,29 @@ class SJEDD(Detector):
         out = self._heads(batch["image"], explain=False)
         return self._level_losses(batch, out["log_p"], out["log_q"])[0]
 
+    @torch.no_grad()
+    def calibrate_node_bias(self, image: torch.Tensor) -> torch.Tensor:
+        """Data-dependent start: bias so the batch-mean node logits equal the prior value c."""
+        if self.config["node_bias"] == "none":
+            raise ValueError("node_bias='none' has no bias to calibrate")
+        pooled, _ = image_tokens(self.clip.visual, image)
+        zero = torch.zeros_like(self.node_bias)
+        c = self.config
+        raw = heads(
+            pooled,
+            None,
+            self.text_embeddings(),
+            zero,
+            self.graph,
+            float(c["divisor"]),
+            bool(c["normalize"]),
+            1,
+            None,
+        )["node_logits"]
+        self.node_bias.copy_(prior_bias(float(c["prior_p_fake"])) - raw.mean(dim=0))
+        self._calibrated = True
+        return self.node_bias.detach().clone()
+
     # ------------------------------------------------------------------------------- training (Auto-λ)
     def configure_optimizer(self, config) -> torch.optim.Optimizer:
         """AdamW over all trainable parameters (§6); λ is not a parameter and has its own Adam."""
@@ -226,6 +255,8 @@ class SJEDD(Detector):
 
     def training_step(self, batch: dict[str, Any], optimizer, meta_batch: dict[str, Any] | None = None):
         """The trainer's hook: Auto-λ update (if enabled) then one model step with the new λ."""
+        if self.config["calibrate_bias"] and not self._calibrated and self._steps == 0:
+            self.calibrate_node_bias(batch["image"])
         if self.config["auto_lambda"] and self._steps % max(1, int(self.config["lambda_every"])) == 0:
             meta = meta_batch if meta_batch is not None else self._previous_batch
             if meta is not None:

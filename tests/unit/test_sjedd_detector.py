@@ -238,3 +238,18 @@ def test_image_only_export_runs_in_onnxruntime(detector, tmp_path):
         expected = model(image[:3])
     for got, want in zip(outputs, expected, strict=True):
         assert np.allclose(got, want.numpy(), atol=1e-5)
+
+
+def test_calibrated_bias_starts_near_the_prior():
+    torch.manual_seed(0)
+    det = create("sjedd", model="sjedd-tiny-vit", calibrate_bias=True)
+    batch = _batch()
+    before = det.predict(batch["image"]).prob
+    opt = torch.optim.AdamW(det.parameters(), lr=0.0)  # lr 0: only the calibration changes the model
+    det.train()
+    det.training_step(batch, opt)
+    after = det.predict(batch["image"]).prob
+    assert (before > 0.9).all()  # random towers: nearly constant embeddings, P(fake) far from 0.5
+    assert (after - 0.5).abs().max() < 0.15
+    with pytest.raises(ValueError):
+        create("sjedd", model="sjedd-tiny-vit", node_bias="none").calibrate_node_bias(batch["image"])
