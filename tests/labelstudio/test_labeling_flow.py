@@ -195,6 +195,19 @@ def test_bad_input_is_refused_and_nothing_is_stored(labeling_live, platform_medi
         rows = WebhookDelivery.objects.filter(ls_annotation_id__in=[a["id"] for a in bad])
         return rows.count() == 4 and all(r.status == "rejected" for r in rows) and rows
 
+    # "unsure" without a stroke is recorded (the sample stays in the pool for review), no mask
+    unsure = client.annotation_create(
+        task_id=tasks[samples[2].pk].ls_task_id,
+        result=[
+            {"from_name": "verdict", "to_name": "image", "type": "choices", "value": {"choices": ["unsure"]}}
+        ],
+    )
+    from labeling.models import AnnotationRecord
+
+    record = wait_for(
+        lambda: AnnotationRecord.objects.filter(ls_annotation_id=unsure["id"]).first(), what="unsure"
+    )
+    assert record.verdict == "unsure" and record.mask is None
     rows = {r.ls_annotation_id: r.message for r in wait_for(settled, what="4 rejected deliveries")}
     messages = [rows[a["id"]] for a in bad]
     assert "decode" in messages[0] or "RLE" in messages[0]
