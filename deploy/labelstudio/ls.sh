@@ -7,7 +7,9 @@
 #   deploy/labelstudio/ls.sh restart   stop + start
 #   deploy/labelstudio/ls.sh health    exit 0 when /health answers {"status": "UP"}
 #   deploy/labelstudio/ls.sh status    running / stopped, pid, URL, data dir
-#   deploy/labelstudio/ls.sh env       print `export LABEL_STUDIO_URL=... LABEL_STUDIO_TOKEN=...`
+#   deploy/labelstudio/ls.sh env       print `export LABEL_STUDIO_URL=... LABEL_STUDIO_TOKEN=... WEBHOOK_SECRET=...`
+#                                      (for `eval "$(deploy/labelstudio/ls.sh env)"` before starting the
+#                                      platform's web server and workers)
 #   deploy/labelstudio/ls.sh chromium  make sure Debian's chromium exists (apt-get when root)
 #
 # Environment (all optional):
@@ -36,6 +38,7 @@ LOG_FILE="$LS_HOME/ls.log"
 TOKEN_FILE="$LS_HOME/admin_token"
 PASSWORD_FILE="$LS_HOME/admin_password"
 SECRET_FILE="$LS_HOME/secret_key"
+WEBHOOK_SECRET_FILE="$LS_HOME/webhook_secret"
 MEDIA="${MEDIA_ROOT:-$ROOT/var/media}"
 LS_URL="http://127.0.0.1:${LS_PORT}"
 ADMIN_EMAIL="${LS_ADMIN_EMAIL:-admin@forgerylab.local}"
@@ -112,6 +115,7 @@ cmd_start() {
     fi
     ensure_secret_file "$TOKEN_FILE" 20       # 40 hex chars: the longest DRF token key
     ensure_secret_file "$SECRET_FILE" 32
+    ensure_secret_file "$WEBHOOK_SECRET_FILE" 16   # for the platform (ls.sh env); Label Studio never reads it
     if [[ -n "${LS_ADMIN_PASSWORD:-}" ]]; then
         (umask 077 && printf '%s' "$LS_ADMIN_PASSWORD" > "$PASSWORD_FILE")
     else
@@ -192,6 +196,7 @@ cmd_env() {
     [[ -s "$TOKEN_FILE" ]] || { log "no token yet: run '$0 start' first"; exit 1; }
     echo "export LABEL_STUDIO_URL=$LS_URL"
     echo "export LABEL_STUDIO_TOKEN=$(cat "$TOKEN_FILE")"
+    if [[ -s "$WEBHOOK_SECRET_FILE" ]]; then echo "export WEBHOOK_SECRET=${WEBHOOK_SECRET:-$(cat "$WEBHOOK_SECRET_FILE")}"; fi
 }
 
 cmd_chromium() {

@@ -16,7 +16,7 @@ import hmac
 import logging
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -55,6 +55,17 @@ def _enqueue(delivery_ids: list[int]) -> None:
             logger.error("webhook enqueue failed", extra={"delivery": delivery_id, "error": str(exc)})
 
 
+def _relax_commit() -> None:
+    """Do not wait for the WAL flush of this one transaction (PostgreSQL: 12 ms -> 1.6 ms per commit here).
+
+    A delivery row lost in a database crash within that window is not a lost mask: reconciliation
+    re-reads every annotation of the project from Label Studio.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit = off")
+
+
 class LabelStudioWebhookApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -84,9 +95,10 @@ class LabelStudioWebhookApi(APIView):
             return Response({"detail": f"unknown Label Studio project {project_id}"}, status=404)
         created, duplicates = [], 0
         with transaction.atomic():
+            _relax_commit()
             for item in annotations:
                 try:
-                    with transaction.atomic():
+                    with transaction.atomic():  # a savepoint: one duplicate must not undo the others
                         delivery = WebhookDelivery.objects.create(
                             action=action,
                             ls_project_id=project_id,
