@@ -132,8 +132,8 @@ class FaceInference:
         image = np.ascontiguousarray(np.asarray(image)[..., :3])
         h, w = image.shape[:2]
         if mode == "crop":
-            crop = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA)
-            scored = self.score_crops(crop[None])
+            # ``preprocess`` resizes exactly as the bundle's predict.py does (the contract's "resize").
+            scored = self.score_crops(image[None])
             heat = cv2.resize(scored["explanation"][0], (w, h), interpolation=cv2.INTER_LINEAR)
             return [self._result((0, 0, w, h), scored, 0, heat)]
         if mode != "photo":

@@ -146,7 +146,8 @@ def load_image(path: str) -> np.ndarray:
 class Predictor:
     """A verified bundle and one backend: ``torchscript`` (needs torch) or ``onnx`` (needs onnxruntime)."""
 
-    def __init__(self, bundle: str | os.PathLike = ".", backend: str = "onnx"):
+    def __init__(self, bundle: str | os.PathLike = ".", backend: str = "onnx", threads: int = 0):
+        """``threads``: intra-op threads of onnxruntime (0: its default, all cores); torch keeps its own."""
         files = read_bundle(bundle)
         self.config = json.loads(files["config.json"])
         self.preprocessing = json.loads(files["preprocessing.json"])
@@ -167,6 +168,7 @@ class Predictor:
 
             options = onnxruntime.SessionOptions()
             options.log_severity_level = 3
+            options.intra_op_num_threads = int(threads)
             self._session = onnxruntime.InferenceSession(
                 files["model.onnx"], options, providers=["CPUExecutionProvider"]
             )
