@@ -3,7 +3,9 @@ arXiv 2408.16305). Only the abstract of the paper could be read; every choice be
 code as recorded in the research note ``sjedd.md`` (cited as §n) or is marked [ours] with the reason.
 
 Towers (§3.1) — ``ml.sjedd.towers``: an open_clip CLIP model (``model``: ``ViT-B-32`` in the paper's code,
-``ViT-B-16``, or the tiny/small JSON configs for CPU work), ``pretrained`` = local weights file, open_clip
+``ViT-B-16``, or the tiny/small JSON configs for CPU work: ``sjedd-tiny-vit``, ``sjedd-small-vit``, and the
+convolutional ``sjedd-small-rn`` that the CPU experiment uses because it learns from scratch where the
+tiny ViTs do not), ``pretrained`` = local weights file, open_clip
 tag, or None (random init; a missing file is an error, never a silent random init). Both towers are
 fine-tuned (§3.1); ``freeze_text=True`` freezes the text tower [ours, for small data]. After loading,
 the config records the source in ``pretrained_source`` and sets ``pretrained`` to None: the weights
@@ -42,7 +44,8 @@ six local-region targets from mask ∩ landmark regions (``ml.data.regions``) an
 ``region_targets``; this detector consumes whatever ``region_targets`` the batch carries.
 
 Explanations (§7.3) — ``describe()`` turns node marginals into words ("fake 0.97; identity altered 0.93,
-lip 0.88"); ``DetectorOutput.explanation`` is the patch-token similarity map (``ml.sjedd.heads``).
+lip 0.88"); ``DetectorOutput.explanation`` is the spatial-token similarity map (``ml.sjedd.heads``;
+ViT patch grid, or a conv tower's final feature map: 2x2 at 64 px, so coarse).
 
 Export — ``export_image_model()`` returns the image tower with the text embeddings frozen in as a
 buffer; it computes the same outputs as ``forward`` in eval mode.

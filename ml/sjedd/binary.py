@@ -6,8 +6,8 @@ plain head (research note sjedd.md §0 [pred]) without the label graph, the text
 tasks. A difference between the two therefore comes from the joint embedding, the hierarchy and the
 multitask weighting, not from the image encoder. Region targets and masks are ignored.
 
-Explanation: the head applied to the projected patch tokens (a CAM over the ViT patch grid, the same
-dense-feature trick as SJEDD's map), min-max scaled to [0, 1] per image and upsampled to the input size.
+Explanation: the head applied to the projected spatial tokens (a CAM over the ViT patch grid or the conv
+tower's final feature map, the same dense-feature trick as SJEDD's map), min-max scaled to [0, 1] per image and upsampled to the input size.
 """
 
 from __future__ import annotations

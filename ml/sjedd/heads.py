@@ -11,7 +11,8 @@ two compute exactly the same numbers from the same tensors.
   marginals can saturate faster than with a bounded cosine; with pretrained CLIP the raw dot products
   of 512-d embeddings are O(10–100) and the /10 brings them to O(1–10).
   A per-node bias is added (see the detector's docstring: it corrects the graph's prior bias).
-* Explanation map: the projected patch tokens (MaskCLIP-style) are scored against the text embeddings
+* Explanation map: the projected spatial tokens (MaskCLIP-style: ViT patch tokens, or the value path of a
+  conv tower's attention pool over its final feature map, see ``ml.sjedd.towers.image_tokens``) are scored against the text embeddings
   of the ``top`` most probable local-region nodes, weighted by those nodes' marginals, min-max scaled
   per image to [0, 1] and bilinearly upsampled to the input resolution.
 """
@@ -48,9 +49,9 @@ def explanation_map(
     top: int,
     out_hw: tuple[int, int],
 ) -> torch.Tensor:
-    """(B,H,W) in [0,1]: patch-token similarity to the most probable region prompts."""
+    """(B,H,W) in [0,1]: spatial-token similarity to the most probable region prompts."""
     batch = node_probs.shape[0]
-    if tokens is None:  # non-ViT tower: no patch grid, a flat map at P(fake)
+    if tokens is None:  # tower without spatial tokens: no grid, a flat map at P(fake)
         return node_probs[:, :1, None].expand(batch, out_hw[0], out_hw[1]).clamp(0, 1).float()
     tokens, text = tokens.float(), text.float()
     if normalize:

@@ -16,7 +16,9 @@ an empty cache), is a ``PretrainedWeightsError``. There is never a silent fall-b
 Model configs are data: besides open_clip's built-ins (``ViT-B-32`` and ``ViT-B-16`` for real runs,
 224 px) this package registers the JSON configs in ``model_configs/``: ``sjedd-tiny-vit`` (32 px,
 patch 8, 2 layers, width 64, 64-d joint space: tests) and ``sjedd-small-vit`` (64 px, 4 layers, width
-128: CPU experiments). ``image_size`` overrides the config's input size (open_clip's
+128) and ``sjedd-small-rn`` (64 px, open_clip's convolutional ``ModifiedResNet`` with one bottleneck per
+stage, width 16, 64-d joint space: the CPU experiments' default, because a random-initialised ViT does
+not learn from a few thousand 64 px images on CPU while this conv tower does, see the README). ``image_size`` overrides the config's input size (open_clip's
 ``force_image_size``, which resizes the positional-embedding grid for random init only).
 """
 
@@ -106,12 +108,17 @@ def tower_image_size(clip: nn.Module) -> int:
 
 
 def image_tokens(visual: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Pooled projected embedding (B,D) and projected patch tokens (B,N,D) of a ViT tower.
+    """Pooled projected embedding (B,D) and projected spatial tokens (B,N,D) of the image tower.
 
-    Patch tokens go through the same ``ln_post`` and projection as the class token (MaskCLIP-style dense
-    features, Zhou et al. ECCV 2022), so they live in the joint space and can be compared with the text
-    embeddings. Non-ViT towers return ``None`` for the tokens.
+    ViT towers: patch tokens go through the same ``ln_post`` and projection as the class token
+    (MaskCLIP-style dense features, Zhou et al. ECCV 2022), so they live in the joint space and can be
+    compared with the text embeddings. Convolutional (``ModifiedResNet``) towers: the final feature map
+    goes through the attention pool's value and output projections only (MaskCLIP's ResNet recipe: the
+    attention's mixing is dropped, the per-position value is kept), with the pool's positional embedding
+    added as it is for the pooled query [ours]; at 64 px that is a 2x2 grid. Other towers return ``None``.
     """
+    if hasattr(visual, "attnpool") and hasattr(visual, "stem"):
+        return _resnet_tokens(visual, image)
     if not hasattr(visual, "output_tokens"):
         return visual(image), None
     previous = visual.output_tokens
@@ -123,3 +130,15 @@ def image_tokens(visual: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, 
     if getattr(visual, "proj", None) is not None:
         tokens = tokens @ visual.proj
     return pooled, tokens
+
+
+def _resnet_tokens(visual: nn.Module, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pass through an open_clip ``ModifiedResNet``: the pooled embedding and the value-path tokens."""
+    x = visual.stem(image.to(visual.conv1.weight.dtype))
+    for layer in (visual.layer1, visual.layer2, visual.layer3, visual.layer4):
+        x = layer(x)
+    pool = visual.attnpool
+    pooled = pool(x)
+    flat = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+    flat = flat + pool.positional_embedding[1:].to(flat.dtype)
+    return pooled, pool.c_proj(pool.v_proj(flat))

@@ -1,4 +1,4 @@
-"""The SJEDD detector and its same-backbone binary baseline on a tiny random-initialised ViT (32 px)."""
+"""The SJEDD detector and its same-backbone binary baseline on tiny random-initialised towers (ViT 32 px, conv 64 px)."""
 
 from __future__ import annotations
 
@@ -253,3 +253,94 @@ def test_calibrated_bias_starts_near_the_prior():
     assert (after - 0.5).abs().max() < 0.15
     with pytest.raises(ValueError):
         create("sjedd", model="sjedd-tiny-vit", node_bias="none").calibrate_node_bias(batch["image"])
+
+
+# ------------------------------------------------------------------ convolutional tower (sjedd-small-rn)
+@pytest.fixture(scope="module")
+def rn_detector():
+    torch.manual_seed(0)
+    return create("sjedd", model="sjedd-small-rn", pretrained=None).eval()
+
+
+def test_conv_tower_tokens_match_open_clip_pooling(rn_detector):
+    from ml.sjedd.towers import image_tokens
+
+    image = _batch(size=64)["image"]
+    visual = rn_detector.clip.visual
+    with torch.no_grad():
+        pooled, tokens = image_tokens(visual, image)
+        reference = visual(image)
+    assert torch.allclose(pooled, reference, atol=1e-5)  # one pass, same numbers as open_clip's forward
+    assert tokens.shape == (4, 4, 64)  # 64 px / 32 = a 2x2 grid of joint-space tokens
+
+
+def test_conv_tower_forward_contract_and_spatial_explanation(rn_detector):
+    out = rn_detector.predict(_batch(size=64)["image"])
+    assert rn_detector.input_size == 64
+    assert out.prob.shape == (4,) and out.node_probs.shape == (4, 10) and out.embedding.shape == (4, 64)
+    assert torch.allclose(out.prob, out.node_probs[:, 0])
+    assert out.explanation.shape == (4, 64, 64)
+    assert out.explanation.min() >= 0 and out.explanation.max() <= 1
+    spread = out.explanation.flatten(1)
+    assert ((spread.max(1).values - spread.min(1).values) > 0.5).all()  # a map, not a flat P(fake)
+
+
+def test_conv_tower_export_matches_and_runs_in_onnxruntime(rn_detector, tmp_path):
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+
+    image = _batch(size=64)["image"]
+    full = rn_detector.predict(image)
+    model = rn_detector.export_image_model()
+    with torch.no_grad():
+        expected = model(image)
+    for got, want in zip(
+        expected, (full.prob, full.logit, full.node_probs, full.explanation, full.embedding)
+    ):
+        assert torch.allclose(got, want, atol=1e-5)
+    path = tmp_path / "sjedd_rn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (image,),
+            str(path),
+            input_names=["image"],
+            output_names=["prob", "logit", "node_probs", "explanation", "embedding"],
+            dynamic_axes={"image": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {"image": image[:3].numpy()})
+    for got, want in zip(outputs, expected, strict=True):
+        assert np.allclose(got, want[:3].numpy(), atol=1e-4)
+
+
+def test_conv_tower_trains_saves_and_reloads(tmp_path):
+    from ml.training import load_detector, save_detector
+
+    torch.manual_seed(0)
+    det = create("sjedd", model="sjedd-small-rn", auto_lambda=False)  # Auto-λ is tested on the ViT above
+    batch = _batch(size=64)
+    opt = torch.optim.AdamW([p for p in det.parameters() if p.requires_grad], lr=1e-3)
+    det.train()
+    before = det.clip.visual.conv1.weight.detach().clone()
+    det.training_step(batch, opt)
+    assert not torch.equal(before, det.clip.visual.conv1.weight)
+    path = save_detector(det, tmp_path / "rn.pt")
+    loaded, _ = load_detector(path)  # BatchNorm running statistics travel in the state dict
+    image = batch["image"]
+    assert torch.allclose(loaded.predict(image).node_probs, det.predict(image).node_probs, atol=1e-6)
+
+
+def test_clip_binary_on_conv_tower_has_a_spatial_cam():
+    torch.manual_seed(0)
+    base = create("clip_binary", model="sjedd-small-rn")
+    batch = _batch(size=64)
+    out = base(batch["image"])
+    base.losses(batch, out)["total"].backward()
+    assert out.explanation.shape == (4, 64, 64) and 0 <= out.explanation.min() <= out.explanation.max() <= 1
+    assert base.head.weight.grad is not None
