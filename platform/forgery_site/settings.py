@@ -14,6 +14,7 @@
 | WEBHOOK_SECRET      | (empty)                                      | shared secret of Label Studio webhooks     |
 | LOG_LEVEL           | INFO                                         | root log level (logs are JSON lines)       |
 | CELERY_KEY_PREFIX   | (empty)                                      | Redis key prefix of the Celery queues      |
+| CACHE_URL           | redis://127.0.0.1:6379/2                     | shared cache (throttling counters); `locmem://` for one process |
 
 The process refuses to start with DEBUG off and the default SECRET_KEY (a production deployment must
 set its own key).
@@ -155,6 +156,20 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# Cache: shared by every web process, so per-user throttles hold across gunicorn workers. It lives in
+# its own Redis database because Django's cache.clear() flushes the whole database.
+CACHE_URL = os.environ.get("CACHE_URL", "redis://127.0.0.1:6379/2")
+if CACHE_URL.startswith("locmem://"):
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": CACHE_URL,
+            "KEY_PREFIX": "forgerylab",
+        }
+    }
 
 # Celery (read by workers/celery_app.py with namespace CELERY).
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL
