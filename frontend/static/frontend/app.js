@@ -120,10 +120,37 @@ const FL = (() => {
       svg.append(rect);
     });
     svg.append(el("svg:text", { x: L - 4, y: T + 8, "text-anchor": "end", class: "tick", text: String(top) }));
-    svg.append(el("svg:text", { x: L, y: H - 10, class: "tick", text: fmt(lo, 2) }));
-    svg.append(el("svg:text", { x: W - 10, y: H - 10, "text-anchor": "end", class: "tick", text: fmt(hi, 2) }));
+    svg.append(el("svg:text", { x: L, y: H - 10, class: "tick", text: fmt(lo, 4) }));
+    svg.append(el("svg:text", { x: W - 10, y: H - 10, "text-anchor": "end", class: "tick", text: fmt(hi, 4) }));
     if (threshold !== null) svg.append(el("svg:line", { x1: x(threshold), x2: x(threshold), y1: T, y2: H - B, class: "threshold" }));
     container.replaceChildren(svg);
+  }
+
+  /* A grayscale heatmap PNG (data URL) -> a coloured, transparent overlay: weak is clear and yellow, strong is opaque red. */
+  function colorize(src) {
+    return new Promise((resolve, reject) => {
+      const img = new Image();
+      img.onload = () => {
+        const canvas = document.createElement("canvas");
+        canvas.width = img.naturalWidth;
+        canvas.height = img.naturalHeight;
+        const ctx = canvas.getContext("2d");
+        ctx.drawImage(img, 0, 0);
+        const pixels = ctx.getImageData(0, 0, canvas.width, canvas.height);
+        const d = pixels.data;
+        for (let i = 0; i < d.length; i += 4) {
+          const v = d[i] / 255;  // the heatmap is gray: R == G == B
+          d[i] = 255;
+          d[i + 1] = Math.round(230 * (1 - v));  // yellow (weak) to red (strong)
+          d[i + 2] = 0;
+          d[i + 3] = Math.round(255 * Math.min(1, v * 1.5));
+        }
+        ctx.putImageData(pixels, 0, 0);
+        resolve(canvas.toDataURL("image/png"));
+      };
+      img.onerror = () => reject(new Error("The heatmap image could not be decoded."));
+      img.src = src;
+    });
   }
 
   function table(headers, rows) {
@@ -132,5 +159,5 @@ const FL = (() => {
     return el("table", {}, el("thead", {}, head), el("tbody", {}, ...body));
   }
 
-  return { api, describe, el, show, fmt, barChart, histogram, table };
+  return { api, describe, el, show, fmt, barChart, histogram, table, colorize };
 })();

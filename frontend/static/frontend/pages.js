@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, el, show, fmt, barChart, histogram, table } = FL;
+  const { api, el, show, fmt, barChart, histogram, table, colorize } = FL;
   const $ = (sel, root = document) => root.querySelector(sel);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const busy = (button, on) => { if (button) { button.disabled = on; button.setAttribute("aria-busy", on ? "true" : "false"); } };
@@ -125,6 +125,7 @@
     try {
       const hist = await api("GET", `/api/v1/rounds/${roundId}/uncertainty-histogram/`);
       if (hist.count) histogram($("#histogram-chart"), { ...hist, threshold: hist.selected_min, title: `Pool uncertainty (${hist.strategy}), ${hist.count} samples, ${hist.selected_count} selected` });
+      else $("#histogram-chart").replaceChildren(el("p", { class: "empty", text: "No pool scores are stored for this round (in-process scoring keeps only the selected samples' scores)." }));
       const page = await api("GET", `/api/v1/rounds/${roundId}/selection/?page_size=100`);
       if (!page.results.length) return;
       const strategies = [...new Set(page.results.flatMap((s) => Object.keys(s.scores || {})))];
@@ -132,6 +133,17 @@
       $("#selection").replaceChildren(el("p", { text: `${page.count} samples selected for annotation.` }), table(["rank", "sample", "label", "score", ...strategies], rows));
     } catch (err) {
       show($("#histogram-chart"), err.message);
+    }
+  }
+
+  /* Reload a chart PNG past the browser cache (the API refuses unknown query parameters). */
+  async function refreshImage(img, url) {
+    try {
+      const response = await fetch(url, { credentials: "same-origin", cache: "reload" });
+      if (!response.ok) throw new Error(`The chart could not be drawn (${response.status}).`);
+      img.src = URL.createObjectURL(await response.blob());
+    } catch (err) {
+      img.replaceWith(el("p", { class: "error", text: err.message }));
     }
   }
 
@@ -163,7 +175,7 @@
         renderSelection(id);
       }
       if (round.state !== lastState && round.state === "done") {
-        $("#efficiency").src = `/api/v1/datasets/${round.dataset}/efficiency/?image=true&t=${Date.now()}`;
+        refreshImage($("#efficiency"), `/api/v1/datasets/${round.dataset}/efficiency/?image=true`);
       }
       lastState = round.state;
       const live = TERMINAL.includes(round.state) ? `finished ${round.finished_at || ""}` : `live, updated ${new Date().toLocaleTimeString()}`;
@@ -211,7 +223,7 @@
           const out = await api("POST", `/api/v1/detectors/${encodeURIComponent(version)}/predict/`, form);
           const face = out.results[0].faces[0];
           const heat = $(".overlay.heat", tile);
-          heat.src = `data:image/png;base64,${face.heatmap_png}`;
+          heat.src = await colorize(`data:image/png;base64,${face.heatmap_png}`);
           heat.hidden = false;
           $(".prob", tile).textContent = `P(fake) ${fmt(face.prob_fake)}`;
           done += 1;
@@ -289,8 +301,9 @@
         const blocks = [el("p", { text: `${out.version} (${out.kind}, ${out.backend})` })];
         for (const result of out.results) {
           for (const [i, face] of result.faces.entries()) {
+            const overlay = await colorize(`data:image/png;base64,${face.heatmap_png}`);
             const verdict = face.prob_fake >= 0.5 ? "likely fake" : "likely real";
-            const stack = el("div", { class: "stack try" }, el("img", { src: url, alt: `Uploaded image ${result.name}` }), el("img", { class: "overlay heat", src: `data:image/png;base64,${face.heatmap_png}`, alt: `Heatmap of face ${i + 1}: where the detector sees manipulation` }));
+            const stack = el("div", { class: "stack try" }, el("img", { src: url, alt: `Uploaded image ${result.name}` }), el("img", { class: "overlay heat", src: overlay, alt: `Heatmap of face ${i + 1}: where the detector sees manipulation` }));
             const nodes = face.node_probs ? Object.entries(face.node_probs).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(", ") : "";
             blocks.push(el("section", { class: "face" },
               el("h2", { text: `Face ${i + 1}: P(fake) = ${fmt(face.prob_fake)} (${verdict})` }),
@@ -298,7 +311,7 @@
               ...(typeof face.explanation === "string" ? [el("p", { text: face.explanation })] : face.explanation ? [el("p", { text: JSON.stringify(face.explanation) })] : []),
               ...(nodes ? [el("p", { text: `Regions: ${nodes}` })] : []),
               stack,
-              el("label", {}, el("input", { type: "range", min: "0", max: "100", value: "60", "aria-label": "Heatmap opacity", "data-opacity": "" }), " heatmap opacity")));
+              el("label", {}, el("input", { type: "range", min: "0", max: "100", value: "75", "aria-label": "Heatmap opacity", "data-opacity": "" }), " heatmap opacity")));
           }
         }
         $("#try-result").replaceChildren(...blocks);
@@ -331,7 +344,11 @@
 
   const wiring = { import: importForm, launch: launchForm, round: roundPage, compare: detectorsPage, try: tryForm, user: userForm };
   document.addEventListener("DOMContentLoaded", () => {
-    for (const node of document.querySelectorAll("[data-js]")) if (wiring[node.dataset.js]) wiring[node.dataset.js](node);
+    // getAttribute, not node.dataset: a form's named control ("dataset") shadows its dataset property.
+    for (const node of document.querySelectorAll("[data-js]")) {
+      const name = node.getAttribute("data-js");
+      if (wiring[name]) wiring[name](node);
+    }
     gallery();
   });
 })();
