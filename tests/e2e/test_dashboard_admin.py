@@ -74,7 +74,9 @@ def test_admin_launches_a_round_watches_it_finish_and_tries_the_detector(
     page.wait_for_url("**/rounds/*/")
     round_id = int(page.url.rstrip("/").rsplit("/", 1)[1])
     root = page.locator("#round")
-    page.wait_for_selector("#round[data-state=annotating], #round[data-state=failed]", timeout=ROUND_TIMEOUT_MS)
+    page.wait_for_selector(
+        "#round[data-state=annotating], #round[data-state=failed]", timeout=ROUND_TIMEOUT_MS
+    )
     assert root.get_attribute("data-state") == "annotating", Round.objects.get(pk=round_id).error
     page.locator("#histogram-chart svg rect").first.wait_for()
     page.locator("#selection table").wait_for()
