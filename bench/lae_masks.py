@@ -10,7 +10,9 @@ images. Writes ``bench/results/lae_masks.json`` (via the harness) and ``bench/re
 
 ``LAE_MASKS_TIME_BUDGET_S`` (default 1500 s) stops starting new protocols once spent; the JSON says
 which protocols ran. ``LAE_MASKS_DATA`` keeps/reuses the generated datasets, ``LAE_MASKS_OUT`` keeps the
-runs (an interrupted study then resumes). ``LAE_MASKS_COUNT`` (1200) and ``LAE_MASKS_EPOCHS`` (8) size it.
+runs (an interrupted study then resumes). ``LAE_MASKS_COUNT`` (1200), ``LAE_MASKS_EPOCHS`` (8) and
+``LAE_MASKS_PATIENCE`` (3) size it; ``LAE_MASKS_PROTOCOLS`` (comma list) restricts the protocols and
+``LAE_MASKS_TAG`` suffixes the plot's name (the harness's JSON name does not change).
 """
 
 from __future__ import annotations
@@ -42,7 +44,11 @@ def run(quick: bool) -> dict:
     seeds = (0,) if quick else (0, 1, 2)
     epochs = 2 if quick else int(os.environ.get("LAE_MASKS_EPOCHS", "8"))
     protocols = PROTOCOLS[:1] if quick else PROTOCOLS
-    train_config = TrainConfig(epochs=epochs, lr=1e-3, patience=3, progress=False, device="cpu")
+    if os.environ.get("LAE_MASKS_PROTOCOLS"):
+        protocols = [p for p in os.environ["LAE_MASKS_PROTOCOLS"].split(",") if p]
+    patience = int(os.environ.get("LAE_MASKS_PATIENCE", "3"))
+    tag = os.environ.get("LAE_MASKS_TAG", "")
+    train_config = TrainConfig(epochs=epochs, lr=1e-3, patience=patience, progress=False, device="cpu")
     started = time.perf_counter()
     generate_s = 0.0
     records: list[dict] = []
@@ -91,7 +97,7 @@ def run(quick: bool) -> dict:
                 **common,
             )
             ran.append(protocol)
-    plot = plot_budget_curves(records, RESULTS / ("lae_masks.quick.png" if quick else "lae_masks.png"))
+    plot = plot_budget_curves(records, RESULTS / f"lae_masks{tag}{'.quick' if quick else ''}.png")
     return {
         **device_info(),
         "protocols_run": ran,
@@ -99,6 +105,7 @@ def run(quick: bool) -> dict:
         "image_size": size,
         "dataset_count": count,
         "epochs_max": epochs,
+        "patience": patience,
         "seeds": list(seeds),
         "model": MODEL,
         "dataset_generate_s": round(generate_s, 1),
