@@ -27,19 +27,22 @@ def _client(user) -> APIClient:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_rules_validation_roles_illegal_transitions_and_serialized_launches(platform_media_root, monkeypatch):
+def test_rules_validation_roles_illegal_transitions_and_serialized_launches(
+    celery_worker_proc, platform_media_root, monkeypatch
+):
+    # The session worker is requested first: it configures this process's Celery app before any API
+    # call imports it (an app used before the fixture keeps its first broker/result settings).
     from django.db import connection
 
-    import workers.tasks.rounds as round_tasks
     from forgery_site.errors import Conflict
     from rounds.models import Round
     from rounds.services import round_transition
 
     dataset = import_generated_dataset(platform_media_root, "rules", count=48)
     admin, annotator = make_user("rules-admin", "admin"), make_user("rules-annotator", "annotator")
-    # No worker in this test: record what the API schedules instead of sending it to a broker.
+    # Nothing runs the rounds in this test: record what the API schedules instead of sending it.
     scheduled: list[int] = []
-    monkeypatch.setattr(round_tasks, "dispatch", scheduled.append)
+    monkeypatch.setattr("rounds.apis._schedule", scheduled.append)
 
     # Bad config: every problem reported at once, nothing created.
     bad = _client(admin).post(
@@ -76,7 +79,7 @@ def test_rules_validation_roles_illegal_transitions_and_serialized_launches(plat
     assert sorted(results) == [201, 409], results
     round_ = Round.objects.get(dataset=dataset)
     assert round_.number == 1 and round_.state == "created"
-    assert scheduled == [round_.pk]  # scheduled once, after the launch committed
+    assert scheduled == [round_.pk]  # only the launch that got through is scheduled
 
     assert _client(annotator).post(f"/api/v1/rounds/{round_.pk}/cancel/").status_code == 403
 
