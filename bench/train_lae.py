@@ -39,7 +39,6 @@ def _steps(detector, optimizer, batches, device) -> tuple[float, int]:
 def run(quick: bool) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ml.data.generate import generate_dataset
-
     from ml.detectors import create
     from ml.experiments.budget import load_splits, make_dataset, mask_pool
     from ml.training import make_train_loader, seed_everything
