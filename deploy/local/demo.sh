@@ -6,7 +6,7 @@
 # 4. the demo dataset (python -m ml.data generate)   5. web server + Celery workers
 # 6. import through the REST API (a Celery task; progress printed)   7. URLs and an example curl
 #
-# Environment: DEMO_COUNT (samples, default 240), DEMO_SIZE (pixels, default 64), WEB_HOST/WEB_PORT,
+# Environment: DEMO_LABEL_STUDIO (1: annotate through a real Label Studio, default), DEMO_COUNT (samples, default 240), DEMO_SIZE (pixels, default 64), WEB_HOST/WEB_PORT,
 # DATABASE_URL, REDIS_URL, MEDIA_ROOT (see services.sh and platform/forgery_site/settings.py).
 set -euo pipefail
 
@@ -53,7 +53,16 @@ else
     --protocol cross_manipulation
 fi
 
-step "5/7 Web server and Celery workers"
+step "5/7 Label Studio, web server and Celery workers"
+# Label Studio gets its own venv and database on first use (about a minute); the platform's web server,
+# workers and the demo loop inherit LABEL_STUDIO_URL/TOKEN and the webhook secret from `ls.sh env`.
+if [ "${DEMO_LABEL_STUDIO:-1}" = "1" ]; then
+  deploy/labelstudio/ls.sh start
+  eval "$(deploy/labelstudio/ls.sh env)"
+  export LABELING_WEBHOOK_URL="${LABELING_WEBHOOK_URL:-$BASE_URL/api/v1/labeling/webhook}"
+else
+  echo "DEMO_LABEL_STUDIO=0: the oracle's masks are stored directly, without Label Studio"
+fi
 deploy/local/services.sh app-up
 
 step "6/7 Import through the API (Celery task on the cpu queue)"
@@ -93,6 +102,7 @@ cat <<EOF2
 Dashboard      $BASE_URL/            (log in at $BASE_URL/admin/login/)
 API docs       $BASE_URL/api/docs/   (OpenAPI schema: $BASE_URL/api/schema/)
 Health         $BASE_URL/health
+Label Studio   ${LABEL_STUDIO_URL:-not started}  (admin: ${LS_ADMIN_EMAIL:-admin@forgerylab.local} / $(cat var/labelstudio/admin_password 2>/dev/null || echo "-"))
 Admin user     admin / $ADMIN_PASSWORD
 API token      $TOKEN
 
