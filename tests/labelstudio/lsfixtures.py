@@ -18,6 +18,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -78,6 +79,34 @@ def ls_script(
     subprocess.run(["bash", str(LS_SCRIPT), command], env=env, check=True, timeout=900)
 
 
+def _reap_orphans() -> None:
+    """Stop test servers whose pytest process is gone (a run killed before its teardown).
+
+    Found by their data directory, ``test-runs/<pytest pid>/data``, in the server's environment, so
+    only servers started by this fixture are touched, each by its own pid.
+    """
+    marker = f"LABEL_STUDIO_BASE_DATA_DIR={RUNS_DIR}/"
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for item in environ:
+            text = item.decode(errors="replace")
+            if text.startswith(marker):
+                owner = text[len(marker) :].split("/", 1)[0]
+                try:
+                    os.kill(int(owner), 0)
+                except ProcessLookupError:
+                    try:
+                        os.kill(int(proc.name), signal.SIGTERM)
+                    except OSError:
+                        pass
+                except (ValueError, PermissionError):
+                    pass
+                break
+
+
 def _prepare_run_home() -> None:
     """Copy the migrated template (building it first if needed) into this session's own home."""
     RUNS_DIR.mkdir(parents=True, exist_ok=True)
@@ -91,6 +120,7 @@ def _prepare_run_home() -> None:
                 ["bash", str(LS_SCRIPT), "stop"], env={**os.environ, "LS_HOME": str(stale)}, check=False
             )
             shutil.rmtree(stale, ignore_errors=True)
+    _reap_orphans()
     with open(RUNS_DIR.parent / "test-template.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (
@@ -111,19 +141,30 @@ def _prepare_run_home() -> None:
             shutil.copy2(TEMPLATE_HOME / name, LS_HOME / name)
 
 
+# Both tests/labelstudio and tests/e2e re-export these fixtures, so pytest may instantiate the session
+# fixture once per directory: the server is shared and reference-counted, started once, stopped last.
+_SERVER: dict = {"client": None, "users": 0}
+
+
 @pytest.fixture(scope="session")
 def labelstudio_server(platform_media_root):
-    _prepare_run_home()
-    ls_script("start", platform_media_root)
-    try:
+    if _SERVER["client"] is None:
+        _prepare_run_home()
+        ls_script("start", platform_media_root)
         from labeling.client import LabelStudioClient
 
         client = LabelStudioClient(url=LS_URL, token=TOKEN)
         assert client.whoami()["email"]
-        yield client
+        _SERVER["client"] = client
+    _SERVER["users"] += 1
+    try:
+        yield _SERVER["client"]
     finally:
-        ls_script("stop")
-        shutil.rmtree(LS_HOME, ignore_errors=True)
+        _SERVER["users"] -= 1
+        if _SERVER["users"] == 0:
+            _SERVER["client"] = None
+            ls_script("stop")
+            shutil.rmtree(LS_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
