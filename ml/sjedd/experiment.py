@@ -78,7 +78,7 @@ def run_experiment(
     protocol: str = "cross_manipulation",
     seeds: Sequence[int] = (0, 1, 2),
     variants: Sequence[str] = tuple(VARIANTS),
-    model: str = "sjedd-tiny-vit",
+    model: str = "sjedd-small-rn",
     image_size: int = 64,
     epochs: int = 6,
     batch_size: int = 32,
