@@ -59,6 +59,23 @@ def test_admin_launches_a_round_watches_it_finish_and_tries_the_detector(
     assert page.url == f"{live_server.url}/"
     shot(page, "overview-empty")
 
+    # Import through the form: the worker runs the job, the page follows its progress.
+    from ml.data.generate import generate_dataset
+
+    generate_dataset(platform_media_root / "datasets" / "e2e-import", 8, 32, 1)
+    page.goto(f"{live_server.url}/datasets/")
+    page.get_by_label("Dataset name").fill("e2e-import")
+    page.get_by_label("Source path").fill("datasets/e2e-import/nope.jsonl")
+    page.get_by_role("button", name="Import").click()
+    page.locator("#import-status.error").wait_for()  # a bad source is refused in words
+    assert page.locator("#import-status").inner_text().strip()
+    page.get_by_label("Source path").fill("datasets/e2e-import/manifest.jsonl")
+    page.get_by_role("button", name="Import").click()
+    page.locator("#import-status.ok").wait_for(timeout=60_000)
+    assert "Imported: 8 new samples" in page.locator("#import-status").inner_text()
+    assert page.evaluate("document.getElementById('import-progress').value") == 1
+    shot(page, "datasets-import")
+
     # Bad input is explained in words and launches nothing.
     _launch(page, live_server.url, dataset.pk, {"bogus_option": 1})
     errors = page.locator("#launch-errors")
@@ -81,6 +98,10 @@ def test_admin_launches_a_round_watches_it_finish_and_tries_the_detector(
     page.locator("#histogram-chart svg rect").first.wait_for()
     page.locator("#selection table").wait_for()
     assert page.locator("#selection tbody tr").count() == 4
+    thumb = page.locator("#selection .thumb img").first.element_handle()
+    page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=thumb)
+    assert thumb.evaluate("(img) => img.naturalWidth") == 32
+    assert "training finished after" in page.locator("#round-log").inner_text()
     assert page.get_by_role("button", name="Close annotation now").is_visible()
     shot(page, "round-annotating")
     page.goto(f"{live_server.url}/annotation/")

@@ -99,6 +99,14 @@
     const training = round.progress.training;
     if (training && typeof training === "object") extra.push(`training: ${Object.entries(training).map(([k, v]) => `${k} ${typeof v === "number" ? v : JSON.stringify(v)}`).join(", ")}`);
     $("#round-detail-progress").replaceChildren(...extra.map((t) => el("p", { class: "muted", text: t })));
+    const events = [];
+    for (const [name, p] of Object.entries(phases)) {
+      if (p.started_at) events.push([p.started_at, `${name} started${p.attempts > 1 ? ` (attempt ${p.attempts})` : ""}`]);
+      if (p.finished_at) events.push([p.finished_at, `${name} finished after ${fmt(p.seconds, 1)} s (compute ${fmt(p.compute_seconds, 1)} s)`]);
+    }
+    if (round.progress.failed_phase) events.push([round.finished_at || "", `failed in ${round.progress.failed_phase}`]);
+    events.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    $("#round-log").replaceChildren(...(events.length ? events.map(([t, text]) => el("li", {}, el("time", { datetime: t, text: t ? new Date(t).toLocaleTimeString() : "" }), ` ${text}`)) : [el("li", { class: "empty", text: "Nothing has happened yet." })]));
     const annotation = round.annotation;
     $("#round-annotation").replaceChildren(...(annotation ? [el("p", { text: `Annotation: ${Object.entries(annotation).map(([k, v]) => `${k} ${v === null ? "–" : v}`).join(", ")}` })] : []));
   }
@@ -129,8 +137,13 @@
       const page = await api("GET", `/api/v1/rounds/${roundId}/selection/?page_size=100`);
       if (!page.results.length) return;
       const strategies = [...new Set(page.results.flatMap((s) => Object.keys(s.scores || {})))];
-      const rows = page.results.map((s) => [String(s.rank), s.external_id, s.label, fmt(s.score), ...strategies.map((k) => fmt(s.scores[k]))]);
-      $("#selection").replaceChildren(el("p", { text: `${page.count} samples selected for annotation.` }), table(["rank", "sample", "label", "score", ...strategies], rows));
+      const thumb = (s) => {
+        const mask = el("img", { class: "overlay mask", src: `/samples/${s.sample}/mask.png`, alt: "" });
+        mask.addEventListener("error", () => mask.remove());  // no collected mask yet
+        return el("div", { class: "stack thumb" }, el("img", { src: `/api/v1/samples/${s.sample}/media/`, alt: `Sample ${s.external_id}` }), mask);
+      };
+      const rows = page.results.map((s) => [String(s.rank), thumb(s), s.external_id, s.label, fmt(s.score), ...strategies.map((k) => fmt(s.scores[k]))]);
+      $("#selection").replaceChildren(el("p", { text: `${page.count} samples selected for annotation (collected masks shown over the image).` }), table(["rank", "image", "sample", "label", "score", ...strategies], rows));
     } catch (err) {
       show($("#histogram-chart"), err.message);
     }
