@@ -83,3 +83,18 @@ def test_heatmap_colouring_keeps_cold_pixels_clear_and_hot_ones_opaque_red(page)
     assert tuple(rgba[0, 0]) == (255, 0, 0, 255)
     assert rgba[0, 1, 3] == 0  # zero heat: transparent
     assert 0 < rgba[1, 1, 3] < 255 and rgba[1, 1, 1] > 0  # partial heat: translucent, towards yellow
+
+
+def test_mask_tint_marks_only_the_masked_pixels(page):
+    import numpy as np
+    from PIL import Image
+
+    mask = np.zeros((2, 2), np.uint8)
+    mask[0, 1] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    out = page.evaluate("(src) => FL.colorize(src, FL.MASK_TINT)", url)
+    rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(out.split(",", 1)[1]))).convert("RGBA"))
+    assert tuple(rgba[0, 1]) == (0, 120, 255, 160)
+    assert rgba[0, 0, 3] == rgba[1, 0, 3] == rgba[1, 1, 3] == 0

@@ -126,8 +126,9 @@ const FL = (() => {
     container.replaceChildren(svg);
   }
 
-  /* A grayscale heatmap PNG (data URL) -> a coloured, transparent overlay: weak is clear and yellow, strong is opaque red. */
-  function colorize(src) {
+  /* A grayscale heatmap PNG -> a coloured, transparent overlay: weak is clear and yellow, strong is opaque red.
+   With ``tint`` ([r, g, b]) a mask PNG -> that colour where marked, clear elsewhere. */
+  function colorize(src, tint = null) {
     return new Promise((resolve, reject) => {
       const img = new Image();
       img.onload = () => {
@@ -140,6 +141,11 @@ const FL = (() => {
         const d = pixels.data;
         for (let i = 0; i < d.length; i += 4) {
           const v = d[i] / 255;  // the heatmap is gray: R == G == B
+          if (tint) {  // a mask: one colour, half transparent where marked
+            [d[i], d[i + 1], d[i + 2]] = tint;
+            d[i + 3] = Math.round(160 * v);
+            continue;
+          }
           d[i] = 255;
           d[i + 1] = Math.round(230 * (1 - v));  // yellow (weak) to red (strong)
           d[i + 2] = 0;
@@ -159,5 +165,7 @@ const FL = (() => {
     return el("table", {}, el("thead", {}, head), el("tbody", {}, ...body));
   }
 
-  return { api, describe, el, show, fmt, barChart, histogram, table, colorize };
+  const MASK_TINT = [0, 120, 255];
+
+  return { MASK_TINT, api, describe, el, show, fmt, barChart, histogram, table, colorize };
 })();

@@ -2,7 +2,7 @@
 "use strict";
 
 (() => {
-  const { api, el, show, fmt, barChart, histogram, table, colorize } = FL;
+  const { api, el, show, fmt, barChart, histogram, table, colorize, MASK_TINT } = FL;
   const $ = (sel, root = document) => root.querySelector(sel);
   const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
   const busy = (button, on) => { if (button) { button.disabled = on; button.setAttribute("aria-busy", on ? "true" : "false"); } };
@@ -138,8 +138,8 @@
       if (!page.results.length) return;
       const strategies = [...new Set(page.results.flatMap((s) => Object.keys(s.scores || {})))];
       const thumb = (s) => {
-        const mask = el("img", { class: "overlay mask", src: `/samples/${s.sample}/mask.png`, alt: "" });
-        mask.addEventListener("error", () => mask.remove());  // no collected mask yet
+        const mask = el("img", { class: "overlay mask", alt: "" });
+        colorize(`/samples/${s.sample}/mask.png`, MASK_TINT).then((url) => (mask.src = url), () => mask.remove());  // no mask yet
         return el("div", { class: "stack thumb" }, el("img", { src: `/api/v1/samples/${s.sample}/media/`, alt: `Sample ${s.external_id}` }), mask);
       };
       const rows = page.results.map((s) => [String(s.rank), thumb(s), s.external_id, s.label, fmt(s.score), ...strategies.map((k) => fmt(s.scores[k]))]);
@@ -218,7 +218,17 @@
   /* ----- gallery: mask overlays, heatmaps from a detector version ----- */
   function gallery() {
     const toggle = $("#show-masks");
-    if (toggle) toggle.addEventListener("change", () => document.querySelectorAll(".overlay.mask").forEach((m) => (m.hidden = !toggle.checked)));
+    if (toggle) {
+      toggle.addEventListener("change", () => {
+        for (const mask of document.querySelectorAll(".overlay.mask")) {
+          mask.hidden = !toggle.checked;
+          if (toggle.checked && !mask.dataset.tinted) {
+            mask.dataset.tinted = "1";
+            colorize(mask.src, MASK_TINT).then((url) => (mask.src = url), () => mask.remove());
+          }
+        }
+      });
+    }
     const button = $("[data-js=heatmaps]");
     if (!button) return;
     button.addEventListener("click", async () => {
