@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
-pytestmark = pytest.mark.django_db
+# Page-level tests through the test client; they need the test database, hence the integration marker.
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
 ADMIN_PAGES = ["/", "/datasets/", "/rounds/", "/detectors/", "/users/"]
 ANNOTATOR_PAGES = ["/annotation/", "/detectors/try/"]
