@@ -369,8 +369,10 @@ def round_push(*, round_id: int) -> None:
     pushed: dict[str, Any] = {"tasks": 0}
     if round_.config.get("labeling") == "label_studio":
         from labeling.provisioning import round_push_tasks
+        from rounds.compute import write_drafts
 
-        pushed = round_push_tasks(round_id=round_id)
+        drafts = write_drafts(round_id=round_id)  # the model's draft masks ride along as predictions
+        pushed = {**round_push_tasks(round_id=round_id), "drafts": drafts}
     if not phase_done(round_, "scoring"):
         phase_finished(round_id, "scoring", compute_seconds=0.0)
     progress_update(round_id, labeling=pushed)

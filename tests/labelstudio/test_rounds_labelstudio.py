@@ -43,6 +43,15 @@ def test_round_through_label_studio(labeling_live, platform_media_root, live_ser
     assert tasks.count() == 3
     project = LabelingProject.objects.get(round=round_)
     assert len(client.tasks_brief(project_id=project.ls_project_id)) == 3
+    # The detector's draft masks were written for the selection and ride along as brush predictions.
+    drafts = list((platform_media_root / "rounds" / str(round_.pk) / "drafts").glob("*.png"))
+    assert len(drafts) == 3
+    assert Round.objects.get(pk=round_.pk).progress["labeling"]["drafts"] == 3
+    for task in tasks:
+        prediction = client.task_get(task.ls_task_id)["predictions"][0]
+        assert 0.0 <= prediction["score"] <= 1.0
+        brush = [r for r in prediction["result"] if r["type"] == "brushlabels"]
+        assert all(r["value"]["rle"] for r in brush)
 
     # The session's worker started before the live server's port was known, so the project it created
     # points its webhook at the default URL; point it at this test's live server (what the deployment's
