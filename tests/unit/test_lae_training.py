@@ -52,3 +52,25 @@ def test_tiny_lae_reaches_auc_above_0_9_in_domain(dataset_dir, tmp_path):
     assert test["auc"] > 0.9, (test, [h["val"]["auc"] for h in result.history])
     reloaded, meta = load_detector(result.model_path)
     assert reloaded.name == "lae" and meta["val"]["auc"] == pytest.approx(result.best_val_auc)
+
+
+def test_train_cli_end_to_end_and_rerun_resumes(dataset_dir, tmp_path, capsys):
+    import json
+
+    from ml.train import main
+
+    out = tmp_path / "cli"
+    argv = [
+        "--detector", "baseline", "--manifest", str(dataset_dir / "manifest.jsonl"), "--protocol", "lae_swap",
+        "--mask-budget", "3%", "--mask-selection", "random", "--out", str(out), "--epochs", "1",
+        "--no-progress", "--config", '{"width": 4, "latent_channels": 16, "groups": 4}',
+    ]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    masks = json.loads((out / "masks.json").read_text())
+    assert summary["n_masks"] == len(masks["ids"]) > 0 and summary["unseen_auc"] is not None
+    assert {"model.pt", "checkpoint.pt", "metrics.jsonl", "eval.json"} <= {p.name for p in out.iterdir()}
+    before = (out / "metrics.jsonl").read_text()
+    assert main(argv) == 0  # finished run: resumes to the end, trains nothing more
+    assert (out / "metrics.jsonl").read_text() == before
+    assert main([*argv[:-2], "--config", "[1]"]) == 2
