@@ -27,3 +27,23 @@ def device_info() -> dict:
     if torch.cuda.is_available():
         return {"device": "cuda", "name": torch.cuda.get_device_name(0)}
     return {"device": "cpu", "threads": torch.get_num_threads()}
+
+
+def django_setup(migrate: bool = True) -> None:
+    """Configure Django for a benchmark process: ``platform/`` on sys.path, settings, migrations."""
+    import os
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for path in (str(root / "platform"), str(root)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "forgery_site.settings")
+    import django
+
+    django.setup()
+    if migrate:
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)

@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,16 +24,9 @@ DISTINCT_IMAGES = 500
 
 
 def _django():
-    for path in (str(ROOT / "platform"), str(ROOT)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "forgery_site.settings")
-    import django
+    from bench.common import django_setup
 
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    django_setup()
 
 
 def _build(directory: Path, rows: int) -> Path:

@@ -53,16 +53,9 @@ def _admin_sql(base_url: str, sql: str) -> None:
 
 def _setup(env: dict[str, str]) -> None:
     os.environ.update(env)
-    for path in (str(ROOT / "platform"), str(ROOT)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "forgery_site.settings")
-    import django
+    from bench.common import django_setup
 
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    django_setup()
 
 
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:

@@ -47,16 +47,9 @@ def _free_port() -> int:
 
 
 def _django() -> None:
-    for path in (str(ROOT / "platform"), str(ROOT)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "forgery_site.settings")
-    import django
+    from bench.common import django_setup
 
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
+    django_setup()
 
 
 def _ls_start(home: Path, port: int, media: Path) -> None:
