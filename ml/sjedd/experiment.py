@@ -2,7 +2,9 @@
 on a data-engine protocol (``cross_manipulation``: train on identity_swap, region_swap, self_blend; test
 on the unseen expression and inpaint families), several seeds.
 
-Per run: the shared trainer (early stopping on the *seen* validation split's AUC, never on a test split),
+Per run: the shared trainer (early stopping on the *seen* validation split's AUC, never on a test split;
+training images optionally with the data engine's SJEDD augmentations, ``augment=True``, never the
+validation or test images),
 Auto-λ's meta batches from a reshuffled stream over the training split (official setting, sjedd.md §5.1)
 or from a held-out meta split (``meta="holdout"``: 10% of the training videos, removed from training).
 Evaluation on ``test_seen`` and ``test_unseen``: AUC of P(fake), per-node AUC of the marginals against the
@@ -85,6 +87,7 @@ def run_experiment(
     lr: float = 1e-3,
     weight_decay: float = 1e-3,
     meta: str = "reshuffle",
+    augment: bool = False,
     out_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -102,9 +105,9 @@ def run_experiment(
     if meta == "holdout":
         train_rows, meta_rows = split_meta_rows(splits["train"], 0.1, seed=0)
 
-    def make_dataset(rows, root, size, mask_ids=None):  # decoded once: the runs are compute-bound
+    def make_dataset(rows, root, size, mask_ids=None, augment=False):  # decoded once: compute-bound
         return ForgeryDataset(
-            rows, root, size, mask_ids=mask_ids or set(), augment=False, seed=0, preload=True
+            rows, root, size, mask_ids=mask_ids or set(), augment=augment, seed=0, preload=True
         )
 
     test_sets = {k: splits[k] for k in ("test_seen", "test_unseen") if splits.get(k)}
@@ -113,8 +116,8 @@ def run_experiment(
         for k, rows in test_sets.items()
     }
     val_loader = make_eval_loader(make_dataset(splits["val"], dataset_dir, image_size), 64)
-    train_set = make_dataset(train_rows, dataset_dir, image_size)
-    meta_set = make_dataset(meta_rows, dataset_dir, image_size)
+    train_set = make_dataset(train_rows, dataset_dir, image_size, augment=augment)  # never eval/test
+    meta_set = make_dataset(meta_rows, dataset_dir, image_size, augment=augment)
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         for variant in variants:
@@ -156,6 +159,7 @@ def run_experiment(
     return {
         "protocol": protocol,
         "meta": meta,
+        "augment": augment,
         "model": model,
         "image_size": image_size,
         "epochs": epochs,
