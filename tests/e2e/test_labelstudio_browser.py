@@ -7,39 +7,18 @@ row authored by that annotator, at the sample's resolution.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import uuid
 
 import numpy as np
 import pytest
 
-from tests.labelstudio.lsfixtures import LS_SCRIPT, LS_URL, latest_mask, make_round, wait_for
+from tests.e2e.dashboard_helpers import browser  # noqa: F401  (the one Chromium launch of the e2e tier)
+from tests.labelstudio.lsfixtures import LS_URL, latest_mask, make_round, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 
-
-@pytest.fixture(scope="module")
-def chromium():
-    subprocess.run(["bash", str(LS_SCRIPT), "chromium"], check=True, timeout=900)
-    # Playwright's sync API keeps an event loop in this thread; the ORM calls in the test are still
-    # plain synchronous calls, so Django's async-context guard is lifted for them.
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-def test_annotator_draws_a_brush_stroke_and_the_mask_arrives(labeling_live, platform_media_root, chromium):
+def test_annotator_draws_a_brush_stroke_and_the_mask_arrives(labeling_live, platform_media_root, browser):  # noqa: F811
     from django.contrib.auth import get_user_model
 
     from accounts.services import user_create
@@ -59,7 +38,7 @@ def test_annotator_draws_a_brush_stroke_and_the_mask_arrives(labeling_live, plat
     round_push_tasks(round_id=round_obj.pk, client=client)
     task = AnnotationTask.objects.get(round=round_obj)
 
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.set_default_timeout(60_000)
     page.goto(f"{LS_URL}/user/login/")
     page.fill("input[name=email]", email)
