@@ -53,6 +53,7 @@ SCORING_DEFAULTS: dict[str, Any] = {
     "checkpoint": "",  # path relative to MEDIA_ROOT; default: the round's latest DetectorVersion
     "committee": {},  # other detectors for "disagreement": name -> checkpoint relative to MEDIA_ROOT
     "batch_pause_s": 0.0,  # pause between batches (share a device; tests use it to kill a shard mid-way)
+    "queue": "gpu",  # the Celery queue the shards go to (a dedicated pool of GPU workers per team, say)
 }
 CHUNK = 5000
 CHECKPOINT_ARTIFACTS = ("checkpoint", "model", "weights")
@@ -95,6 +96,11 @@ def scoring_config(*, round_: Round) -> dict[str, Any]:
         config["strategies"] = [s for s in config["strategies"] if s != "combined"] + components
     if int(config["shard_size"]) < 1 or int(config["batch_size"]) < 1:
         raise InvalidInput("shard_size and batch_size must be >= 1")
+    queue = config["queue"]
+    if not (
+        isinstance(queue, str) and 0 < len(queue) <= 64 and all(c.isalnum() or c in "-_." for c in queue)
+    ):
+        raise InvalidInput("queue must be 1-64 characters from letters, digits, '-', '_' and '.'")
     return config
 
 

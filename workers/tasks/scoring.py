@@ -111,12 +111,15 @@ def score_shard_rows(round_id: int, index: int, lo: int, hi: int | None) -> dict
 
 @app.task(name="workers.tasks.scoring.score_shard", bind=True)
 def score_shard(self, round_id: int, index: int, lo: int, hi: int | None) -> dict[str, Any]:
-    return score_shard_rows(round_id, index, lo, hi)
+    result = score_shard_rows(round_id, index, lo, hi)
+    result["worker"] = self.request.hostname or ""  # which worker scored it: the scale-out record
+    return result
 
 
 @app.task(name="workers.tasks.scoring.select_round", bind=True)
 def select_round(self, shard_results: list[dict] | None, round_id: int) -> dict[str, Any]:
     """Chord callback: every shard is in; move to "selecting" and store the selection."""
+    from rounds import workflow
     from rounds.models import Round
     from rounds.scoring import round_get, selection_run
     from rounds.services import round_transition
@@ -125,15 +128,27 @@ def select_round(self, shard_results: list[dict] | None, round_id: int) -> dict[
         round_transition(round_id=round_id, to_state=Round.State.SELECTING)
     summary = selection_run(round_id=round_id)
     summary["shards"] = len(shard_results or [])
+    summary["workers"] = shard_workers(shard_results)
+    workflow.progress_update(round_id, scoring={"shards": summary["shards"], "workers": summary["workers"]})
     return summary
+
+
+def shard_workers(shard_results: list[dict] | None) -> dict[str, int]:
+    """Worker hostname -> number of shards it scored (the chord's results, in any order)."""
+    counts: dict[str, int] = {}
+    for result in shard_results or []:
+        worker = str((result or {}).get("worker") or "unknown")
+        counts[worker] = counts.get(worker, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def scoring_chord(round_id: int):
     """The chord for a round (not sent): header = one ``score_shard`` per shard, body = ``select_round``."""
-    from rounds.scoring import scoring_shards
+    from rounds.scoring import round_get, scoring_config, scoring_shards
 
     shards = scoring_shards(round_id=round_id)
-    header = [score_shard.si(round_id, s["index"], s["lo"], s["hi"]) for s in shards]
+    queue = scoring_config(round_=round_get(round_id=round_id))["queue"]
+    header = [score_shard.si(round_id, s["index"], s["lo"], s["hi"]).set(queue=queue) for s in shards]
     if not header:
         return select_round.si(None, round_id)
     return chord(header, select_round.s(round_id))
