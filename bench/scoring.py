@@ -9,7 +9,8 @@ passes, interpretation-map entropy), shards of ``SHARD`` samples, each batch ups
 Measured, samples per second (pool / wall time from sending the shards to the last shard's result):
     in_process_per_s   ``score_shard_rows`` for every shard, in this process, torch 1 thread
     one_worker_per_s   the shards as ``score_shard`` tasks, one worker process (-Q gpu, pool solo)
-    two_workers_per_s  the same with two worker processes
+    two_workers_per_s  the same with two worker processes (different hostnames, one ``gpu`` queue);
+                       ``two_workers_shards`` says how many shards each of them scored
     scaling            two / one (goal >= 1.7)
     worker_efficiency  one worker / in-process (goal >= 0.9: the queue, the JSON round trip and the
                        upserts cost little next to the model)
@@ -140,8 +141,9 @@ def _cpu_seconds(pid: int) -> float:
 
 def _distributed(
     app, dataset, number: int, workers: int, env: dict, logs: Path, count: int
-) -> tuple[float, float]:
+) -> tuple[float, float, dict[str, int]]:
     from rounds.scoring import scoring_shards
+    from workers.tasks.scoring import shard_workers
 
     procs = _workers(workers, env, logs)
     try:
@@ -158,11 +160,12 @@ def _distributed(
             app.send_task("workers.tasks.scoring.score_shard", args=[round_.pk, s["index"], s["lo"], s["hi"]])
             for s in shards
         ]
-        rows = sum(r.get(timeout=600)["rows"] for r in results)
+        done = [r.get(timeout=600) for r in results]
+        rows = sum(d["rows"] for d in done)
         seconds = time.perf_counter() - started
         cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
         assert rows == count, (rows, count)
-        return count / seconds, cpu / count
+        return count / seconds, cpu / count, shard_workers(done)
     finally:
         _stop(procs)
 
@@ -217,8 +220,8 @@ def run(quick: bool) -> dict:
             in_process_cpu = (time.process_time() - cpu_started) / rows
 
             env = {**os.environ, "TORCH_NUM_THREADS": "1", "LOG_LEVEL": "WARNING"}
-            one, one_cpu = _distributed(app, dataset, 3, 1, env, logs, count)
-            two, two_cpu = _distributed(app, dataset, 4, 2, env, logs, count)
+            one, one_cpu, _ = _distributed(app, dataset, 3, 1, env, logs, count)
+            two, two_cpu, two_split = _distributed(app, dataset, 4, 2, env, logs, count)
             load_after = os.getloadavg()[0]
             connections.close_all()
     finally:
@@ -241,6 +244,7 @@ def run(quick: bool) -> dict:
         "in_process_per_s": round(in_process_per_s, 1),
         "one_worker_per_s": round(one, 1),
         "two_workers_per_s": round(two, 1),
+        "two_workers_shards": two_split,  # worker hostname -> shards it scored (the scale-out record)
         "scaling": round(two / one, 3),
         "worker_efficiency": round(one / in_process_per_s, 3),
         "cpu_ms_per_sample": {
