@@ -104,6 +104,10 @@ class ImportJob(models.Model):
     class Format(models.TextChoices):
         MANIFEST = "manifest"
         FACEFORENSICS = "faceforensics"
+        FFPP_VIDEO = "ffpp-video"
+        CELEBDF = "celebdf"
+        DFDC = "dfdc"
+        VIDEO_FOLDER = "video-folder"
 
     class Status(models.TextChoices):
         PENDING = "pending"
@@ -131,3 +135,46 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.pk} ({self.status})"
+
+
+class Video(models.Model):
+    """One source video of a video dataset; its sampled face crops become Samples (``Sample.video``)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        DONE = "done"
+        FAILED = "failed"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="videos")
+    import_job = models.ForeignKey(
+        ImportJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="videos"
+    )
+    external_id = models.CharField(max_length=255, help_text='e.g. "ffpp/manipulated/Deepfakes/c23/000_003"')
+    source_path = models.CharField(
+        max_length=1024, help_text="absolute path of the video inside an import root"
+    )
+    mask_source_path = models.CharField(max_length=1024, blank=True, default="", help_text="FF++ mask video")
+    label = models.CharField(max_length=4, choices=Sample.Label.choices)
+    manipulation = models.CharField(max_length=64, default="none")
+    split = models.CharField(max_length=10, choices=Sample.Split.choices, default=Sample.Split.UNASSIGNED)
+    identity = models.CharField(max_length=128, blank=True, default="")
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING)
+    reason = models.TextField(blank=True, default="")
+    frames_sampled = models.PositiveIntegerField(default=0)
+    faces = models.PositiveIntegerField(default=0)
+    samples_created = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    worker = models.CharField(max_length=255, blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "external_id"], name="video_unique_external_id")
+        ]
+        indexes = [models.Index(fields=["import_job", "status"], name="video_job_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.dataset_id}:{self.external_id} ({self.status})"
