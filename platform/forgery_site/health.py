@@ -22,4 +22,8 @@ def health(request):
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"error: {exc.__class__.__name__}"
     ok = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503)
+    response = JsonResponse({"status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503)
+    response["Cache-Control"] = "no-store"
+    if not ok:  # the database check waits at most DB_CONNECT_TIMEOUT seconds; the next call reconnects
+        response["Retry-After"] = str(int(getattr(settings, "DB_UNAVAILABLE_RETRY_AFTER", 5)))
+    return response

@@ -15,6 +15,9 @@
 | LOG_LEVEL           | INFO                                         | root log level (logs are JSON lines)       |
 | CELERY_KEY_PREFIX   | (empty)                                      | Redis key prefix of the Celery queues      |
 | CACHE_URL           | redis://127.0.0.1:6379/2                     | shared cache (throttling counters); `locmem://` for one process |
+| DB_CONN_MAX_AGE     | 60                                           | seconds a database connection is reused (health-checked) |
+| DB_CONNECT_TIMEOUT  | 3                                            | seconds to wait for PostgreSQL before answering 503 |
+| DB_UNAVAILABLE_RETRY_AFTER | 5                                     | Retry-After (s) of the 503 while the database is down |
 
 The process refuses to start with DEBUG off and the default SECRET_KEY (a production deployment must
 set its own key).
@@ -56,7 +59,23 @@ if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] + (["*"] if DEBUG else []))
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60)}
+# Persistent connections are checked before reuse (CONN_HEALTH_CHECKS), so a backend killed by a
+# PostgreSQL restart or pg_terminate_backend is replaced transparently. connect_timeout bounds how long a
+# request waits for an unreachable server before it gets 503 (forgery_site.errors.DatabaseUnavailableMiddleware).
+DB_CONN_MAX_AGE = int(os.environ.get("DB_CONN_MAX_AGE", "60"))
+DB_CONNECT_TIMEOUT = int(os.environ.get("DB_CONNECT_TIMEOUT", "3"))
+DB_UNAVAILABLE_RETRY_AFTER = int(os.environ.get("DB_UNAVAILABLE_RETRY_AFTER", "5"))
+DATABASES = {
+    "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
+}
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    _db_options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
+    # Dead peers on idle persistent connections are noticed within ~30 s instead of the kernel's hours.
+    _db_options.setdefault("keepalives", 1)
+    _db_options.setdefault("keepalives_idle", 15)
+    _db_options.setdefault("keepalives_interval", 5)
+    _db_options.setdefault("keepalives_count", 3)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -96,6 +115,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Database down -> 503 with Retry-After (JSON for /api/, a plain page otherwise), never a 500.
+    "forgery_site.errors.DatabaseUnavailableMiddleware",
     # Static files: runserver serves them in DEBUG; whitenoise serves collectstatic's output otherwise.
     *([] if DEBUG else ["whitenoise.middleware.WhiteNoiseMiddleware"]),
     "django.contrib.sessions.middleware.SessionMiddleware",
