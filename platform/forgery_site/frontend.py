@@ -62,7 +62,7 @@ def page(*, admin: bool = False):
 def _render(request, template: str, context: dict | None = None, status: int = 200):
     base = {
         "role": getattr(request, "role", _role(request.user)),
-        "label_studio_url": settings.LABEL_STUDIO_URL,
+        "label_studio_url": settings.LABEL_STUDIO_PUBLIC_URL or settings.LABEL_STUDIO_URL,
     }
     return render(request, template, {**base, **(context or {})}, status=status)
 

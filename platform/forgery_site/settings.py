@@ -10,6 +10,7 @@
 | DEBUG               | true                                         | development mode                           |
 | ALLOWED_HOSTS       | 127.0.0.1,localhost (+ '*' when DEBUG)       | comma-separated                            |
 | LABEL_STUDIO_URL    | http://127.0.0.1:8080                        | Label Studio base URL                      |
+| LABEL_STUDIO_PUBLIC_URL | (empty: LABEL_STUDIO_URL)                | Label Studio as browsers reach it (links)  |
 | LABEL_STUDIO_TOKEN  | (empty)                                      | Label Studio API token                     |
 | WEBHOOK_SECRET      | (empty)                                      | shared secret of Label Studio webhooks     |
 | LOG_LEVEL           | INFO                                         | root log level (logs are JSON lines)       |
@@ -87,6 +88,9 @@ STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 
 LABEL_STUDIO_URL = os.environ.get("LABEL_STUDIO_URL", "http://127.0.0.1:8080")
+# Links for browsers (dashboard, annotator streams) when they reach Label Studio under another name than
+# the platform's processes do (containers: http://labelstudio:8080 inside, a public URL outside).
+LABEL_STUDIO_PUBLIC_URL = os.environ.get("LABEL_STUDIO_PUBLIC_URL", "")
 LABEL_STUDIO_TOKEN = os.environ.get("LABEL_STUDIO_TOKEN", "")
 WEBHOOK_SECRET = os.environ.get("WEBHOOK_SECRET", "")
 

@@ -263,4 +263,5 @@ def annotator_stream_url(*, round_id: int) -> str | None:
     project = LabelingProject.objects.filter(round_id=round_id).first()
     if project is None:
         return None
-    return f"{settings.LABEL_STUDIO_URL.rstrip('/')}/projects/{project.ls_project_id}/data?labeling=1"
+    base = getattr(settings, "LABEL_STUDIO_PUBLIC_URL", "") or settings.LABEL_STUDIO_URL
+    return f"{base.rstrip('/')}/projects/{project.ls_project_id}/data?labeling=1"
