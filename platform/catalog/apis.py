@@ -52,11 +52,54 @@ class ImportOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField()
+    videos = serializers.SerializerMethodField(
+        help_text="video imports only (else null): live videos total/pending/running/done/failed, frames, "
+        "faces, samples, already_imported, entries_rejected, fraction and the first failures with reasons"
+    )
+
+    def _videos(self, job) -> dict | None:
+        from catalog.video_import import is_video_format, video_progress
+
+        if not is_video_format(job.format):
+            return None
+        cache = self.context.setdefault("video_progress", {})
+        if job.pk not in cache:
+            cache[job.pk] = video_progress(job)
+        return cache[job.pk]
 
     def get_progress(self, job) -> float:
         if job.status == ImportJob.Status.SUCCEEDED:
             return 1.0
+        videos = self._videos(job)
+        if videos is not None:
+            return videos["fraction"]
         return round(job.processed_rows / job.total_rows, 4) if job.total_rows else 0.0
+
+    def get_videos(self, job) -> dict | None:
+        return self._videos(job)
+
+
+class VideoOutputSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    external_id = serializers.CharField()
+    label = serializers.CharField()
+    manipulation = serializers.CharField()
+    split = serializers.CharField()
+    identity = serializers.CharField()
+    params = serializers.JSONField()
+    has_mask_video = serializers.SerializerMethodField()
+    status = serializers.CharField()
+    reason = serializers.CharField()
+    frames_sampled = serializers.IntegerField()
+    faces = serializers.IntegerField()
+    samples_created = serializers.IntegerField()
+    attempts = serializers.IntegerField()
+    worker = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField()
+
+    def get_has_mask_video(self, video) -> bool:
+        return bool(video.mask_source_path)
 
 
 class SampleOutputSerializer(serializers.Serializer):
@@ -125,6 +168,32 @@ class DatasetImportApi(APIView):
             help_text="manifest file or FF++ root; absolute or relative to MEDIA_ROOT"
         )
         format = serializers.ChoiceField(choices=ImportJob.Format.choices, default=ImportJob.Format.MANIFEST)
+        # Video formats only (ffpp-video, celebdf, dfdc, video-folder):
+        frames = serializers.IntegerField(
+            required=False, min_value=1, max_value=1000, help_text="frames sampled per video (32)"
+        )
+        size = serializers.IntegerField(
+            required=False, min_value=32, max_value=1024, help_text="face crop size in pixels (128)"
+        )
+        shard_size = serializers.IntegerField(
+            required=False, min_value=1, max_value=1000, help_text="videos per extraction task (16)"
+        )
+        compression = serializers.ListField(
+            child=serializers.ChoiceField(choices=["raw", "c0", "c23", "c40"]),
+            required=False,
+            allow_empty=False,
+            help_text="FaceForensics++ only: the compression levels to import (default: all)",
+        )
+
+        def validate(self, attrs):
+            from catalog.video_import import is_video_format
+
+            options = [key for key in ("frames", "size", "shard_size", "compression") if key in attrs]
+            if options and not is_video_format(attrs.get("format", ImportJob.Format.MANIFEST)):
+                raise serializers.ValidationError({key: ["Only for video formats."] for key in options})
+            if "compression" in attrs and attrs.get("format") != ImportJob.Format.FFPP_VIDEO:
+                raise serializers.ValidationError({"compression": ["Only for the ffpp-video format."]})
+            return attrs
 
     @extend_schema(responses=ImportOutputSerializer(many=True))
     def get(self, request, dataset_id: int):
@@ -135,13 +204,25 @@ class DatasetImportApi(APIView):
 
     @extend_schema(request=InputSerializer, responses={202: ImportOutputSerializer})
     def post(self, request, dataset_id: int):
-        from workers.tasks.core import dataset_import_task  # the web process loads no worker code at start
+        from catalog.video_import import is_video_format, video_options
 
         dataset = dataset_get(dataset_id=dataset_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job = import_job_create(dataset=dataset, user=request.user, **data.validated_data)
-        transaction.on_commit(lambda: dataset_import_task.delay(job.pk))
+        fields = dict(data.validated_data)
+        options = {
+            key: fields.pop(key) for key in ("frames", "size", "shard_size", "compression") if key in fields
+        }
+        job = import_job_create(dataset=dataset, user=request.user, **fields)
+        if is_video_format(job.format):
+            from workers.tasks.video_import import video_import_task  # no worker code at web start
+
+            options = video_options(**options)
+            transaction.on_commit(lambda: video_import_task.delay(job.pk, options))
+        else:
+            from workers.tasks.core import dataset_import_task
+
+            transaction.on_commit(lambda: dataset_import_task.delay(job.pk))
         return Response(ImportOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -151,6 +232,30 @@ class ImportDetailApi(APIView):
     @extend_schema(responses=ImportOutputSerializer)
     def get(self, request, job_id: int):
         return Response(ImportOutputSerializer(import_job_get(job_id=job_id)).data)
+
+
+class ImportVideosApi(APIView):
+    """The videos of a video import, optionally by status (e.g. ``?status=failed`` with reasons)."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    class FilterSerializer(StrictFilterSerializer):
+        class Meta:
+            ref_name = "ImportVideoFilter"
+
+        status = serializers.ChoiceField(choices=["pending", "running", "done", "failed"], required=False)
+
+    @extend_schema(parameters=[FilterSerializer], responses=VideoOutputSerializer(many=True))
+    def get(self, request, job_id: int):
+        from catalog.video_import import job_videos
+
+        job = import_job_get(job_id=job_id)
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        paginator = Pagination()
+        videos = job_videos(job=job, status=filters.validated_data.get("status"))
+        page = paginator.paginate_queryset(videos, request, view=self)
+        return paginator.get_paginated_response(VideoOutputSerializer(page, many=True).data)
 
 
 class SampleListApi(APIView):

@@ -53,6 +53,8 @@ def import_job_create(*, dataset: Dataset, source: str, format: str, user=None) 
         raise InvalidInput(f"Source rejected: {exc}.", errors={"source": [str(exc)]}) from None
     if format == ImportJob.Format.MANIFEST and not resolved.is_file():
         raise InvalidInput("A manifest source must be a file.", errors={"source": ["not a file"]})
+    if format not in (ImportJob.Format.MANIFEST, ImportJob.Format.FACEFORENSICS) and not resolved.is_dir():
+        raise InvalidInput("A video dataset source must be a directory.", errors={"source": ["not a directory"]})
     if format == ImportJob.Format.FACEFORENSICS and not resolved.is_dir():
         raise InvalidInput(
             "A FaceForensics++ source must be a directory.", errors={"source": ["not a directory"]}

@@ -7,6 +7,7 @@ urlpatterns = [
     path("datasets/<int:dataset_id>/", apis.DatasetDetailApi.as_view(), name="dataset-detail"),
     path("datasets/<int:dataset_id>/imports/", apis.DatasetImportApi.as_view(), name="dataset-imports"),
     path("imports/<int:job_id>/", apis.ImportDetailApi.as_view(), name="import-detail"),
+    path("imports/<int:job_id>/videos/", apis.ImportVideosApi.as_view(), name="import-videos"),
     path("samples/", apis.SampleListApi.as_view(), name="sample-list"),
     path("samples/<int:sample_id>/", apis.SampleDetailApi.as_view(), name="sample-detail"),
     path("samples/<int:sample_id>/media/", apis.SampleMediaApi.as_view(), name="sample-media"),
