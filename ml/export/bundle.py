@@ -37,6 +37,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -264,11 +265,21 @@ def export_bundle(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(files):
-            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), files[name])
-    os.replace(tmp, out)
+    # A unique temp file in the same directory, fsynced, then renamed: a full or read-only volume leaves
+    # neither a half-written bundle nor a stray temp file, and concurrent exports do not share a name.
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+                for name in sorted(files):
+                    archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), files[name])
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return ExportReport(out, hashlib.sha256(out.read_bytes()).hexdigest(), manifest, verification)
 
 

@@ -7,8 +7,10 @@ written to a temporary name and renamed, so a killed process never leaves a half
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +64,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through a unique temp file in the same directory + fsync + ``os.replace``.
+
+    On any error (a full or read-only disk included) the temp file is removed and the previous file, if
+    any, is left untouched, so a resumed run never loads a truncated checkpoint.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     return path
 
 

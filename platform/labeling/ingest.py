@@ -29,6 +29,8 @@ from django.utils import timezone
 
 from catalog.models import Mask, Sample
 from catalog.paths import media_root
+from catalog.storage import atomic_write_bytes, undo_on_error
+from forgery_site.errors import StorageUnavailable
 from labeling import masks
 from labeling.client import LabelStudioClient, LabelStudioRejected, LabelStudioUnavailable, get_client
 from labeling.models import (
@@ -67,11 +69,19 @@ def _parse_result(result: list[dict]) -> tuple[str, str]:
 
 
 def _store_mask(sample: Sample, mask: np.ndarray, *, source: str, author, annotation_id: int | None) -> Mask:
-    """Write the PNG atomically, then add the next Mask version (caller holds the sample's row lock)."""
+    """Write the PNG atomically, then add the next Mask version (caller holds the sample's row lock).
+
+    The file comes first, the row second, in the caller's transaction: a full or read-only media volume
+    raises ``StorageUnavailable`` before any row exists, and the caller's ``undo_on_error`` removes the
+    file again if the transaction rolls back later, so no row points at a missing file and no file is
+    left that no row points at.
+    """
     version = (Mask.objects.filter(sample=sample).aggregate(v=Max("version"))["v"] or 0) + 1
     suffix = f"a{annotation_id}" if annotation_id is not None else "consensus"
     relative = f"masks/{sample.dataset_id}/{sample.pk}/v{version}-{suffix}.png"
-    checksum = masks.write_png_atomic(mask, media_root() / relative)
+    checksum = atomic_write_bytes(
+        media_root() / relative, masks.png_bytes(mask), what=f"the mask of sample {sample.pk}"
+    )
     created = Mask.objects.create(
         sample=sample,
         version=version,
@@ -170,7 +180,7 @@ def annotation_ingest(annotation: dict) -> str:
     if not Selection.objects.filter(round_id=task.round_id, sample_id=task.sample_id).exists():
         raise AnnotationRejected(f"sample {task.sample_id} is not in round {task.round_id}")
 
-    with transaction.atomic():
+    with undo_on_error(), transaction.atomic():
         sample = Sample.objects.select_for_update().get(pk=task.sample_id)  # serialises mask versions
         record = AnnotationRecord.objects.filter(ls_annotation_id=annotation_id).first()
         if record is not None and record.ls_updated_at == updated_at and not record.deleted:
@@ -212,7 +222,7 @@ def annotation_ingest(annotation: dict) -> str:
 
 def annotation_forget(*, annotation_id: int) -> bool:
     """An annotation was deleted in Label Studio: drop it from agreement and the effective mask."""
-    with transaction.atomic():
+    with undo_on_error(), transaction.atomic():
         record = (
             AnnotationRecord.objects.filter(ls_annotation_id=annotation_id).select_related("task").first()
         )
@@ -262,21 +272,27 @@ def delivery_process(*, delivery_id: int, client: LabelStudioClient | None = Non
     return _finish(delivery, status, outcome)
 
 
+def _mark_degraded(project: LabelingProject, exc: Exception) -> None:
+    LabelingProject.objects.filter(pk=project.pk).update(
+        sync_state=LabelingProject.Sync.DEGRADED,
+        sync_failures=project.sync_failures + 1,
+        last_sync_error=str(exc)[:2000],
+    )
+
+
 def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | None = None) -> dict:
     """Repair what webhooks missed: ingest new/changed annotations, forget deleted ones.
 
-    Raises ``LabelStudioUnavailable`` (after marking the sync degraded) so the caller retries with backoff.
+    Raises ``LabelStudioUnavailable`` or ``StorageUnavailable`` (after marking the sync degraded) so the
+    caller retries with backoff; what was ingested before the failure stays (each annotation is its own
+    transaction) and the next pass picks up the rest.
     """
     client = client or get_client()
     counts = {"seen": 0, "stored": 0, "unchanged": 0, "recorded": 0, "rejected": 0, "forgotten": 0}
     try:
         tasks = list(client.tasks_iter(project_id=project.ls_project_id))
     except LabelStudioUnavailable as exc:
-        LabelingProject.objects.filter(pk=project.pk).update(
-            sync_state=LabelingProject.Sync.DEGRADED,
-            sync_failures=project.sync_failures + 1,
-            last_sync_error=str(exc)[:2000],
-        )
+        _mark_degraded(project, exc)
         raise
     known = dict(
         AnnotationRecord.objects.filter(task__round_id=project.round_id, deleted=False).values_list(
@@ -300,6 +316,9 @@ def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | N
                 logger.warning(
                     "annotation rejected", extra={"annotation": annotation["id"], "reason": str(exc)}
                 )
+            except StorageUnavailable as exc:  # media volume full/read-only: retried, nothing settled
+                _mark_degraded(project, exc)
+                raise
     for missing in set(known) - seen:
         counts["forgotten"] += int(annotation_forget(annotation_id=missing))
     # Deliveries stuck in "pending" (broker down when they arrived) are settled by what we just read.

@@ -16,6 +16,7 @@ from typing import Any
 from django.db import transaction
 
 from catalog.paths import PathError, check_relative, media_root
+from catalog.storage import storage_errors
 from catalog.validation import file_sha256
 from forgery_site.errors import Conflict, InvalidInput, NotFound
 from modelhub.models import DetectorAlias, DetectorVersion
@@ -141,7 +142,8 @@ def detector_export(*, version: DetectorVersion) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     detector, _ = load_detector(checkpoint_path(version=version))
     relative = f"{EXPORT_DIR}/{version.tag}.zip"
-    report = export_bundle(detector, _media_path(relative), _metadata(version))  # confined to MEDIA_ROOT
+    with storage_errors(f"the export bundle of {version.tag}"):  # full/read-only media -> 507, no file
+        report = export_bundle(detector, _media_path(relative), _metadata(version))  # confined to MEDIA_ROOT
     with transaction.atomic():
         locked = DetectorVersion.objects.select_for_update().get(pk=version.pk)
         locked.artifacts = {**(locked.artifacts or {}), BUNDLE: relative}

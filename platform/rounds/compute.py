@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import transaction
 
 from catalog.models import Mask, Sample
+from catalog.storage import atomic_write_bytes
 from modelhub.models import DetectorVersion
 from rounds import selectors, workflow
 from rounds.models import Round, Selection
@@ -408,9 +409,12 @@ def write_drafts(*, round_id: int) -> int:
             sample = todo[i]
             full = cv2.resize(heat, (sample.width, sample.height), interpolation=cv2.INTER_LINEAR)
             draft = np.where(full >= DRAFT_THRESHOLD, 255, 0).astype(np.uint8)
-            tmp = out_dir / f".{sample.pk}.tmp.png"
-            cv2.imwrite(str(tmp), draft)
-            tmp.replace(out_dir / f"{sample.pk}.png")
+            encoded, png = cv2.imencode(".png", draft)
+            if not encoded:
+                raise RuntimeError(f"could not encode the draft mask of sample {sample.pk}")
+            atomic_write_bytes(
+                out_dir / f"{sample.pk}.png", png.tobytes(), what=f"the draft of sample {sample.pk}"
+            )
             written += 1
     return written
 

@@ -6,7 +6,7 @@ answering through Label Studio (``labeling.oracle``), whose masks come back by w
 
 from __future__ import annotations
 
-import shutil
+import io
 from pathlib import Path
 
 from django.conf import settings
@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from catalog.models import Mask, Sample
+from catalog.storage import atomic_copy, atomic_write_bytes, undo_on_error
 from rounds.models import Selection
 
 
@@ -25,19 +26,21 @@ def store_ground_truth_masks(round_id: int) -> int:
     root = Path(settings.MEDIA_ROOT)
     written = 0
     for selection in Selection.objects.filter(round_id=round_id).select_related("sample").order_by("rank"):
-        with transaction.atomic():
+        with undo_on_error(), transaction.atomic():  # file first, row second; a rollback removes the file
             sample = Sample.objects.select_for_update().get(pk=selection.sample_id)
             if Mask.objects.filter(sample=sample).exists():
                 continue
             version = (Mask.objects.filter(sample=sample).aggregate(v=Max("version"))["v"] or 0) + 1
             relative = f"masks/{sample.dataset_id}/{sample.pk}/v{version}-oracle.png"
             target = root / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
+            what = f"the mask of sample {sample.pk}"
             if sample.gt_mask_path:
-                shutil.copyfile(root / sample.gt_mask_path, target)
+                atomic_copy(root / sample.gt_mask_path, target, what=what)
                 area = float((np.asarray(Image.open(target).convert("L")) >= 128).mean())
             else:
-                Image.fromarray(np.zeros((sample.height, sample.width), np.uint8)).save(target)
+                empty = io.BytesIO()
+                Image.fromarray(np.zeros((sample.height, sample.width), np.uint8)).save(empty, format="PNG")
+                atomic_write_bytes(target, empty.getvalue(), what=what)
                 area = 0.0
             Mask.objects.create(
                 sample=sample, version=version, source=Mask.Source.ORACLE, path=relative, area=area

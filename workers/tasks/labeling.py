@@ -1,6 +1,8 @@
 """Label Studio tasks (queue ``default``): thin wrappers around ``platform/labeling`` services.
 
 - ``webhook_delivery_task(delivery_id)``: fetch the annotation and store its mask (enqueued by the webhook view);
+  Label Studio down or the media volume full/read-only -> retried with backoff, the delivery stays
+  pending (and reconciliation settles it from Label Studio's own copy later);
 - ``reconcile_task()`` (Celery beat, every ``LABELING_RECONCILE_SECONDS``, default 60): fan out one
   ``project_reconcile_task`` per active project; while Label Studio is down those retry with
   exponential backoff and the round's sync shows "degraded";
@@ -16,7 +18,22 @@ from workers.celery_app import app
 RECONCILE_SECONDS = float(os.environ.get("LABELING_RECONCILE_SECONDS", "60"))
 
 
-@app.task(name="workers.tasks.labeling.webhook_delivery_task")
+def _transient() -> tuple[type[BaseException], ...]:
+    """Infrastructure errors worth retrying: database, broker, Label Studio, a full/read-only media volume."""
+    from django.db import InterfaceError, OperationalError
+
+    from forgery_site.errors import StorageUnavailable
+
+    return (OperationalError, InterfaceError, ConnectionError, TimeoutError, StorageUnavailable)
+
+
+@app.task(
+    name="workers.tasks.labeling.webhook_delivery_task",
+    autoretry_for=_transient(),
+    max_retries=8,
+    retry_backoff=2,
+    retry_backoff_max=120,
+)
 def webhook_delivery_task(delivery_id: int) -> str:
     from labeling.ingest import delivery_process
 
@@ -25,6 +42,7 @@ def webhook_delivery_task(delivery_id: int) -> str:
 
 @app.task(
     name="workers.tasks.labeling.project_reconcile_task",
+    autoretry_for=_transient(),
     max_retries=10,
     retry_backoff=2,
     retry_backoff_max=120,
