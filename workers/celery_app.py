@@ -40,6 +40,7 @@ TASK_ROUTES = {
     "workers.tasks.training.*": {"queue": "gpu"},
     "workers.tasks.core.dataset_import_task": {"queue": "cpu"},
     "workers.tasks.video_import.*": {"queue": "cpu"},
+    "workers.tasks.video.*": {"queue": "cpu"},
     "workers.tasks.labeling.*": {"queue": "default"},
 }
 

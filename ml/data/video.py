@@ -1,0 +1,459 @@
+"""Face crops from a video: evenly sampled frames, aligned crops, landmarks and (FF++) mask crops.
+
+``extract_video(path, frames=32, size=128, scale=1.3, mask_path=None, sink=None)`` opens the video
+(PyAV), checks it against ``VideoLimits`` *before* decoding a pixel, picks ``frames`` frame indices
+spread evenly over the video (all of them when the video is shorter, ``report.short``), decodes the
+video as a stream (one frame held at a time; frames between picks are decoded but never converted)
+and for every picked frame:
+
+  detect   the largest face (dlib HOG; small frames are retried upsampled once), then its 68
+           landmarks. When no face is found the previous sampled frame's box is reused for the
+           landmark predictor (a face rarely vanishes between two samples; ``FrameFace.reused_box``),
+           at most ``max_reuse`` times in a row; otherwise the frame is dropped with the reason.
+  crop     the aligned ``scale`` x box crop (``landmarks.crop_matrix``: eyes level) at ``size`` px,
+           the landmarks in crop pixels (refined on the crop), and, with ``mask_path`` (an FF++
+           mask video), the *same frame index* of the mask video warped with the *same* matrix and
+           thresholded at 128 -> binary mask (0/255).
+
+Each face goes to ``sink(face)`` as it is made (the caller writes it), so memory does not grow with
+the video. The returned ``VideoReport`` has counts, skipped frames with reasons and per-stage
+seconds: ``decode`` (demuxing, decoding, conversion of picked frames, mask video included),
+``detect`` (detector + landmarks) and ``crop_write`` (warps, PNG encoding and the sink).
+
+A video that cannot be used raises ``VideoError`` with a short ``reason``: ``not_found``,
+``too_large`` (bytes), ``unsupported_container``, ``unsupported_codec``, ``no_video_stream``,
+``too_many_pixels`` (resolution), ``too_long`` (duration or frame count), ``unreadable`` (the demuxer
+or decoder failed before any frame), ``no_frames``, ``no_face`` (no face in any sampled frame). The
+limits and the container/codec allow-lists are a security boundary: ffmpeg demuxers such as HLS or
+concat open other files or URLs, so the demuxer is chosen from the file's extension, never guessed,
+and only local files may be read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ml.data import landmarks as L
+
+DEFAULT_FRAMES = 32
+DIRECT_FROM = 112  # px, shorter frame side from which the detector first runs without upsampling
+UPSAMPLE_BELOW = 400  # px, shorter frame side under which a miss is retried upsampled once
+# Extension -> the only demuxer used for it.
+CONTAINERS = {
+    ".mp4": "mp4",
+    ".m4v": "mp4",
+    ".mov": "mov",
+    ".avi": "avi",
+    ".mkv": "matroska",
+    ".webm": "matroska",
+    ".mpg": "mpeg",
+    ".mpeg": "mpeg",
+    ".ts": "mpegts",
+    ".flv": "flv",
+}
+CODECS = frozenset(
+    {
+        "h264",
+        "hevc",
+        "mpeg4",
+        "mpeg2video",
+        "mpeg1video",
+        "msmpeg4v2",
+        "msmpeg4v3",
+        "vp8",
+        "vp9",
+        "av1",
+        "mjpeg",
+        "ffv1",
+        "prores",
+        "theora",
+        "wmv2",
+        "wmv3",
+        "vc1",
+    }
+)
+
+
+class VideoError(ValueError):
+    """A video that cannot be used; ``reason`` is a short machine-readable word."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    max_bytes: int = 4 << 30
+    max_side: int = 4096
+    max_pixels: int = 4096 * 2304  # 4K UHD fits
+    max_duration_s: float = 3 * 3600
+    max_frames: int = 500_000
+
+    @classmethod
+    def from_settings(cls, obj) -> VideoLimits:
+        """Limits from an object with ``VIDEO_MAX_*`` attributes (Django settings), defaults otherwise."""
+        d = cls()
+        return cls(
+            max_bytes=int(getattr(obj, "VIDEO_MAX_BYTES", d.max_bytes)),
+            max_side=int(getattr(obj, "VIDEO_MAX_SIDE", d.max_side)),
+            max_pixels=int(getattr(obj, "VIDEO_MAX_PIXELS", d.max_pixels)),
+            max_duration_s=float(getattr(obj, "VIDEO_MAX_DURATION_S", d.max_duration_s)),
+            max_frames=int(getattr(obj, "VIDEO_MAX_FRAMES", d.max_frames)),
+        )
+
+
+@dataclass
+class VideoInfo:
+    codec: str
+    width: int
+    height: int
+    frames: int  # frames in the stream (container metadata or counted packets)
+    fps: float
+    duration_s: float
+    counted: bool = False  # True when the container gave no frame count and packets were counted
+
+
+@dataclass
+class FrameFace:
+    index: int  # frame index in the source video
+    image: np.ndarray  # uint8 (size, size, 3) RGB crop
+    landmarks: np.ndarray  # (68, 2) in crop pixels
+    matrix: np.ndarray  # (2, 3) source frame pixels -> crop pixels
+    box: tuple[int, int, int, int]  # face box in the source frame
+    mask: np.ndarray | None = None  # uint8 (size, size) 0/255, FF++ fakes with a mask video
+    reused_box: bool = False
+
+
+@dataclass
+class VideoReport:
+    info: VideoInfo | None = None
+    requested: int = 0
+    picks: int = 0  # frame indices chosen (min(requested, frames))
+    frames_sampled: int = 0  # picked frames actually decoded
+    faces: int = 0
+    reused_boxes: int = 0
+    masks: int = 0
+    short: bool = False  # the video has fewer frames than requested
+    skipped: list[dict] = field(default_factory=list)  # {"frame": i, "reason": ...}
+    timings: dict[str, float] = field(
+        default_factory=lambda: {"decode": 0.0, "detect": 0.0, "crop_write": 0.0}
+    )
+
+    def as_dict(self) -> dict:
+        info = self.info
+        return {
+            "requested": self.requested,
+            "picks": self.picks,
+            "frames_sampled": self.frames_sampled,
+            "faces": self.faces,
+            "reused_boxes": self.reused_boxes,
+            "masks": self.masks,
+            "short": self.short,
+            "skipped": self.skipped[:50],
+            "skipped_count": len(self.skipped),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "video": None
+            if info is None
+            else {
+                "codec": info.codec,
+                "width": info.width,
+                "height": info.height,
+                "frames": info.frames,
+                "fps": round(info.fps, 3),
+                "duration_s": round(info.duration_s, 3),
+            },
+        }
+
+
+# ----------------------------------------------------------------------------- opening and probing
+def _open(path: Path):
+    import av
+
+    fmt = CONTAINERS.get(path.suffix.lower())
+    if fmt is None:
+        raise VideoError(
+            "unsupported_container", f"{path.suffix or 'no extension'}; expected one of {sorted(CONTAINERS)}"
+        )
+    try:
+        return av.open(str(path), format=fmt, options={"protocol_whitelist": "file"})
+    except av.error.FFmpegError as exc:
+        raise VideoError("unreadable", str(exc)) from None
+
+
+def _stream(container):
+    if not container.streams.video:
+        raise VideoError("no_video_stream")
+    stream = container.streams.video[0]
+    stream.thread_count = 1  # one core per worker process: workers scale by processes
+    return stream
+
+
+def probe(path: str | Path, limits: VideoLimits = VideoLimits()) -> VideoInfo:
+    """Check a video against ``limits`` without decoding pixels; raises ``VideoError``."""
+    import av
+
+    path = Path(path)
+    try:
+        nbytes = path.stat().st_size
+    except FileNotFoundError:
+        raise VideoError("not_found", str(path)) from None
+    if not path.is_file():
+        raise VideoError("not_found", f"{path} is not a regular file")
+    if nbytes > limits.max_bytes:
+        raise VideoError("too_large", f"{nbytes} bytes > {limits.max_bytes}")
+    with _open(path) as container:
+        stream = _stream(container)
+        cc = stream.codec_context
+        codec = cc.name if cc is not None else ""
+        if codec not in CODECS:
+            raise VideoError(
+                "unsupported_codec", f"{codec or 'unknown'}; supported: {', '.join(sorted(CODECS))}"
+            )
+        w, h = int(cc.width or 0), int(cc.height or 0)
+        if w <= 0 or h <= 0:
+            raise VideoError("unreadable", "no frame size in the stream header")
+        if max(w, h) > limits.max_side or w * h > limits.max_pixels:
+            raise VideoError(
+                "too_many_pixels", f"{w}x{h} > {limits.max_side} px a side / {limits.max_pixels} px"
+            )
+        if min(w, h) < L.MIN_SIDE:
+            raise VideoError("too_small", f"{w}x{h} < {L.MIN_SIDE} px")
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / 1e6
+        else:
+            duration = 0.0
+        if duration > limits.max_duration_s:
+            raise VideoError("too_long", f"{duration:.0f} s > {limits.max_duration_s:.0f} s")
+        frames, counted = int(stream.frames or 0), False
+        if frames > limits.max_frames:
+            raise VideoError("too_long", f"{frames} frames > {limits.max_frames}")
+        if frames <= 0:  # no count in the container (avi/mkv/webm often): count packets, no decoding
+            counted = True
+            try:
+                for packet in container.demux(stream):
+                    if packet.size:
+                        frames += 1
+                        if frames > limits.max_frames:
+                            raise VideoError("too_long", f"more than {limits.max_frames} frames")
+            except av.error.FFmpegError as exc:
+                if frames == 0:
+                    raise VideoError("unreadable", str(exc)) from None
+        if frames <= 0:
+            raise VideoError("no_frames")
+        if not duration and fps:
+            duration = frames / fps
+    return VideoInfo(codec, w, h, frames, fps, duration, counted)
+
+
+def pick_indices(total: int, n: int) -> list[int]:
+    """``min(n, total)`` frame indices spread evenly over ``[0, total)`` (first and last included)."""
+    if n < 1:
+        raise ValueError("frames must be >= 1")
+    if total < 1:
+        return []
+    return [int(i) for i in np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))]
+
+
+def iter_frames(
+    path: str | Path, picks: list[int], fmt: str = "rgb24", limits: VideoLimits = VideoLimits()
+) -> Iterator[tuple[int, np.ndarray | None, str]]:
+    """Stream ``(index, array, "")`` for each picked index in order, decoding sequentially and converting
+    only picked frames. A frame the stream ends or breaks before gives ``(index, None, reason)``."""
+    import av
+
+    todo = sorted(set(picks))
+    if not todo:
+        return
+    k = 0
+    idx = -1
+    reason = "stream_ended"
+    with _open(Path(path)) as container:
+        stream = _stream(container)
+        try:
+            for frame in container.decode(stream):
+                idx += 1
+                if idx < todo[k]:
+                    continue
+                if (
+                    frame.width * frame.height > limits.max_pixels
+                    or max(frame.width, frame.height) > limits.max_side
+                ):
+                    reason = "too_many_pixels"
+                    break
+                arr = frame.to_ndarray(format=fmt)
+                yield todo[k], arr, ""
+                k += 1
+                if k == len(todo):
+                    return
+        except av.error.FFmpegError as exc:
+            reason = f"decode_error: {exc}"
+    for i in todo[k:]:
+        yield i, None, reason
+
+
+# ----------------------------------------------------------------------------- cropping
+def warp_crop(img: np.ndarray, m: np.ndarray, size: int, border: int = cv2.BORDER_REFLECT101) -> np.ndarray:
+    """``img`` (H,W[,C]) through the 2x3 matrix ``m`` into a ``size`` square; strong downscales go
+    through an area resize first (as ``landmarks.crop_face``) so the crop does not alias."""
+    k = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+    src, warp_m = img, m
+    if k < 0.7:
+        f = min(1.0, 1.4 * k)
+        src = cv2.resize(img, None, fx=f, fy=f, interpolation=cv2.INTER_AREA)
+        fx, fy = src.shape[1] / img.shape[1], src.shape[0] / img.shape[0]
+        warp_m = m.copy()
+        warp_m[:, 0] /= fx
+        warp_m[:, 1] /= fy
+    return cv2.warpAffine(src, warp_m, (size, size), flags=cv2.INTER_LINEAR, borderMode=border, borderValue=0)
+
+
+def crop_mask(mask: np.ndarray, m: np.ndarray, size: int) -> np.ndarray:
+    """A mask frame (H,W) uint8 through the crop matrix; outside the frame counts as not manipulated."""
+    warped = warp_crop(mask, m, size, border=cv2.BORDER_CONSTANT)
+    return np.where(warped >= 128, 255, 0).astype(np.uint8)
+
+
+def _detect(img: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Largest face box: HOG as is (faces from ~80 px), then once upsampled for frames small enough
+    that their face may be under 80 px (upsampling a large frame costs 4x for nothing)."""
+    side = min(img.shape[:2])
+    boxes = L.detect_faces(img, 0) if side >= DIRECT_FROM else []
+    if not boxes and side < UPSAMPLE_BELOW:
+        boxes = L.detect_faces(img, 1)
+    return boxes[0] if boxes else None
+
+
+# ----------------------------------------------------------------------------- the pipeline
+def extract_video(
+    path: str | Path,
+    frames: int = DEFAULT_FRAMES,
+    size: int = 128,
+    scale: float = L.CROP_SCALE,
+    mask_path: str | Path | None = None,
+    sink: Callable[[FrameFace], None] | None = None,
+    limits: VideoLimits = VideoLimits(),
+    max_reuse: int = 2,
+    refine: bool = True,
+) -> VideoReport:
+    """Sample, detect, crop (and mask) ``frames`` frames of ``path``; each face goes to ``sink``.
+
+    Raises ``VideoError`` for a video that cannot be used at all (see the module docstring); frames
+    that fail are listed in ``report.skipped``. A mask video that is missing or broken is reported
+    per frame (``mask_missing``), never fatal: the face crops are still good."""
+    if not 16 <= size <= 1024:
+        raise ValueError("size must be in [16, 1024]")
+    if not 1.0 <= scale <= 3.0:
+        raise ValueError("scale must be in [1, 3]")
+    report = VideoReport(requested=frames)
+    t = report.timings
+    t0 = time.perf_counter()
+    info = probe(path, limits)
+    report.info = info
+    picks = pick_indices(info.frames, frames)
+    report.picks = len(picks)
+    report.short = info.frames < frames
+    masks: Iterator | None = None
+    if mask_path:
+        try:
+            mask_info = probe(mask_path, limits)
+            masks = iter_frames(mask_path, picks, "gray", limits)
+            if mask_info.frames < info.frames:
+                report.skipped.append(
+                    {"frame": None, "reason": f"mask video shorter ({mask_info.frames} frames)"}
+                )
+        except VideoError as exc:
+            report.skipped.append({"frame": None, "reason": f"mask_unusable: {exc}"})
+    t["decode"] += time.perf_counter() - t0
+    stream = iter_frames(path, picks, "rgb24", limits)
+    try:
+        _run(report, stream, masks, size, scale, sink, max_reuse, refine)
+    finally:
+        stream.close()
+        if masks is not None:
+            masks.close()
+    if report.frames_sampled == 0:
+        reason = report.skipped[-1]["reason"] if report.skipped else ""
+        raise VideoError("unreadable" if reason.startswith("decode_error") else "no_frames", reason)
+    if report.faces == 0:
+        raise VideoError("no_face", f"no face in {report.frames_sampled} sampled frames")
+    return report
+
+
+def _run(report, stream, masks, size, scale, sink, max_reuse, refine) -> None:
+    t = report.timings
+    prev_box: tuple[int, int, int, int] | None = None
+    reused_run = 0
+    while True:
+        t0 = time.perf_counter()
+        item = next(stream, None)
+        mask_frame = None
+        if item is not None and masks is not None:
+            m_item = next(masks, None)
+            if m_item is not None and m_item[1] is not None:
+                mask_frame = m_item[1]
+        t["decode"] += time.perf_counter() - t0
+        if item is None:
+            break
+        index, img, why = item
+        if img is None:
+            report.skipped.append({"frame": index, "reason": why})
+            continue
+        report.frames_sampled += 1
+        t0 = time.perf_counter()
+        try:
+            img = L.check_image(img)
+        except L.SkipInput as exc:
+            report.skipped.append({"frame": index, "reason": exc.reason})
+            t["detect"] += time.perf_counter() - t0
+            continue
+        box = _detect(img)
+        reused = False
+        if box is None:
+            if prev_box is not None and reused_run < max_reuse:
+                box, reused = prev_box, True
+                reused_run += 1
+            else:
+                report.skipped.append({"frame": index, "reason": "no_face"})
+                t["detect"] += time.perf_counter() - t0
+                continue
+        else:
+            reused_run = 0
+        lm = L.predict_landmarks(img, box)
+        t["detect"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        m = L.crop_matrix(lm, size, scale)
+        crop = warp_crop(img, m, size)
+        lm_crop = lm @ m[:, :2].T + m[:, 2]
+        if refine:
+            lo, hi = lm_crop.min(0), lm_crop.max(0)
+            lm_crop = L.predict_landmarks(crop, (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])))
+        mask = None
+        if masks is not None:
+            if mask_frame is None:
+                report.skipped.append({"frame": index, "reason": "mask_missing"})
+            else:
+                if mask_frame.shape[:2] != img.shape[:2]:
+                    mask_frame = cv2.resize(
+                        mask_frame, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST
+                    )
+                mask = crop_mask(mask_frame, m, size)
+                report.masks += 1
+        face = FrameFace(index, crop, lm_crop, m, tuple(int(v) for v in box), mask, reused)
+        if not reused:
+            prev_box = face.box
+        report.faces += 1
+        report.reused_boxes += int(reused)
+        if sink is not None:
+            sink(face)
+        t["crop_write"] += time.perf_counter() - t0
