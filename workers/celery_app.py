@@ -5,6 +5,8 @@
   Label Studio sync). Routing is by task module (``TASK_ROUTES``); a task may also pass ``queue=``.
 - At-least-once delivery: ``acks_late`` + ``reject_on_worker_lost`` and prefetch 1, so a killed worker's
   task is redelivered; every task is idempotent. Tasks retry transient errors with exponential backoff.
+- Broker restarts: connection retried forever, ``visibility_timeout`` from ``CELERY_VISIBILITY_TIMEOUT``
+  (default 12 h, longer than any task); see deploy/docs/reliability.md.
 - Task modules: every module in ``workers/tasks/`` is included automatically, so a new file there is
   registered without touching this one.
 """
@@ -71,4 +73,18 @@ app.conf.update(
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
+    # Broker outages (a Redis restart): workers keep retrying the connection instead of exiting, and a
+    # task running when the connection drops finishes (its late ack, or the redelivery, follows).
+    broker_connection_retry=True,
+    broker_connection_max_retries=None,
+    worker_cancel_long_running_tasks_on_connection_loss=False,
 )
+# Redis hands an unacknowledged task (its worker died) out again after the visibility timeout. It must be
+# longer than the longest task (a training phase), or a task still running is delivered a second time;
+# CELERY_VISIBILITY_TIMEOUT (seconds, default 12 h). A killed worker's round is resumed much sooner by the
+# rounds watchdog (rounds.recovery, ROUNDS_STALL_S). Options set in the settings win over this default.
+VISIBILITY_TIMEOUT_S = float(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(12 * 3600)))
+app.conf.broker_transport_options = {
+    "visibility_timeout": VISIBILITY_TIMEOUT_S,
+    **(app.conf.broker_transport_options or {}),
+}

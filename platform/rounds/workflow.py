@@ -347,6 +347,8 @@ def round_scoring_check(*, round_id: int) -> bool:
         progress_update(round_id, failed_phase="scoring")  # a retry scores again
         return False
     if round_.state != Round.State.SELECTING or not Selection.objects.filter(round=round_).exists():
+        # The watch loop is alive: say so, so the rounds watchdog (rounds.recovery) leaves the round alone.
+        Round.objects.filter(pk=round_id, state=round_.state).update(updated_at=timezone.now())
         return False
     if not phase_done(round_, "scoring"):
         phase_finished(round_id, "scoring", compute_seconds=_scoring_compute(round_))

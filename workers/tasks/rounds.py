@@ -14,6 +14,12 @@ the services it calls skip work already done (training resumes from the per-epoc
 and versions are written once). ``acks_late`` + ``reject_on_worker_lost`` (the app's defaults) redeliver
 a killed worker's task. A phase that raises moves the round to ``failed`` with the error and the phase
 recorded, so ``POST /rounds/{id}/retry`` can re-enter it.
+
+Surviving crashes and broker restarts (``rounds.recovery``, deploy/docs/reliability.md): a phase runs
+under the round's PostgreSQL advisory lock (a duplicated delivery skips instead of training twice); the
+next step is published with retries and, when the broker stays unreachable, left to
+``rounds_watchdog`` (beat, every ``ROUNDS_WATCHDOG_INTERVAL_S``), which re-sends the step of any live
+round that no worker holds and that has not moved for ``ROUNDS_STALL_S``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from workers.celery_app import app
 
 logger = logging.getLogger(__name__)
 SCORING_WATCH_S = 1.0
+# Publishing the next step retries for about half a minute (a broker restart); after that the step is
+# left to the watchdog rather than failing a phase whose work is already stored.
+PUBLISH_RETRY = {"max_retries": 12, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
 
 
 @worker_ready.connect
@@ -62,34 +71,53 @@ def dispatch(round_id: int) -> str | None:
     return step
 
 
-def send(task, round_id: int, countdown: float | None = None) -> None:
-    """Send ``task`` to its queue (``QUEUES``: compute on ``gpu``, bookkeeping on ``default``)."""
-    task.apply_async((round_id,), countdown=countdown or None, queue=QUEUES[task.name])
+def send(task, round_id: int, countdown: float | None = None) -> bool:
+    """Send ``task`` to its queue (``QUEUES``: compute on ``gpu``, bookkeeping on ``default``).
+
+    Retries while the broker is unreachable (``PUBLISH_RETRY``); if it stays down, logs and returns False
+    instead of raising: the round's state is in PostgreSQL, and ``rounds_watchdog`` re-sends the step."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    try:
+        task.apply_async((round_id,), countdown=countdown or None, queue=QUEUES[task.name], retry=True,
+                         retry_policy=PUBLISH_RETRY)  # fmt: skip
+    except (BrokerError, ConnectionError, OSError) as exc:
+        logger.error("round %s: could not send %s (%s); the rounds watchdog will re-send it",
+                     round_id, task.name, exc)  # fmt: skip
+        return False
+    return True
 
 
 def _run_phase(round_id: int, phase: str, fn) -> None:
     """Run one phase service; failures go to the round (``failed``), cancellation stops quietly."""
     from rounds.compute import RoundStopped
+    from rounds.recovery import round_lock
     from rounds.workflow import round_fail, round_is_live
 
     if not round_is_live(round_id, phase):
         return
-    try:
-        fn(round_id=round_id)
-    except RoundStopped:
-        logger.info("round %s left %s while working; stopping", round_id, phase)
-        return
-    except Exception as exc:
-        if isinstance(exc, app.Task.autoretry_for):
-            raise  # transient infrastructure error: PlatformTask retries with backoff
-        logger.exception("round %s failed in %s", round_id, phase)
-        round_fail(round_id=round_id, phase=phase, error=f"{exc.__class__.__name__}: {exc}\n"
-                   + traceback.format_exc(limit=6))  # fmt: skip
-        return
+    with round_lock(round_id) as held:
+        if not held:  # a duplicated delivery: the holder finishes the phase and sends the next step
+            logger.info("round %s: another worker is running its %s phase; skipping", round_id, phase)
+            return
+        if not round_is_live(round_id, phase):  # the holder finished the phase just before we got the lock
+            return
+        try:
+            fn(round_id=round_id)
+        except RoundStopped:
+            logger.info("round %s left %s while working; stopping", round_id, phase)
+            return
+        except Exception as exc:
+            if isinstance(exc, app.Task.autoretry_for):
+                raise  # transient infrastructure error: PlatformTask retries with backoff
+            logger.exception("round %s failed in %s", round_id, phase)
+            round_fail(round_id=round_id, phase=phase, error=f"{exc.__class__.__name__}: {exc}\n"
+                       + traceback.format_exc(limit=6))  # fmt: skip
+            return
     dispatch(round_id)
 
 
-@app.task(name="workers.tasks.rounds.round_start")
+@app.task(ignore_result=True, name="workers.tasks.rounds.round_start")
 def round_start(round_id: int) -> None:
     from rounds.workflow import round_start as start
 
@@ -97,51 +125,62 @@ def round_start(round_id: int) -> None:
     dispatch(round_id)
 
 
-@app.task(name="workers.tasks.rounds.round_train")
+@app.task(ignore_result=True, name="workers.tasks.rounds.round_train")
 def round_train(round_id: int) -> None:
     from rounds.compute import round_train as train
 
     _run_phase(round_id, "training", train)
 
 
-@app.task(name="workers.tasks.rounds.round_score_in_process")
+@app.task(ignore_result=True, name="workers.tasks.rounds.round_score_in_process")
 def round_score_in_process(round_id: int) -> None:
     from rounds.compute import round_score
 
     _run_phase(round_id, "scoring", round_score)
 
 
-@app.task(name="workers.tasks.rounds.round_score")
+@app.task(ignore_result=True, name="workers.tasks.rounds.round_score")
 def round_score(round_id: int) -> None:
     """Start scoring (once), then watch for the selection."""
     from rounds.models import Round
+    from rounds.recovery import round_lock
     from rounds.selectors import round_get
     from rounds.workflow import phase_started, scoring_mark_sent
 
-    round_ = round_get(round_id=round_id)
-    if round_.state != Round.State.SCORING:
-        return
-    if (round_.progress.get("phases") or {}).get("scoring", {}).get("sent"):
-        send(round_watch, round_id, SCORING_WATCH_S)
-        return
-    distributed = round_.config.get("scoring") == "distributed" and round_.config.get("strategy") != "random"
-    phase_started(round_id, "scoring")
-    scoring_mark_sent(round_id=round_id, scorer="distributed" if distributed else "in-process")
+    with round_lock(round_id) as held:  # two copies of this step must not both launch scoring
+        if not held:
+            return
+        round_ = round_get(round_id=round_id)
+        if round_.state != Round.State.SCORING:
+            return
+        scoring = (round_.progress.get("phases") or {}).get("scoring") or {}
+        distributed = (
+            round_.config.get("scoring") == "distributed" and round_.config.get("strategy") != "random"
+        )
+        resumed = bool(scoring.get("sent"))  # a re-sent step (watchdog, redelivery): resume what was started
+        if resumed:
+            distributed = scoring.get("scorer") != "in-process"
+        else:
+            phase_started(round_id, "scoring")
+            if distributed:  # marked sent only once the broker has it: a failed publish is re-sent
+                app.send_task("workers.tasks.scoring.launch_scoring", args=(round_id,), queue="default",
+                              retry=True, retry_policy=PUBLISH_RETRY)  # fmt: skip
+            scoring_mark_sent(round_id=round_id, scorer="distributed" if distributed else "in-process")
+    # Sent after the lock is released, so the in-process scoring task can take it.
     if distributed:
-        app.send_task("workers.tasks.scoring.launch_scoring", args=(round_id,), queue="default")
         send(round_watch, round_id, SCORING_WATCH_S)
     else:
         send(round_score_in_process, round_id)
 
 
-@app.task(name="workers.tasks.rounds.round_push")
+@app.task(ignore_result=True, name="workers.tasks.rounds.round_push")
 def round_push(round_id: int) -> None:
     from rounds.workflow import round_push as push
 
     _run_phase(round_id, "selecting", push)
 
 
-@app.task(name="workers.tasks.rounds.round_watch")
+@app.task(ignore_result=True, name="workers.tasks.rounds.round_watch")
 def round_watch(round_id: int) -> None:
     """Scoring: has the chord stored the selection?  Annotating: is annotation over?"""
     from rounds.models import Round
@@ -166,14 +205,14 @@ def round_watch(round_id: int) -> None:
             send(round_watch, round_id, float(round_.config.get("poll_interval_s", 3.0)))
 
 
-@app.task(name="workers.tasks.rounds.round_retrain")
+@app.task(ignore_result=True, name="workers.tasks.rounds.round_retrain")
 def round_retrain(round_id: int) -> None:
     from rounds.compute import round_retrain as retrain
 
     _run_phase(round_id, "retraining", retrain)
 
 
-@app.task(name="workers.tasks.rounds.round_evaluate")
+@app.task(ignore_result=True, name="workers.tasks.rounds.round_evaluate")
 def round_evaluate(round_id: int) -> None:
     from rounds.compute import round_evaluate as evaluate
 
@@ -198,4 +237,36 @@ QUEUES = {
     "workers.tasks.rounds.round_watch": "default",
     "workers.tasks.rounds.round_retrain": "gpu",
     "workers.tasks.rounds.round_evaluate": "gpu",
+}
+
+
+@app.task(ignore_result=True, name="workers.tasks.rounds.rounds_watchdog")
+def rounds_watchdog() -> list[list]:
+    """Beat task: re-send the current step of every stalled live round (``rounds.recovery``)."""
+    from rounds.recovery import rounds_watchdog as stalled
+
+    sent = []
+    for round_id, step in stalled():
+        if send(STEP_TASKS[step], round_id):
+            sent.append([round_id, step])
+    return sent
+
+
+QUEUES["workers.tasks.rounds.rounds_watchdog"] = "default"
+
+
+def _watchdog_interval() -> float:
+    from rounds.recovery import watchdog_interval_seconds
+
+    return watchdog_interval_seconds()
+
+
+# Beat reads the schedule from the config; this module is included by the app (worker and beat alike).
+app.conf.beat_schedule = {
+    **(app.conf.beat_schedule or {}),
+    "rounds-watchdog": {
+        "task": "workers.tasks.rounds.rounds_watchdog",
+        "schedule": _watchdog_interval(),
+        "options": {"queue": "default", "expires": _watchdog_interval()},
+    },
 }

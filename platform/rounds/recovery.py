@@ -1,0 +1,130 @@
+"""Keeping rounds alive through worker crashes and broker restarts.
+
+Two pieces, both backed by PostgreSQL (the one store that holds the rounds' state):
+
+* ``round_lock(round_id)``: a session-level PostgreSQL advisory lock held, on a connection of its own,
+  while a worker runs one of the round's phases. At most one worker runs a round's phase at a time, so a
+  duplicated delivery (a redelivered message, a re-sent step) never trains twice into the same checkpoint
+  directory. The server releases the lock the moment the holder's connection ends: a worker killed with
+  SIGKILL frees it at once (its socket closes), a host that vanishes frees it when TCP keepalive gives up
+  (libpq keepalives are on; tune the server's ``tcp_keepalives_*`` for a faster release).
+* ``rounds_watchdog()``: finds live rounds that nobody is moving (no worker holds the round's lock and the
+  round has not been written to for ``ROUNDS_STALL_S`` seconds, or three poll intervals if longer) and
+  names the step to re-send. That covers a step message that never made it to the broker (the broker was
+  down when a finished phase sent the next step), and a worker killed with SIGKILL whose unacknowledged
+  message would otherwise only come back after the broker's visibility timeout (``CELERY_VISIBILITY_TIMEOUT``,
+  hours). Re-sending is safe: every step is idempotent (it acts only in its phase, resumes from the per-epoch
+  checkpoint, writes selections and versions once) and ``round_lock`` keeps a step from running twice at
+  once. A round re-sent before and still stalled waits twice as long each time (at most an hour), so a
+  queue blocked behind a long task does not fill with copies.
+
+Settings (environment): ``ROUNDS_STALL_S`` (default 120), ``ROUNDS_WATCHDOG_INTERVAL_S`` (default 30,
+the beat period of ``workers.tasks.rounds.rounds_watchdog``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.db import connections
+from django.utils import timezone
+
+from rounds.models import Round
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAMESPACE = 0x526E6473  # "Rnds": first key of the two-key advisory lock (round id is the second)
+MAX_BACKOFF_S = 3600.0
+
+
+def stall_seconds() -> float:
+    return float(os.environ.get("ROUNDS_STALL_S", "120"))
+
+
+def watchdog_interval_seconds() -> float:
+    return float(os.environ.get("ROUNDS_WATCHDOG_INTERVAL_S", "30"))
+
+
+@contextmanager
+def round_lock(round_id: int) -> Iterator[bool]:
+    """Yields True while this process holds the round's phase lock, False when another worker holds it.
+
+    The lock lives on a connection of its own (a copy of the default database's settings), so the work inside
+    may open, commit and close the default connection freely; closing the lock's connection releases it.
+    """
+    default = connections["default"]
+    conn = default.__class__(copy.deepcopy(default.settings_dict), alias="rounds-lock")
+    try:
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, int(round_id)])
+            held = bool(cursor.fetchone()[0])
+        yield held
+    finally:
+        try:
+            conn.close()  # ends the session: the server drops the lock with it
+        except Exception:  # noqa: BLE001 - a broken connection has released its lock already
+            logger.warning("round %s: closing the lock connection failed", round_id, exc_info=True)
+
+
+def round_lock_held(round_id: int) -> bool:
+    """True while some session holds the round's phase lock (a worker is running one of its phases)."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid = %s::oid AND objid = %s::oid AND objsubid = 2)",
+            [LOCK_NAMESPACE, int(round_id)],
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def _stall_threshold(round_: Round, stall_s: float) -> float:
+    poll = float((round_.config or {}).get("poll_interval_s") or 0.0)
+    return max(stall_s, 3.0 * poll)
+
+
+def rounds_watchdog(*, stall_s: float | None = None, now: float | None = None) -> list[tuple[int, str]]:
+    """(round id, step) for every live round to re-send now; records each decision in its progress."""
+    from rounds.workflow import LIVE_STATES, progress_update, round_next_step
+
+    stall_s = stall_seconds() if stall_s is None else float(stall_s)
+    now = time.time() if now is None else now
+    due: list[tuple[int, str]] = []
+    quiet_since = timezone.now() - timedelta(seconds=stall_s)
+    for round_ in Round.objects.filter(state__in=LIVE_STATES, updated_at__lte=quiet_since).order_by("pk"):
+        threshold = _stall_threshold(round_, stall_s)
+        if (timezone.now() - round_.updated_at).total_seconds() < threshold:
+            continue
+        if round_lock_held(round_.pk):
+            continue  # a worker is inside one of its phases (a long epoch writes nothing for a while)
+        previous = dict((round_.progress or {}).get("watchdog") or {})
+        count = int(previous.get("count", 0)) if previous.get("state") == round_.state else 0
+        if count and now - float(previous.get("at", 0)) < min(threshold * 2**count, MAX_BACKOFF_S):
+            continue
+        step, _ = round_next_step(round_id=round_.pk)
+        if step is None:
+            continue
+        logger.warning(
+            "round %s stalled in %s for %.0f s with no worker on it: re-sending %r",
+            round_.pk,
+            round_.state,
+            (timezone.now() - round_.updated_at).total_seconds(),
+            step,
+        )
+        progress_update(
+            round_.pk,
+            watchdog={
+                "state": round_.state,
+                "step": step,
+                "at": now,
+                "count": count + 1,
+                "total": int(previous.get("total", 0)) + 1,
+            },  # fmt: skip
+        )
+        due.append((round_.pk, step))
+    return due

@@ -1,0 +1,138 @@
+"""Fault scenarios with real services (loopback only): a worker killed with SIGKILL twice in one round,
+Redis restarted twice in one round, and the rounds watchdog on its own. Each scenario owns a private
+redis-server (AOF, fsync always) on a free port, worker and beat processes of the platform's app, and
+checks that the round finishes with exactly one set of Selection / Mask / DetectorVersion rows.
+The scenario bodies are shared with ``python -m bench faults`` (bench/faults/_common.py)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from bench.faults._common import (
+    BASE_CONFIG,
+    PrivateRedis,
+    redis_restart_scenario,
+    row_accounting,
+    sender,
+    start_worker,
+    stop_process,
+    wait_until,
+    worker_env,
+    worker_kill_scenario,
+)
+from tests.integration.rounds_helpers import import_generated_dataset, make_user
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    from tests.conftest import _database_url as url
+
+    return url(connection.settings_dict)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_worker_killed_in_training_and_in_retraining_resumes_and_loses_nothing(platform_media_root, tmp_path):
+    dataset = import_generated_dataset(platform_media_root, "faults-kill", count=160, size=32)
+    admin = make_user("faults-kill-admin", "admin")
+    result = worker_kill_scenario(dataset=dataset, admin=admin, media_root=platform_media_root,
+                                  database_url=_database_url(), workdir=tmp_path / "kill", quick=True)  # fmt: skip
+    details = repr(result)
+    assert result["recovered"] is True, details
+    assert result["lost"] == 0, details
+    assert [k["phase"] for k in result["kills"]] == ["training", "retraining"], details
+    accounting = result["accounting"]
+    assert accounting["selections"] == BASE_CONFIG["budget_count"], details
+    assert accounting["masks"] == BASE_CONFIG["budget_count"], details
+    assert accounting["detector_versions"] == 1, details
+    # Resumed from the per-epoch checkpoint, not restarted: every epoch recorded exactly once.
+    assert result["train_epochs"] == list(range(4)), details
+    assert result["retrain_epochs"] == list(range(3)), details
+    assert result["epochs_repeated"] == 0, details
+    assert accounting["attempts"]["training"] >= 2 and accounting["attempts"]["retraining"] >= 2, details
+    # The visibility timeout was the production one (hours): the watchdog re-sent the steps.
+    assert accounting["watchdog"] and accounting["watchdog"]["total"] >= 2, details
+    assert result["seconds_to_recover"] > 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_redis_restarted_in_training_and_in_annotation_loses_no_task(platform_media_root, tmp_path):
+    dataset = import_generated_dataset(platform_media_root, "faults-redis", count=160, size=32)
+    admin = make_user("faults-redis-admin", "admin")
+    result = redis_restart_scenario(dataset=dataset, admin=admin, media_root=platform_media_root,
+                                    database_url=_database_url(), workdir=tmp_path / "redis", quick=True)  # fmt: skip
+    details = repr(result)
+    assert result["recovered"] is True, details
+    assert result["lost"] == 0, details
+    assert [r["during"] for r in result["restarts"]] == ["training", "annotating"], details
+    assert result["aof_files"], details  # the private Redis persisted to its append-only file
+    accounting = result["accounting"]
+    assert accounting["selections"] == BASE_CONFIG["budget_count"], details
+    assert accounting["masks"] == BASE_CONFIG["budget_count"], details
+    assert accounting["detector_versions"] == 1, details
+    assert accounting["attempts"]["training"] == 1, details  # training ran through the outage, once
+
+
+@pytest.mark.django_db(transaction=True)
+def test_watchdog_resends_the_step_of_a_round_whose_message_never_reached_the_broker(
+    platform_media_root, tmp_path
+):
+    """A round left in ``created`` with no message anywhere (the launch's publish was lost): the
+    watchdog task, run by a real worker, re-sends its step and the round runs to the end. A round a
+    worker holds (its advisory lock) is left alone."""
+    from rounds.demo_oracle import store_ground_truth_masks
+    from rounds.models import Round
+    from rounds.recovery import round_lock, round_lock_held, rounds_watchdog
+    from rounds.workflow import round_launch
+
+    dataset = import_generated_dataset(platform_media_root, "faults-watchdog", count=96, size=32)
+    admin = make_user("faults-watchdog-admin", "admin")
+    round_ = round_launch(
+        dataset=dataset, config={**BASE_CONFIG, "epochs": 1, "retrain_epochs": 1}, user=admin
+    )
+
+    # Held by someone: not stalled, whatever its age. Released: due.
+    with round_lock(round_.pk) as held:
+        assert held and round_lock_held(round_.pk)
+        assert rounds_watchdog(stall_s=0) == []
+    assert not round_lock_held(round_.pk)
+
+    redis = PrivateRedis(tmp_path / "redis")
+    redis.start()
+    prefix = f"faults-watchdog-{os.getpid()}:"
+    env = worker_env(database_url=_database_url(), media_root=platform_media_root, redis_url=redis.url(),
+                     prefix=prefix, ROUNDS_STALL_S=1, ROUNDS_WATCHDOG_INTERVAL_S=1)  # fmt: skip
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log, "watchdog")
+    try:
+        time.sleep(1.2)  # older than the 1 s stall threshold
+        client = sender(redis.url(), prefix)
+        try:
+            client.send_task("workers.tasks.rounds.rounds_watchdog", queue="default")
+        finally:
+            client.close()
+
+        def describe():
+            r = Round.objects.get(pk=round_.pk)
+            return f"{r.state} {r.error[:300]} {r.progress}\n{log.read_text(errors='replace')[-3000:]}"
+
+        wait_until(
+            lambda: Round.objects.get(pk=round_.pk).state in ("annotating", "failed"), 180, 0.2, describe
+        )
+        assert Round.objects.get(pk=round_.pk).state == "annotating", describe()
+        progress = Round.objects.get(pk=round_.pk).progress
+        assert progress["watchdog"]["state"] == "created" and progress["watchdog"]["step"] == "start"
+        store_ground_truth_masks(round_.pk)
+        wait_until(lambda: Round.objects.get(pk=round_.pk).state in ("done", "failed"), 180, 0.2, describe)
+        accounting = row_accounting(round_.pk)
+        assert accounting["state"] == "done" and accounting["lost"] == 0, (accounting, describe())
+        # A finished round is never touched again.
+        assert all(rid != round_.pk for rid, _ in rounds_watchdog(stall_s=0))
+    finally:
+        stop_process(worker)
+        redis.stop()
