@@ -20,8 +20,19 @@
 | DB_CONNECT_TIMEOUT  | 3                                            | seconds to wait for PostgreSQL before answering 503 |
 | DB_UNAVAILABLE_RETRY_AFTER | 5                                     | Retry-After (s) of the 503 while the database is down |
 
-The process refuses to start with DEBUG off and the default SECRET_KEY (a production deployment must
-set its own key).
+Security (read when DEBUG is off; see deploy/docs/security.md "Production settings"):
+
+| variable                       | default                  | meaning                                        |
+|--------------------------------|--------------------------|------------------------------------------------|
+| SECURE_HSTS_SECONDS            | 31536000 (0 when DEBUG)  | Strict-Transport-Security max-age              |
+| SECURE_HSTS_INCLUDE_SUBDOMAINS | false                    | HSTS for every subdomain too                   |
+| SECURE_HSTS_PRELOAD            | false                    | ask browsers' preload lists to include the host |
+| SECURE_SSL_REDIRECT            | true (false when DEBUG)  | redirect http -> https (except /health)        |
+| SECURE_PROXY_SSL_HEADER        | (empty: off)             | e.g. X-Forwarded-Proto: trust the TLS proxy's header |
+| CSRF_TRUSTED_ORIGINS           | (empty)                  | comma-separated origins, e.g. https://lab.example.org |
+
+The process refuses to start with DEBUG off and the default or a weak SECRET_KEY, an empty
+WEBHOOK_SECRET, or '*' in ALLOWED_HOSTS (forgery_site/security.py).
 """
 
 from __future__ import annotations
@@ -31,6 +42,8 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from forgery_site.security import production_problems, proxy_ssl_header
 
 BASE_DIR = Path(__file__).resolve().parents[2]  # the repository root
 PLATFORM_DIR = BASE_DIR / "platform"
@@ -53,10 +66,8 @@ def env_list(name: str, default: list[str], sep: str = ",") -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", True)
+# Secrets come from the environment only (never from a file in the repository).
 SECRET_KEY = os.environ.get("SECRET_KEY") or DEFAULT_SECRET_KEY
-if not DEBUG and SECRET_KEY == DEFAULT_SECRET_KEY:
-    raise ImproperlyConfigured("DEBUG is off but SECRET_KEY is the default development key: set SECRET_KEY.")
-
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] + (["*"] if DEBUG else []))
 
 DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -94,6 +105,38 @@ LABEL_STUDIO_PUBLIC_URL = os.environ.get("LABEL_STUDIO_PUBLIC_URL", "")
 LABEL_STUDIO_TOKEN = os.environ.get("LABEL_STUDIO_TOKEN", "")
 WEBHOOK_SECRET = os.environ.get("WEBHOOK_SECRET", "")
 
+# ---------------------------------------------------------------------------------------- security
+# DEBUG off = production: refuse to start on a default/weak SECRET_KEY, an empty WEBHOOK_SECRET or a
+# wildcard ALLOWED_HOSTS (forgery_site/security.py); HTTPS-only cookies, HSTS, HTTPS redirect.
+if not DEBUG:
+    _problems = production_problems(
+        secret_key=SECRET_KEY,
+        default_secret_key=DEFAULT_SECRET_KEY,
+        webhook_secret=WEBHOOK_SECRET,
+        allowed_hosts=ALLOWED_HOSTS,
+    )
+    if _problems:
+        raise ImproperlyConfigured("DEBUG is off and the settings are unsafe: " + " ".join(_problems))
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]  # probes speak plain HTTP inside the cluster
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Behind a TLS-terminating proxy: SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto (only if the proxy always
+# sets or strips that header; otherwise a client could claim HTTPS).
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(os.environ.get("SECURE_PROXY_SSL_HEADER", ""))
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+# The dashboard's scripts read the CSRF cookie to send X-CSRFToken, so it cannot be HttpOnly (Django:
+# an HttpOnly CSRF cookie adds no protection, the token is in every form anyway).
+CSRF_COOKIE_HTTPONLY = False
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
 # Apps of the platform. Adding an app is one line here plus one line in forgery_site/urls.py.
 PLATFORM_APPS = [
     "accounts",
@@ -129,6 +172,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "forgery_site.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "forgery_site.urls"

@@ -172,7 +172,7 @@ def test_production_refuses_the_default_secret_key():
     assert result.returncode != 0 and "SECRET_KEY" in result.stderr
     ok = subprocess.run(
         [sys.executable, "-c", code],
-        env={**env, "SECRET_KEY": "x" * 50, "PYTHONPATH": "platform"},
+        env={**env, "SECRET_KEY": "k3y-A" * 11, "WEBHOOK_SECRET": "w" * 32, "PYTHONPATH": "platform"},
         capture_output=True,
         text=True,
     )
