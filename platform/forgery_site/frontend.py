@@ -29,6 +29,8 @@ from forgery_site.errors import NotFound
 
 LOGIN_URL = "/login/"
 GALLERY_PAGE = 24
+VIDEOS_PAGE = 8  # video rows per gallery page (grouped view)
+FRAMES_PER_VIDEO = 48  # frames shown in one video's strip
 
 
 def _role(user) -> str:
@@ -107,25 +109,41 @@ def _gallery_filters(request, dataset_id: int) -> dict:
 def dataset_detail(request, dataset_id: int):
     from django.core.paginator import Paginator
 
-    from catalog.models import Sample
+    from catalog.models import Sample, Video
     from catalog.selectors import dataset_get, sample_list
     from modelhub.selectors import detector_version_list
 
     dataset = dataset_get(dataset_id=dataset_id)
     filters = _gallery_filters(request, dataset_id)
-    paginator = Paginator(sample_list(filters=filters), GALLERY_PAGE)
-    samples = paginator.get_page(request.GET.get("page"))
+    has_videos = Video.objects.filter(dataset_id=dataset_id).exists()
+    view = request.GET.get("view", "")
+    view = view if view in ("videos", "frames") else ("videos" if has_videos else "frames")
+    video_rows = None
+    if view == "videos":
+        paginator = Paginator(_video_groups(filters), VIDEOS_PAGE)
+        samples = paginator.get_page(request.GET.get("page"))
+        video_rows = _video_rows(dataset_id, filters, list(samples))
+    else:
+        paginator = Paginator(sample_list(filters=filters), GALLERY_PAGE)
+        samples = paginator.get_page(request.GET.get("page"))
     manipulations = (
         Sample.objects.filter(dataset_id=dataset_id).values_list("manipulation", flat=True).distinct()
     )
     query = request.GET.copy()
     query.pop("page", None)
+    other_view = request.GET.copy()
+    other_view.pop("page", None)
+    other_view["view"] = "frames" if view == "videos" else "videos"
     return _render(
         request,
         "dataset_detail.html",
         {
             "dataset": dataset,
             "samples": samples,
+            "view": view,
+            "video_rows": video_rows,
+            "other_view_query": other_view.urlencode(),
+            "imports": _recent_imports(dataset_id),
             "filters": filters,
             "query": query.urlencode(),
             "manipulations": sorted(manipulations),
@@ -135,6 +153,54 @@ def dataset_detail(request, dataset_id: int):
             ),
         },
     )
+
+
+def _video_groups(filters: dict):
+    """One row per video among the filtered samples (frames counted), in the order videos arrived."""
+    from django.db.models import Min
+
+    from catalog.selectors import sample_list
+
+    return (
+        sample_list(filters=filters)
+        .exclude(video="")
+        .order_by()
+        .values("video")
+        .annotate(frame_count=Count("id"), first_id=Min("id"))
+        .order_by("first_id")
+    )
+
+
+def _video_rows(dataset_id: int, filters: dict, groups: list[dict]) -> list[dict]:
+    """The page's videos: each with its Video record (when imported from a video) and its frames."""
+    from catalog.models import Video
+    from catalog.selectors import sample_list
+
+    names = [g["video"] for g in groups]
+    records = {v.external_id: v for v in Video.objects.filter(dataset_id=dataset_id, external_id__in=names)}
+    frames: dict[str, list] = {name: [] for name in names}
+    for sample in sample_list(filters=filters).filter(video__in=names).order_by("video", "frame", "id"):
+        if len(frames[sample.video]) < FRAMES_PER_VIDEO:
+            frames[sample.video].append(sample)
+    return [
+        {
+            "video": g["video"],
+            "frame_count": g["frame_count"],
+            "record": records.get(g["video"]),
+            "frames": frames[g["video"]],
+        }
+        for g in groups
+    ]
+
+
+def _recent_imports(dataset_id: int) -> list[dict]:
+    from catalog.models import ImportJob
+    from catalog.video_import import is_video_format, video_progress
+
+    jobs = ImportJob.objects.filter(dataset_id=dataset_id).order_by("-id")[:5]
+    return [
+        {"job": job, "videos": video_progress(job) if is_video_format(job.format) else None} for job in jobs
+    ]
 
 
 @login_required(login_url=LOGIN_URL)

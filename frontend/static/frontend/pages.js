@@ -8,30 +8,80 @@
   const busy = (button, on) => { if (button) { button.disabled = on; button.setAttribute("aria-busy", on ? "true" : "false"); } };
 
   /* ----- datasets: create + import with live progress ----- */
+  const VIDEO_FORMATS = ["ffpp-video", "celebdf", "dfdc", "video-folder"];
+
+  /* Video import progress: counts from the job's `videos` block, then the first failures with reasons. */
+  function renderVideoProgress(job, counts, failures) {
+    const v = job.videos;
+    if (!v) { counts.hidden = true; failures.replaceChildren(); return; }
+    const items = [
+      ["videos done", `${v.done} / ${v.total}`], ["failed", v.failed], ["running", v.running], ["pending", v.pending],
+      ["frames", v.frames], ["faces", v.faces], ["new samples", v.samples],
+      ["already imported", v.already_imported], ["entries rejected", v.entries_rejected],
+    ];
+    counts.replaceChildren(...items.map(([k, value]) => el("div", { "data-count": k }, el("dt", { text: k }), el("dd", { text: String(value) }))));
+    counts.hidden = false;
+    const entries = (job.errors || []).filter((e) => e.kind === "entry");
+    const parts = [];
+    if (v.failures.length) {
+      parts.push(el("h3", { text: `Failed videos (${v.failed})` }));
+      parts.push(el("ul", { class: "failures", id: "import-failed-videos" }, ...v.failures.map((f) => el("li", {}, el("code", { text: f.external_id }), `: ${f.reason}`))));
+    }
+    if (entries.length) {
+      parts.push(el("h3", { text: `Rejected entries (${v.entries_rejected})` }));
+      parts.push(el("ul", { class: "failures", id: "import-rejected" }, ...entries.slice(0, 20).map((e) => el("li", {}, el("code", { text: e.field || "source" }), `${e.row ? ` line ${e.row}` : ""}: ${e.message}`))));
+    }
+    failures.replaceChildren(...parts);
+  }
+
   function importForm(form) {
+    const formatSelect = $("#import-format", form);
+    const videoOptions = $("#video-options", form);
+    const syncOptions = () => { videoOptions.hidden = !VIDEO_FORMATS.includes(formatSelect.value); };
+    formatSelect.addEventListener("change", syncOptions);
+    syncOptions();
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       const data = new FormData(form);
       const button = $("button[type=submit]", form);
       const bar = $("#import-progress");
+      const counts = $("#import-videos");
+      const failures = $("#import-failures");
       busy(button, true);
       show("import-status", "Starting the import…", "muted");
       try {
         const name = data.get("name").trim();
+        const format = data.get("format");
+        const body = { source: data.get("source").trim(), format };
+        if (VIDEO_FORMATS.includes(format)) {
+          for (const key of ["frames", "size", "shard_size"]) {
+            const value = data.get(key);
+            if (value !== null && value !== "") body[key] = Number(value);
+          }
+          const levels = (data.get("compression") || "").split(/[\s,]+/).filter(Boolean);
+          if (levels.length && format === "ffpp-video") body.compression = levels;
+        }
         const list = await api("GET", "/api/v1/datasets/?page_size=500");
         let dataset = (list.results || []).find((d) => d.name === name);
         if (!dataset) dataset = await api("POST", "/api/v1/datasets/", { name, description: data.get("description") || "" });
-        let job = await api("POST", `/api/v1/datasets/${dataset.id}/imports/`, { source: data.get("source").trim(), format: data.get("format") });
+        let job = await api("POST", `/api/v1/datasets/${dataset.id}/imports/`, body);
         bar.hidden = false;
         while (!["succeeded", "failed"].includes(job.status)) {
           bar.value = job.progress || 0;
-          show("import-status", `Import ${job.status}: ${job.processed_rows} of ${job.total_rows || "?"} rows.`, "muted");
+          const v = job.videos;
+          show("import-status", v ? `Import ${job.status}: ${v.done + v.failed} of ${v.total || "?"} videos processed.` : `Import ${job.status}: ${job.processed_rows} of ${job.total_rows || "?"} rows.`, "muted");
+          renderVideoProgress(job, counts, failures);
           await sleep(700);
           job = await api("GET", `/api/v1/imports/${job.id}/`);
         }
         bar.value = job.progress;
-        if (job.status === "failed") throw new Error(`The import failed: ${job.message} ${job.errors.slice(0, 3).map((e) => JSON.stringify(e)).join(" ")}`);
-        show("import-status", `Imported: ${job.inserted_rows} new samples, ${job.existing_rows} already there, ${job.error_count} rejected. Reload to see the dataset.`, "ok");
+        renderVideoProgress(job, counts, failures);
+        if (job.status === "failed") {
+          const first = job.errors.slice(0, 3).map((e) => (e.message ? `${e.field || "source"}: ${e.message}` : JSON.stringify(e))).join(" ");
+          throw new Error(`The import failed: ${job.message} ${job.videos ? "" : first}`.trim());
+        }
+        if (job.videos) show("import-status", `Imported: ${job.message}. Reload to see the dataset.`, job.videos.failed ? "muted" : "ok");
+        else show("import-status", `Imported: ${job.inserted_rows} new samples, ${job.existing_rows} already there, ${job.error_count} rejected. Reload to see the dataset.`, "ok");
       } catch (err) {
         show("import-status", err.message);
       } finally {
