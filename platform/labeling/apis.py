@@ -17,6 +17,8 @@ import logging
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -71,6 +73,29 @@ class LabelStudioWebhookApi(APIView):
     permission_classes = [AllowAny]
     throttle_classes: list = []
 
+    @extend_schema(
+        auth=[],
+        parameters=[
+            OpenApiParameter(
+                WEBHOOK_SECRET_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+                description="the shared secret (WEBHOOK_SECRET) Label Studio sends with every delivery",
+            )
+        ],
+        request={
+            "application/json": {
+                "type": "object",
+                "required": ["action"],
+                "properties": {
+                    "action": {"type": "string", "example": "ANNOTATION_CREATED"},
+                    "project": {"type": "object", "properties": {"id": {"type": "integer"}}},
+                    "annotation": {"type": "object", "properties": {"id": {"type": "integer"}}},
+                    "annotations": {"type": "array", "items": {"type": "object"}},
+                },
+            }
+        },
+        responses={200: OpenApiTypes.OBJECT, 400: OpenApiTypes.OBJECT, 401: OpenApiTypes.OBJECT,
+                   403: OpenApiTypes.OBJECT, 404: OpenApiTypes.OBJECT},
+    )  # fmt: skip
     def post(self, request: Request) -> Response:
         given = request.headers.get(WEBHOOK_SECRET_HEADER)
         if not given:

@@ -12,6 +12,7 @@ import io
 
 from django.db import transaction
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.permissions import IsAuthenticated
@@ -162,6 +163,10 @@ class EfficiencyCurveApi(APIView):
     class FilterSerializer(StrictFilterSerializer):
         image = serializers.BooleanField(required=False, default=False)
 
+    @extend_schema(
+        parameters=[FilterSerializer],
+        responses={(200, "application/json"): OpenApiTypes.OBJECT, (200, "image/png"): OpenApiTypes.BINARY},
+    )
     def get(self, request, dataset_id: int):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
