@@ -7,6 +7,9 @@ Writes ``OUT/model.pt`` (loads with ``ml.training.load_detector``), ``OUT/metric
 ``OUT/checkpoint.pt`` (re-running the same command resumes), ``OUT/masks.json`` (the ids that got masks)
 and ``OUT/eval.json`` (seen/unseen test metrics). With ``uncertainty`` selection and a budget strictly
 between 0 and 100%, a mask-free model is trained first in ``OUT/scorer`` and scores the pool.
+
+Several GPUs of one node: ``torchrun --standalone --nproc_per_node=N -m ml.train ...`` (same arguments;
+``--batch-size`` is per GPU; see ``ml.training.distributed``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from ml.experiments.budget import (
     parse_budget,
     train_and_evaluate,
 )
-from ml.training import TrainConfig
+from ml.training import TrainConfig, distributed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    dist_context = distributed.init_from_env()  # under torchrun: join the process group (one rank per GPU)
     dataset_dir = args.manifest.resolve().parent
     splits = load_splits(dataset_dir, args.protocol)
     config = TrainConfig(
@@ -116,11 +120,17 @@ def main(argv: list[str] | None = None) -> int:
         )
         mask_ids = set(BUILTIN_SELECTORS[args.mask_selection](context))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "masks.json").write_text(
-        json.dumps({"budget": budget, "selection": args.mask_selection, "ids": sorted(mask_ids)}, indent=1)
-        + "\n"
-    )
+    if dist_context.is_main:
+        (args.out / "masks.json").write_text(
+            json.dumps(
+                {"budget": budget, "selection": args.mask_selection, "ids": sorted(mask_ids)}, indent=1
+            )
+            + "\n"
+        )
     _, evaluation = train_and_evaluate(**common, mask_ids=mask_ids, out_dir=args.out)
+    if not dist_context.is_main:
+        distributed.shutdown()
+        return 0
     summary = {
         "detector": args.detector,
         "protocol": args.protocol,
@@ -131,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         "unseen_auc": evaluation["unseen"].get("auc"),
         "out": str(args.out),
     }
+    summary["train_processes"] = dist_context.world_size
     print(json.dumps(summary, sort_keys=True))
+    distributed.shutdown()
     return 0
 
 

@@ -33,6 +33,7 @@ import numpy as np
 from ml.detectors import Detector, create
 from ml.training import (
     TrainConfig,
+    distributed,
     load_detector,
     make_eval_loader,
     make_train_loader,
@@ -204,7 +205,9 @@ def train_and_evaluate(
         config,
         out_dir,
     )
-    device = str(config.resolved_device())
+    if not distributed.current().is_main:  # data-parallel: rank 0 evaluates and writes eval.json
+        return model, {}
+    device = str(next(model.parameters()).device)
     evaluation = {
         "val_auc": result.best_val_auc if math.isfinite(result.best_val_auc) else None,
         "best_epoch": result.best_epoch,

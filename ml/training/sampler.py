@@ -54,6 +54,28 @@ class ResumableSampler(Sampler[int]):
         self.shuffle = shuffle
         self.epoch = 0
         self.position = 0
+        self.rank, self.world_size = 0, 1
+
+    def shard(self, rank: int, world_size: int) -> None:
+        """Data-parallel share: every rank computes the same epoch order (a function of seed and epoch),
+        pads it to a multiple of ``world_size`` by repeating its head, and takes every ``world_size``-th
+        index from ``rank``. The shares are disjoint (but for the padding), equally long, and together
+        they are the single-process order: rank r's i-th batch holds the r-th, (r+w)-th... items of the
+        single-process run's i-th batch of w times the size. ``position`` counts items of this share."""
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside a world of {world_size}")
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.position = 0
+
+    def share_size(self) -> int:
+        return -(-self.num_items // self.world_size)
+
+    def _share(self, epoch: int) -> list[int]:
+        order = self.order(epoch)
+        if self.world_size == 1:
+            return order
+        padded = order + order[: self.share_size() * self.world_size - len(order)]
+        return padded[self.rank :: self.world_size]
 
     def order(self, epoch: int) -> list[int]:
         if not self.shuffle:
@@ -69,21 +91,32 @@ class ResumableSampler(Sampler[int]):
         self.position = 0
 
     def set_position(self, position: int) -> None:
-        if not 0 <= position <= self.num_items:
-            raise ValueError(f"position {position} outside 0..{self.num_items}")
+        if not 0 <= position <= self.share_size():
+            raise ValueError(f"position {position} outside 0..{self.share_size()}")
         self.position = int(position)
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "seed": self.seed}
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "seed": self.seed,
+            "world_size": self.world_size,
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if int(state.get("seed", self.seed)) != self.seed:
             raise ValueError("checkpoint was written with a different sampler seed")
+        position = int(state["position"])
+        if position and int(state.get("world_size", 1)) != self.world_size:
+            raise ValueError(
+                f"checkpoint is mid-epoch with {state.get('world_size', 1)} training processes; "
+                f"resume it with the same number (now {self.world_size})"
+            )
         self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+        self.position = position
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order(self.epoch)[self.position :])
+        return iter(self._share(self.epoch)[self.position :])
 
     def __len__(self) -> int:
-        return self.num_items - self.position
+        return self.share_size() - self.position

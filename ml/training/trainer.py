@@ -33,6 +33,8 @@ Hooks for detectors that need more than ``losses(...).backward()`` (e.g. SJEDD's
       must survive a resume (e.g. an internal meta-optimizer's state); plain tensors/containers only.
     Exact resume covers the default step; a custom step is exact when its own state goes through the
     training-state hook and its meta batches come from a loader whose order is deterministic.
+Data-parallel (several GPUs of one node, launched with ``torchrun``): see ``ml.training.distributed``;
+the same code, each rank on its share of the epoch, rank 0 writing the files.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from tqdm import tqdm
 from ml import metrics
 from ml.detectors import Detector
 from ml.training import checkpoint as ckpt
+from ml.training import distributed
 from ml.training.evaluate import autocast_context, predict_loader, to_device
 from ml.training.sampler import ResumableSampler
 
@@ -112,7 +115,12 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.device = config.resolved_device()
+        self.dist = distributed.current()
+        self.device = (
+            distributed.device_for(self.dist, config.device)
+            if self.dist.enabled
+            else config.resolved_device()
+        )
         self.checkpoint_path = self.out_dir / "checkpoint.pt"
         self.model_path = self.out_dir / "model.pt"
         self.metrics_path = self.out_dir / "metrics.jsonl"
@@ -125,6 +133,21 @@ class Trainer:
             )
         sampler = getattr(train_loader, "sampler", None)
         self.sampler = sampler if isinstance(sampler, ResumableSampler) else None
+        self.model: torch.nn.Module = detector  # what the default step calls: DDP-wrapped under torchrun
+        self.step_optimizer = self.optimizer  # what a custom training_step gets
+        if self.dist.enabled:
+            if self.sampler is None:
+                raise ValueError("data-parallel training needs a ResumableSampler (make_train_loader)")
+            self.sampler.shard(self.dist.rank, self.dist.world_size)
+            from torch.nn.parallel import DistributedDataParallel
+
+            cuda = self.device.type == "cuda"
+            self.model = DistributedDataParallel(
+                detector,
+                device_ids=[self.device.index] if cuda else None,
+                find_unused_parameters=bool(getattr(detector, "ddp_find_unused_parameters", True)),
+            )
+            self.step_optimizer = distributed.GradientAveragingOptimizer(self.optimizer)
         self.state: dict[str, Any] = {
             "epoch": 0,
             "position": 0,
@@ -143,6 +166,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ checkpoint
     def _save_checkpoint(self) -> None:
+        if not self.dist.is_main:
+            return
         blob = {
             "model": {k: v.detach().cpu() for k, v in self.detector.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
@@ -174,7 +199,7 @@ class Trainer:
     def _default_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         self.optimizer.zero_grad(set_to_none=True)
         with autocast_context(self.device, self.config.amp):
-            output = self.detector(batch["image"])
+            output = self.model(batch["image"])
             parts = self.detector.losses(batch, output)
         parts["total"].backward()
         if self.config.grad_clip:
@@ -199,7 +224,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ fit
     def fit(self) -> TrainResult:
         resumed = self._try_resume()
-        if not resumed and self.metrics_path.exists():
+        if not resumed and self.dist.is_main and self.metrics_path.exists():
             self.metrics_path.unlink()  # a fresh run never appends to an old run's log
         config, state = self.config, self.state
         meta_iter = self._meta_batches() if self.meta_loader is not None else None
@@ -222,7 +247,7 @@ class Trainer:
                 batches,
                 total=len(self.train_loader),
                 desc=f"{self.detector.name} epoch {epoch + 1}/{config.epochs}",
-                disable=not config.progress,
+                disable=not config.progress or not self.dist.is_main,
                 leave=False,
             )
             data_s = compute_s = 0.0
@@ -235,7 +260,12 @@ class Trainer:
                 if custom_step is not None:
                     meta = next(meta_iter) if meta_iter is not None else None
                     with autocast_context(self.device, config.amp):
-                        parts = custom_step(batch, self.optimizer, meta_batch=meta)
+                        parts = custom_step(batch, self.step_optimizer, meta_batch=meta)
+                    if self.dist.enabled and hasattr(self.detector, "training_state"):
+                        # e.g. SJEDD's λ: learnt from each rank's own batches; rank 0's is everyone's
+                        state_0 = distributed.broadcast_object(self.detector.training_state())
+                        if not self.dist.is_main:
+                            self.detector.load_training_state(state_0)
                 else:
                     parts = self._default_step(batch)
                 values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}
@@ -270,6 +300,15 @@ class Trainer:
         return self._finish(interrupted)
 
     def _end_epoch(self, epoch: int, data_s: float, compute_s: float, images: int) -> None:
+        if self.dist.is_main:
+            self._end_epoch_main(epoch, data_s, compute_s, images * self.dist.world_size)
+        if self.dist.enabled:  # rank 0 validated and decided (early stopping): everyone follows it
+            decided = dict(distributed.broadcast_object(self.state))  # a copy: on rank 0 it is self.state
+            self.state.clear()  # in place: fit() holds a reference to this dict
+            self.state.update(decided)
+            distributed.barrier()
+
+    def _end_epoch_main(self, epoch: int, data_s: float, compute_s: float, images: int) -> None:
         state, config = self.state, self.config
         val = self._validate()
         auc = val.get("auc", math.nan)
@@ -298,6 +337,7 @@ class Trainer:
             "data_s": round(data_s, 4),
             "compute_s": round(compute_s, 4),
             "images_per_s": round(images / max(data_s + compute_s, 1e-9), 2),
+            "world_size": self.dist.world_size,
         }
         state["history"].append(record)
         with self.metrics_path.open("a") as log:
@@ -311,6 +351,7 @@ class Trainer:
         self._save_checkpoint()
 
     def _finish(self, interrupted: bool) -> TrainResult:
+        distributed.barrier()  # rank 0's last files are written before anyone reads them
         state = self.state
         if not interrupted and self.model_path.exists():
             best, _ = ckpt.load_detector(self.model_path, map_location=self.device)
@@ -323,7 +364,8 @@ class Trainer:
             "stopped_early": state["stopped_early"],
             "interrupted": interrupted,
         }
-        (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if self.dist.is_main:
+            (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return TrainResult(
             out_dir=self.out_dir,
             model_path=self.model_path,

@@ -1,0 +1,81 @@
+"""Data-parallel training (``ml.training.distributed``): the sampler's rank shares, and a real two-process
+DDP run (torchrun, gloo backend on the CPU) against one process with twice the batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ml.training import ResumableSampler
+
+pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "unit" / "ddp_train_script.py"
+
+
+@pytest.mark.parametrize("n,world", [(24, 2), (25, 2), (10, 3), (7, 4)])
+def test_rank_shares_partition_the_epoch_order(n, world):
+    full = ResumableSampler(n, seed=5)
+    full.set_epoch(2)
+    order = list(full)
+    shares = []
+    for rank in range(world):
+        sampler = ResumableSampler(n, seed=5)
+        sampler.shard(rank, world)
+        sampler.set_epoch(2)
+        shares.append(list(sampler))
+    assert len({len(s) for s in shares}) == 1  # lockstep: every rank has as many batches
+    assert len(shares[0]) == -(-n // world)
+    interleaved = [shares[r][i] for i in range(len(shares[0])) for r in range(world)]
+    assert interleaved[:n] == order  # together, exactly the single-process order (then the padding)
+    assert interleaved[n:] == order[: len(interleaved) - n]
+
+
+def test_resuming_mid_epoch_with_another_world_size_is_refused():
+    sampler = ResumableSampler(20, seed=1)
+    sampler.shard(0, 2)
+    sampler.set_position(3)
+    state = sampler.state_dict()
+    other = ResumableSampler(20, seed=1)
+    with pytest.raises(ValueError, match="same number"):
+        other.load_state_dict(state)
+    state["position"] = 0  # at an epoch boundary any world size may take over
+    other.load_state_dict(state)
+
+
+def _run(command: list[str], out: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_two_rank_ddp_matches_one_process_with_twice_the_batch(tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    single.mkdir()
+    ddp.mkdir()
+    _run([sys.executable, str(SCRIPT), str(single), "8"], single)
+    _run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(SCRIPT), str(ddp), "4"],
+        ddp,
+    )  # fmt: skip
+    one = torch.load(single / "rank0.pt", weights_only=True)
+    ranks = [torch.load(ddp / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    info = [json.loads((ddp / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [i["world_size"] for i in info] == [2, 2]
+    assert info[0]["steps"] == info[1]["steps"] == 3  # 24 items / 2 ranks / batch 4
+    for name, value in one.items():
+        assert torch.equal(ranks[0][name], ranks[1][name]), f"ranks disagree on {name}"
+        assert torch.allclose(ranks[0][name], value, atol=1e-4, rtol=1e-3), f"{name} differs from 1 process"
+    # One process wrote the run's files, with the world size in its per-epoch log.
+    records = [json.loads(line) for line in (ddp / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["world_size"] for r in records] == [2, 2]
+    assert records[0]["images"] == 24
+    assert (ddp / "run" / "model.pt").is_file() and (ddp / "run" / "summary.json").is_file()
