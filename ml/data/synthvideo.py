@@ -175,6 +175,13 @@ def real_frames(seed: int, ident: int, frames: int, size: int, clip: int = 0) ->
         yield F.render_face(idp, pose, size)[0]
 
 
+def real_landmarks(seed: int, ident: int, frames: int, size: int, clip: int = 0) -> Iterator[np.ndarray]:
+    """The true (68, 2) landmarks (pixels) of each frame of ``real_frames`` (and of fakes of that clip)."""
+    idp = identity_params(seed, ident)
+    for pose in _poses(seed, ident, clip, frames):
+        yield F.render_face(idp, pose, size)[1]
+
+
 def fake_frames(
     seed: int, target: int, source: int, frames: int, size: int, family: str = "identity_swap", clip: int = 0
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:

@@ -7,9 +7,10 @@ video as a stream (one frame held at a time; frames between picks are decoded bu
 and for every picked frame:
 
   detect   the largest face (dlib HOG; small frames are retried upsampled once), then its 68
-           landmarks. When no face is found the previous sampled frame's box is reused for the
-           landmark predictor (a face rarely vanishes between two samples; ``FrameFace.reused_box``),
-           at most ``max_reuse`` times in a row; otherwise the frame is dropped with the reason.
+           landmarks. A frame without a detection is tracked: the landmark predictor runs in the
+           box of the previous detected frame (or, before the first detection, of the next one: at
+           most ``max_reuse`` frames wait), at most ``max_reuse`` times in a row
+           (``FrameFace.reused_box``); past that the frame is dropped with the reason ``no_face``.
   crop     the aligned ``scale`` x box crop (``landmarks.crop_matrix``: eyes level) at ``size`` px,
            the landmarks in crop pixels (refined on the crop), and, with ``mask_path`` (an FF++
            mask video), the *same frame index* of the mask video warped with the *same* matrix and
@@ -390,10 +391,47 @@ def extract_video(
     return report
 
 
+def _emit(report, index, img, mask_frame, box, reused, with_masks, size, scale, sink, refine) -> None:
+    """Landmarks in ``box``, the aligned crop (and mask crop) of one frame, handed to ``sink``."""
+    t = report.timings
+    t0 = time.perf_counter()
+    lm = L.predict_landmarks(img, box)
+    t1 = time.perf_counter()
+    t["detect"] += t1 - t0
+    m = L.crop_matrix(lm, size, scale)
+    crop = warp_crop(img, m, size)
+    lm_crop = lm @ m[:, :2].T + m[:, 2]
+    if refine:
+        lo, hi = lm_crop.min(0), lm_crop.max(0)
+        lm_crop = L.predict_landmarks(crop, (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])))
+    mask = None
+    if with_masks:
+        if mask_frame is None:
+            report.skipped.append({"frame": index, "reason": "mask_missing"})
+        else:
+            if mask_frame.shape[:2] != img.shape[:2]:
+                mask_frame = cv2.resize(
+                    mask_frame, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST
+                )
+            mask = crop_mask(mask_frame, m, size)
+            report.masks += 1
+    face = FrameFace(index, crop, lm_crop, m, tuple(int(v) for v in box), mask, reused)
+    report.faces += 1
+    report.reused_boxes += int(reused)
+    if sink is not None:
+        sink(face)
+    t["crop_write"] += time.perf_counter() - t1
+
+
 def _run(report, stream, masks, size, scale, sink, max_reuse, refine) -> None:
+    """Detection with tracking: a frame without a detection takes the box of the nearest earlier
+    detected frame (at most ``max_reuse`` in a row); frames before the first detection wait (at most
+    ``max_reuse`` of them, so memory stays bounded) and take the first detected box."""
     t = report.timings
     prev_box: tuple[int, int, int, int] | None = None
     reused_run = 0
+    pending: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+    emit_args = (masks is not None, size, scale, sink, refine)
     while True:
         t0 = time.perf_counter()
         item = next(stream, None)
@@ -418,42 +456,23 @@ def _run(report, stream, masks, size, scale, sink, max_reuse, refine) -> None:
             t["detect"] += time.perf_counter() - t0
             continue
         box = _detect(img)
-        reused = False
+        t["detect"] += time.perf_counter() - t0
         if box is None:
             if prev_box is not None and reused_run < max_reuse:
-                box, reused = prev_box, True
                 reused_run += 1
+                _emit(report, index, img, mask_frame, prev_box, True, *emit_args)
+            elif prev_box is None and max_reuse > 0:
+                pending.append((index, img, mask_frame))
+                if len(pending) > max_reuse:
+                    report.skipped.append({"frame": pending.pop(0)[0], "reason": "no_face"})
             else:
                 report.skipped.append({"frame": index, "reason": "no_face"})
-                t["detect"] += time.perf_counter() - t0
-                continue
-        else:
-            reused_run = 0
-        lm = L.predict_landmarks(img, box)
-        t["detect"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
-        m = L.crop_matrix(lm, size, scale)
-        crop = warp_crop(img, m, size)
-        lm_crop = lm @ m[:, :2].T + m[:, 2]
-        if refine:
-            lo, hi = lm_crop.min(0), lm_crop.max(0)
-            lm_crop = L.predict_landmarks(crop, (int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])))
-        mask = None
-        if masks is not None:
-            if mask_frame is None:
-                report.skipped.append({"frame": index, "reason": "mask_missing"})
-            else:
-                if mask_frame.shape[:2] != img.shape[:2]:
-                    mask_frame = cv2.resize(
-                        mask_frame, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_NEAREST
-                    )
-                mask = crop_mask(mask_frame, m, size)
-                report.masks += 1
-        face = FrameFace(index, crop, lm_crop, m, tuple(int(v) for v in box), mask, reused)
-        if not reused:
-            prev_box = face.box
-        report.faces += 1
-        report.reused_boxes += int(reused)
-        if sink is not None:
-            sink(face)
-        t["crop_write"] += time.perf_counter() - t0
+            continue
+        for p_index, p_img, p_mask in pending:
+            _emit(report, p_index, p_img, p_mask, box, True, *emit_args)
+        pending.clear()
+        reused_run = 0
+        prev_box = tuple(int(v) for v in box)
+        _emit(report, index, img, mask_frame, box, False, *emit_args)
+    for p_index, *_ in pending:
+        report.skipped.append({"frame": p_index, "reason": "no_face"})
