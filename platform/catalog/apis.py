@@ -170,7 +170,7 @@ class DatasetImportApi(APIView):
         format = serializers.ChoiceField(choices=ImportJob.Format.choices, default=ImportJob.Format.MANIFEST)
         # Video formats only (ffpp-video, celebdf, dfdc, video-folder):
         frames = serializers.IntegerField(
-            required=False, min_value=1, max_value=1000, help_text="frames sampled per video (32)"
+            required=False, min_value=1, max_value=512, help_text="frames sampled per video (32)"
         )
         size = serializers.IntegerField(
             required=False, min_value=32, max_value=1024, help_text="face crop size in pixels (128)"

@@ -62,7 +62,7 @@ MAX_REPORTED_ENTRIES = 1000  # rejected entries kept in the job's errors (the co
 MAX_REPORTED_FAILURES = 50  # failed videos listed in the progress and the final report
 EXTRACT_TASK = "workers.tasks.video.extract_videos"
 DEFAULT_OPTIONS = {"frames": 32, "size": 128, "scale": 1.3, "shard_size": 16}
-OPTION_LIMITS = {"frames": (1, 1000), "size": (32, 1024), "shard_size": (1, 1000)}
+OPTION_LIMITS = {"frames": (1, 512), "size": (32, 1024), "shard_size": (1, 1000)}
 
 
 def is_video_format(format: str) -> bool:  # noqa: A002

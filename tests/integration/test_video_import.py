@@ -172,3 +172,168 @@ def test_layout_errors_fail_the_job_and_write_nothing(admin_client, platform_med
     job = ImportJob.objects.create(dataset_id=dataset_id, source=str(empty), format="video-folder")
     job = video_import_list(job_id=job.pk, options=video_options())
     assert job.status == ImportJob.Status.FAILED and "no importable video" in job.message
+
+
+# ------------------------------------------------------------------ end to end through the worker
+FRAMES, FRAME_SIZE, CROP = 8, 96, 64
+
+
+def _check_layout(layout, dataset_id: int, job: dict) -> dict:
+    """Every good video DONE with one sample per face and the right frames; broken ones FAILED with a
+    reason; progress numbers equal the rows. Returns {relative path: Video}."""
+    from catalog.models import Sample, Video
+
+    root = Path(layout.root).resolve()
+    videos = {
+        Path(v.source_path).relative_to(root).as_posix(): v
+        for v in Video.objects.filter(dataset_id=dataset_id)
+    }
+    expected = {v.path: v for v in layout.videos if (root / v.path).is_file()}
+    assert set(videos) == set(expected), (sorted(videos), sorted(expected))
+    for path, synth in expected.items():
+        video = videos[path]
+        assert video.label == synth.label, path
+        if synth.kind == "ok":
+            assert video.status == "done", (path, video.status, video.reason)
+            assert video.frames_sampled == min(FRAMES, synth.frames), path
+            assert 1 <= video.faces <= video.frames_sampled
+            samples = Sample.objects.filter(dataset_id=dataset_id, video=video.external_id)
+            frames = sorted(samples.values_list("frame", flat=True))
+            assert len(frames) == video.faces == video.samples_created, path
+            assert len(set(frames)) == len(frames) and all(0 <= f < synth.frames for f in frames)
+            assert set(samples.values_list("split", flat=True)) == {video.split}
+            assert set(samples.values_list("label", flat=True)) == {video.label}
+            assert set(samples.values_list("width", flat=True)) == {CROP}
+            first = samples.order_by("frame").first()
+            assert first.external_id == f"{video.external_id}#{first.frame:06d}"
+        else:
+            assert video.status == "failed" and video.reason, (path, video.status)
+    progress = job["videos"]
+    done = [v for v in videos.values() if v.status == "done"]
+    failed = [v for v in videos.values() if v.status == "failed"]
+    assert progress["total"] == len(videos) and progress["pending"] == progress["running"] == 0
+    assert (progress["done"], progress["failed"]) == (len(done), len(failed))
+    assert progress["frames"] == sum(v.frames_sampled for v in videos.values())
+    assert progress["faces"] == sum(v.faces for v in videos.values())
+    assert progress["samples"] == Sample.objects.filter(dataset_id=dataset_id).count() == job["inserted_rows"]
+    assert {f["external_id"] for f in progress["failures"]} == {v.external_id for v in failed}
+    assert job["progress"] == 1.0 and job["processed_rows"] == len(videos)
+    return videos
+
+
+def test_faceforensics_videos_import_with_masks_splits_failures_and_reimport(
+    celery_worker_proc, admin_client
+):
+    from catalog.models import Sample, Video
+    from ml.data.synthvideo import make_ffpp
+
+    media = celery_worker_proc.media_root
+    layout = make_ffpp(media / "ffpp", n_videos=6, frames=FRAMES, size=FRAME_SIZE, seed=3, corrupt=1)
+    dataset_id = _dataset(admin_client, "ffpp-videos")
+    started = time.monotonic()
+    job = _post_import(admin_client, dataset_id, "ffpp", "ffpp-video", frames=FRAMES, size=CROP, shard_size=3)
+    assert job["videos"]["total"] == 0 and job["status"] == "pending"
+    job = _wait(admin_client, job["id"], worker=celery_worker_proc)
+    elapsed = time.monotonic() - started
+    assert job["status"] == "succeeded", job
+    videos = _check_layout(layout, dataset_id, job)
+    synth = layout.by_path()
+    assert job["videos"]["failed"] == 1 and job["error_count"] == 1
+
+    corrupt = videos["original_sequences/youtube/c23/videos/005.mp4"]
+    assert corrupt.status == "failed"
+    assert job["videos"]["failures"] == [
+        {"video": corrupt.pk, "external_id": "ffpp/original/youtube/c23/005", "reason": corrupt.reason}
+    ]
+    failed = admin_client.get(f"/api/v1/imports/{job['id']}/videos/?status=failed").json()
+    assert [(v["external_id"], v["reason"]) for v in failed["results"]] == [
+        (corrupt.external_id, corrupt.reason)
+    ]
+    assert admin_client.get(f"/api/v1/imports/{job['id']}/videos/").json()["count"] == len(videos)
+
+    # splits from splits/*.json, identities, masks carried for the fakes (and only for them)
+    for path, video in videos.items():
+        assert video.split == synth[path].split, path
+        assert video.identity == synth[path].identity
+        frames = Sample.objects.filter(dataset_id=dataset_id, video=video.external_id)
+        if video.label == "fake":
+            assert video.mask_source_path.endswith(synth[path].mask_path)
+            assert video.params["target"] == synth[path].params["target"]
+            masks = list(frames.values_list("gt_mask_path", flat=True))
+            assert masks and all(masks)
+            for mask in masks[:2]:
+                assert (media / mask).is_file()
+        else:
+            assert not any(frames.values_list("gt_mask_path", flat=True))
+    assert {v.split for v in videos.values()} == {"train", "val", "test"}
+
+    # Re-import: nothing new; only the failed video is tried again (and fails again).
+    samples_before = Sample.objects.filter(dataset_id=dataset_id).count()
+    again = _post_import(
+        admin_client, dataset_id, str(media / "ffpp"), "ffpp-video", frames=FRAMES, size=CROP
+    )
+    again = _wait(admin_client, again["id"], worker=celery_worker_proc)
+    assert again["status"] == "failed", again  # the one video it had to do failed again
+    assert "no video could be imported" in again["message"]
+    assert (again["videos"]["total"], again["videos"]["failed"]) == (1, 1)
+    assert again["videos"]["already_imported"] == len(videos) - 1
+    assert Video.objects.filter(dataset_id=dataset_id).count() == len(videos)
+    assert Sample.objects.filter(dataset_id=dataset_id).count() == samples_before
+    assert Video.objects.get(pk=corrupt.pk).attempts == 2
+    print(f"ffpp import: {len(videos)} videos, {samples_before} samples in {elapsed:.1f} s")
+
+
+@pytest.mark.parametrize("kind", ["celebdf", "dfdc", "video-folder"])
+def test_other_layouts_import_through_the_worker(celery_worker_proc, admin_client, kind):
+    from catalog.models import Video
+    from catalog.video_sources import CELEBDF_SHARES, hash_split
+    from ml.data.synthvideo import make_celebdf, make_dfdc, make_video_folder
+
+    root = celery_worker_proc.media_root / f"layout-{kind}"
+    if kind == "celebdf":
+        layout = make_celebdf(
+            root, n_identities=2, frames=FRAMES, size=FRAME_SIZE, seed=5, youtube=2, corrupt=1
+        )
+    elif kind == "dfdc":
+        layout = make_dfdc(root, n_videos=4, frames=FRAMES, size=FRAME_SIZE, seed=6, missing=1)
+    else:
+        layout = make_video_folder(root, n_videos=4, frames=FRAMES, size=FRAME_SIZE, seed=7, faceless=1)
+    dataset_id = _dataset(admin_client, f"layout-{kind}")
+    job = _post_import(admin_client, dataset_id, root.name, kind, frames=FRAMES, size=CROP, shard_size=2)
+    job = _wait(admin_client, job["id"], worker=celery_worker_proc)
+    assert job["status"] == "succeeded", job
+    videos = _check_layout(layout, dataset_id, job)
+    synth = layout.by_path()
+    if kind == "celebdf":
+        assert job["videos"]["failed"] == 1
+        for path, video in videos.items():
+            if synth[path].split == "test":
+                assert video.split == "test", path
+            else:
+                assert video.split == hash_split(video.identity, CELEBDF_SHARES), path
+        assert {v.identity for v in videos.values() if v.label == "fake"} <= {"id0", "id1"}
+    elif kind == "dfdc":
+        missing = [e for e in job["errors"] if e.get("kind") == "entry"]
+        assert len(missing) == 1 and missing[0]["message"] == "file not found"
+        assert missing[0]["field"].startswith("dfdc_train_part_0/")
+        assert job["videos"]["entries_rejected"] == 1 and job["error_count"] == 1
+        for path, video in videos.items():
+            assert video.split == "train"
+            if video.label == "fake":
+                assert video.identity == Path(synth[path].original).stem
+                assert video.params["original"] == Path(synth[path].original).name
+    else:
+        faceless = [v for p, v in videos.items() if synth[p].kind == "faceless"]
+        assert len(faceless) == 1 and faceless[0].status == "failed" and "face" in faceless[0].reason
+        for path, video in videos.items():
+            assert (video.split, video.identity, video.manipulation) == (
+                synth[path].split, synth[path].identity, synth[path].manipulation,
+            )  # fmt: skip
+    # A second import of the same folder adds nothing and re-dispatches only the failed videos.
+    before = Video.objects.filter(dataset_id=dataset_id).count()
+    again = _wait(
+        admin_client, _post_import(admin_client, dataset_id, root.name, kind, frames=FRAMES, size=CROP)["id"]
+    )
+    assert again["videos"]["total"] == job["videos"]["failed"]
+    assert again["videos"]["already_imported"] == job["videos"]["done"]
+    assert Video.objects.filter(dataset_id=dataset_id).count() == before
