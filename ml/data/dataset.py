@@ -130,7 +130,8 @@ class ForgeryDataset(Dataset):
             [r.get("region_targets") or [-1] * 10 for r in self.rows], dtype=torch.float32
         ).reshape(-1, 10)
         self.ids = [str(r["id"]) for r in self.rows]
-        self.videos = [str(r.get("video", r["id"])) for r in self.rows]
+        # A row without a video (a still image) is its own group for video-level metrics.
+        self.videos = [str(r.get("video") or r["id"]) for r in self.rows]
         self.has_mask = torch.tensor(
             [
                 i in self.mask_ids and (r["label"] == "real" or p is not None)

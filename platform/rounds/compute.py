@@ -452,6 +452,20 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def video_level(rows: list[dict], metrics: dict[str, Any]) -> dict[str, Any]:
+    """Video-level numbers next to the frame-level ones: ``n_videos`` and ``video_auc`` (the mean P(fake)
+    of a video's frames, AUC over videos) when the split's samples come from videos; ``video_auc`` is
+    None for still images (each image would be its own "video", a copy of the frame AUC)."""
+    if not metrics:
+        return metrics
+    videos = {r.get("video") for r in rows if r.get("video")}
+    out = dict(metrics)
+    out["n_videos"] = len(videos)
+    if not videos:
+        out["video_auc"] = None
+    return out
+
+
 def round_evaluate(*, round_id: int) -> None:
     """evaluating → done: test metrics per detector, one DetectorVersion each (idempotent by tag)."""
     from ml.experiments.budget import evaluate_rows, with_unseen_reals
@@ -472,9 +486,10 @@ def round_evaluate(*, round_id: int) -> None:
         path = root / info["model"]
         detector = load_detector(path, map_location=device)[0]
         size = int(info.get("image_size") or round_.config["image_size"])
+        seen_rows, unseen_rows = splits.get("test_seen", []), with_unseen_reals(splits)
         metrics = {
-            "seen": evaluate_rows(detector, splits.get("test_seen", []), root, size, info["threshold"], str(device), batch),
-            "unseen": evaluate_rows(detector, with_unseen_reals(splits), root, size, info["threshold"], str(device), batch),
+            "seen": video_level(seen_rows, evaluate_rows(detector, seen_rows, root, size, info["threshold"], str(device), batch)),
+            "unseen": video_level(unseen_rows, evaluate_rows(detector, unseen_rows, root, size, info["threshold"], str(device), batch)),
             "val_auc": info.get("val_auc"),
             "masks_used": info.get("masks", 0),
             "masked_fraction": round_.progress.get("masked_fraction"),

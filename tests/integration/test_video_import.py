@@ -337,3 +337,81 @@ def test_other_layouts_import_through_the_worker(celery_worker_proc, admin_clien
     assert again["videos"]["total"] == job["videos"]["failed"]
     assert again["videos"]["already_imported"] == job["videos"]["done"]
     assert Video.objects.filter(dataset_id=dataset_id).count() == before
+
+
+def test_video_dataset_rounds_evaluate_per_video_and_cap_selection_per_video(
+    celery_worker_proc, admin_client
+):
+    """On an imported video dataset: round evaluation reports video AUC over the test videos (mean P(fake)
+    of each video's frames), and the selection never takes more than the cap from one video."""
+    import numpy as np
+    import torch
+
+    from catalog.models import Sample
+    from ml import metrics
+    from ml.active.scoring import encode_embedding
+    from ml.data.synthvideo import make_video_folder
+    from ml.detectors import create
+    from ml.experiments.budget import evaluate_rows
+    from ml.training.evaluate import predict_loader
+    from ml.training.loaders import make_eval_loader
+    from rounds.compute import dataset_rows, video_level
+    from rounds.models import Round, Selection
+    from rounds.scoring import score_upsert, scoring_pool, selection_run
+
+    root = celery_worker_proc.media_root / "eval-folder"
+    make_video_folder(root, n_videos=8, frames=FRAMES, size=FRAME_SIZE, seed=11)
+    dataset_id = _dataset(admin_client, "eval-videos")
+    job = _wait(
+        admin_client,
+        _post_import(admin_client, dataset_id, root.name, "video-folder", frames=6, size=CROP)["id"],
+    )
+    assert job["status"] == "succeeded" and job["videos"]["done"] == 8, job
+
+    # Evaluation: the test split holds two videos (one real, one fake) of six frames each.
+    rows = [r for r in dataset_rows(dataset_id, ground_truth=True) if r["split"] == "test"]
+    test_videos = {r["video"] for r in rows}
+    assert len(test_videos) == 2 and len(rows) > 2
+    torch.manual_seed(0)
+    detector = create("lae", image_size=32, depth=3, width=8, latent_channels=16, groups=4)
+    evaluated = video_level(
+        rows, evaluate_rows(detector, rows, celery_worker_proc.media_root, 32, 0.5, "cpu", 8)
+    )
+    assert evaluated["n"] == len(rows) and evaluated["n_videos"] == 2
+    from ml.data.dataset import ForgeryDataset
+
+    pred = predict_loader(
+        detector, make_eval_loader(ForgeryDataset(rows, celery_worker_proc.media_root, 32), 8), "cpu"
+    )
+    assert set(pred.video_ids) == test_videos  # frames grouped by their source video
+    video_label, video_prob = metrics.video_scores(pred.labels, pred.probs, pred.video_ids)
+    assert sorted(video_label.tolist()) == [0, 1]
+    assert evaluated["video_auc"] == pytest.approx(metrics.frame_auc(video_label, video_prob))
+    stills = [{**r, "video": ""} for r in rows]  # the same frames as still images: no video AUC
+    assert video_level(stills, {"auc": 0.5, "video_auc": 0.5})["video_auc"] is None
+
+    # Selection: the training pool's fakes come from two videos; with a cap of 1 per video only two
+    # samples can be chosen however large the budget, one per video.
+    round_ = Round.objects.create(
+        dataset_id=dataset_id,
+        number=1,
+        state="selecting",
+        config={"active": {"strategies": ["entropy"], "budget": 6, "per_video_cap": 1, "diversity": False}},
+    )
+    pool = list(scoring_pool(round_=round_).order_by("id").values_list("id", "video"))
+    pool_videos = {video for _, video in pool}
+    assert len(pool) >= 6 and len(pool_videos) == 2
+    rng = np.random.default_rng(0)
+    score_upsert(
+        round_id=round_.pk,
+        shard=0,
+        rows=[
+            {"sample_id": sid, "scores": {"entropy": float(rng.random())}, "prob": 0.5,
+             "embedding": encode_embedding(rng.standard_normal(8))}
+            for sid, _ in pool
+        ],
+    )  # fmt: skip
+    summary = selection_run(round_id=round_.pk)
+    chosen = list(Selection.objects.filter(round=round_).values_list("sample__video", flat=True))
+    assert summary["selected"] == len(chosen) == 2 and set(chosen) == pool_videos
+    assert Sample.objects.filter(dataset_id=dataset_id, video__in=chosen).count() > 2

@@ -166,13 +166,15 @@
     const names = Object.keys(metrics).filter((k) => metrics[k] && typeof metrics[k] === "object");
     if (!names.length) return;
     const groups = [];
-    for (const split of ["seen", "unseen"]) {
-      const values = {};
-      for (const name of names) if (metrics[name][split] && metrics[name][split].auc !== undefined) values[name] = metrics[name][split].auc;
-      if (Object.values(values).some((v) => v !== null && v !== undefined)) groups.push({ label: `AUC ${split}`, values });
+    for (const [key, label] of [["auc", "AUC"], ["video_auc", "video AUC"]]) {
+      for (const split of ["seen", "unseen"]) {
+        const values = {};
+        for (const name of names) if (metrics[name][split] && metrics[name][split][key] !== undefined) values[name] = metrics[name][split][key];
+        if (Object.values(values).some((v) => v !== null && v !== undefined)) groups.push({ label: `${label} ${split}`, values });
+      }
     }
     const chart = $("#metrics-chart");
-    if (groups.length) barChart(chart, groups, { title: `Test AUC per detector, round ${round.number}` });
+    if (groups.length) barChart(chart, groups, { title: `Test AUC per detector (frames; videos when the samples come from videos), round ${round.number}` });
     else chart.replaceChildren(el("p", { class: "empty", text: "Metrics were recorded but no AUC is defined (one class only in the test split?)." }));
     const keys = [...new Set(names.flatMap((n) => Object.keys(metrics[n].seen || {})))];
     const rows = names.map((n) => [n, ...keys.map((k) => fmt((metrics[n].seen || {})[k])), String(metrics[n].masks_used ?? "–")]);
