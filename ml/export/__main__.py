@@ -24,11 +24,17 @@ def load_source(version: str, config_path: str | None):
     if version.endswith(".safetensors"):
         if not config_path:
             raise SystemExit("--config is required with a .safetensors weights file")
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        spec = json.loads(Path(config_path).read_text())
-        detector = create(spec["kind"], **spec.get("config", {}))
-        detector.load_state_dict(load_file(version))
+        try:
+            spec = json.loads(Path(config_path).read_text())
+            detector = create(spec["kind"], **spec.get("config", {}))
+            detector.load_state_dict(load_file(version))
+        except (SafetensorError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"{Path(version).name} with {Path(config_path).name} does not load: {exc}"
+            ) from None
         return detector.eval(), {}
     from ml.training.checkpoint import load_detector
 
@@ -59,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from ml.export.bundle import export_bundle
 
-    detector, checkpoint_meta = load_source(args.version, args.config)
+    try:
+        detector, checkpoint_meta = load_source(args.version, args.config)
+    except ValueError as exc:  # CheckpointError, a bad --config, weights that are not safetensors
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     metadata = {"checkpoint_metadata": checkpoint_meta}
     if args.metadata:
         metadata.update(json.loads(Path(args.metadata).read_text()))

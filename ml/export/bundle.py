@@ -309,8 +309,17 @@ def load_bundle(path: str | os.PathLike) -> LoadedBundle:
         raise BundleError(f"bundle metadata unreadable: {exc}") from None
     if config.get("format") != FORMAT:
         raise BundleError(f"unsupported bundle format {config.get('format')!r}")
-    detector = create(config["kind"], **config["config"])
-    detector.load_state_dict(load(files["weights.safetensors"]))
+    from safetensors import SafetensorError
+
+    try:
+        weights = load(files["weights.safetensors"])
+    except (KeyError, SafetensorError) as exc:  # never unpickled: safetensors holds raw tensors only
+        raise BundleError(f"weights.safetensors is not safetensors: {exc}") from None
+    try:
+        detector = create(config["kind"], **config["config"])
+        detector.load_state_dict(weights)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise BundleError(f"the bundle's config and weights do not make a detector: {exc}") from None
     detector.eval()
     manifest = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     return LoadedBundle(detector, config, pre, verification, manifest)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import random
 import tempfile
 from pathlib import Path
@@ -118,12 +119,38 @@ def save_detector(
     )
 
 
+class CheckpointError(ValueError):
+    """A file that is not a loadable detector checkpoint: not a torch file, a pickle carrying objects
+    (refused by ``weights_only``, never executed), or a config / weights the detector does not accept."""
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    for line in text.splitlines():  # torch's weights_only refusal: keep the line that names the global
+        if "WeightsUnpickler error:" in line:
+            return "a pickle with objects (refused, never executed): " + line.split("error:", 1)[1].strip()
+    return f"{exc.__class__.__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
 def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Detector, dict]:
-    """Rebuild a detector saved by ``save_detector``; returns (detector in eval mode, metadata)."""
-    blob = load(path, map_location)
+    """Rebuild a detector saved by ``save_detector``; returns (detector in eval mode, metadata).
+
+    Raises ``CheckpointError`` for anything else (a missing file stays ``FileNotFoundError``)."""
+    name = Path(path).name
+    try:
+        blob = load(path, map_location)
+    except FileNotFoundError:
+        raise
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise CheckpointError(f"{name} is not a loadable detector checkpoint: {_reason(exc)}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a saved detector ({FORMAT})")
-    detector = create(blob["name"], **blob["config"])
-    detector.load_state_dict(blob["state_dict"])
+        raise CheckpointError(
+            f"{name} is not a loadable detector checkpoint: not a saved detector ({FORMAT})"
+        )
+    try:
+        detector = create(blob["name"], **blob["config"])
+        detector.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{name} is not a loadable detector checkpoint: {_reason(exc)}") from None
     detector.eval()
     return detector, dict(blob.get("metadata", {}))

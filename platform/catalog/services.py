@@ -53,8 +53,15 @@ def import_job_create(*, dataset: Dataset, source: str, format: str, user=None) 
         raise InvalidInput(f"Source rejected: {exc}.", errors={"source": [str(exc)]}) from None
     if format == ImportJob.Format.MANIFEST and not resolved.is_file():
         raise InvalidInput("A manifest source must be a file.", errors={"source": ["not a file"]})
+    if format == ImportJob.Format.MANIFEST and resolved.suffix.lower() not in (".jsonl", ".csv"):
+        # Refused before the file is opened: whatever else it is (a pickle, an archive), it is never read.
+        raise InvalidInput(
+            "A manifest must be a .jsonl or .csv file.", errors={"source": ["must be .jsonl or .csv"]}
+        )
     if format not in (ImportJob.Format.MANIFEST, ImportJob.Format.FACEFORENSICS) and not resolved.is_dir():
-        raise InvalidInput("A video dataset source must be a directory.", errors={"source": ["not a directory"]})
+        raise InvalidInput(
+            "A video dataset source must be a directory.", errors={"source": ["not a directory"]}
+        )
     if format == ImportJob.Format.FACEFORENSICS and not resolved.is_dir():
         raise InvalidInput(
             "A FaceForensics++ source must be a directory.", errors={"source": ["not a directory"]}

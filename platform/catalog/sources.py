@@ -52,6 +52,9 @@ def manifest_rows(manifest: Path) -> Iterator[tuple[int, dict]]:
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise SourceError("the CSV needs a header row with at least 'path' and 'label'")
             for number, row in enumerate(reader, start=2):
+                if None in row:  # csv.DictReader puts surplus values under the key None
+                    yield number, {"__error__": "the row has more values than the header has columns"}
+                    continue
                 yield number, {key: value for key, value in row.items() if value not in (None, "")}
     else:
         raise SourceError("a manifest must be a .jsonl or .csv file")

@@ -116,7 +116,25 @@ def _text(raw, field: str, max_len: int, default: str = "") -> str:
     value = str(raw)
     if len(value) > max_len:
         raise RowError(field, f"longer than {max_len} characters")
+    if "\x00" in value:
+        raise RowError(field, "contains a NUL character")
     return value
+
+
+def _has_nul(value) -> bool:
+    """A NUL character in any string (key or value) of a JSON-like value (iterative: any depth)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 _NUMBER = (int, float)
@@ -168,6 +186,8 @@ def validate_row(raw: dict, confiner: Confiner) -> dict:
     params = _json_value(raw.get("params") or {}, "params")
     if not isinstance(params, dict):
         raise RowError("params", "expected an object")
+    if _has_nul(params):  # PostgreSQL's jsonb cannot hold NUL in a string
+        raise RowError("params", "contains a NUL character")
     targets = _json_value(raw.get("region_targets"), "region_targets")
     if targets in (None, ""):
         targets = [-1] * REGION_NODES

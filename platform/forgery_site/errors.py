@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
@@ -135,6 +136,13 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
             {"detail": DATABASE_DOWN_MESSAGE, "code": "database_unavailable"},
             status=503,
             headers={"Retry-After": _retry_after(), "Cache-Control": "no-store"},
+        )
+    if isinstance(exc, RequestDataTooBig):
+        # Django refuses the body past DATA_UPLOAD_MAX_MEMORY_SIZE (a bare 400 page otherwise): say why.
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return Response(
+            {"detail": f"request body too large (the limit is {limit} bytes)", "code": "too_large"},
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)

@@ -17,7 +17,7 @@ from functools import wraps
 from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import BadRequest, PermissionDenied
 from django.db.models import Count, Q
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
@@ -97,6 +97,8 @@ def _gallery_filters(request, dataset_id: int) -> dict:
     filters = {"dataset": dataset_id}
     for key in ("split", "label", "manipulation"):
         value = request.GET.get(key, "").strip()[:64]
+        if "\x00" in value:  # PostgreSQL cannot compare against a NUL: a 400, not a 500
+            raise BadRequest(f"the {key} filter contains a NUL character")
         if value:
             filters[key] = value
     has_mask = request.GET.get("has_mask", "")

@@ -97,10 +97,13 @@ def inference_engine(*, version: DetectorVersion):
         except BundleError as exc:
             raise Conflict(f"the bundle of {version.tag} is damaged ({exc}); export it again") from None
     else:
-        from ml.training.checkpoint import load_detector
+        from ml.training.checkpoint import CheckpointError, load_detector
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        detector, _ = load_detector(checkpoint_path(version=version))
+        try:
+            detector, _ = load_detector(checkpoint_path(version=version))
+        except CheckpointError as exc:
+            raise Conflict(f"the checkpoint of {version.tag} is refused: {exc}") from None
         engine = FaceInference(detector, max_faces=max_faces)
     with _CACHE_LOCK:
         _CACHE[key] = engine

@@ -137,10 +137,13 @@ def _metadata(version: DetectorVersion) -> dict[str, Any]:
 def detector_export(*, version: DetectorVersion) -> dict[str, Any]:
     """Build the bundle under MEDIA_ROOT/exports/ and record it as the ``bundle`` artifact."""
     from ml.export.bundle import export_bundle
-    from ml.training.checkpoint import load_detector
+    from ml.training.checkpoint import CheckpointError, load_detector
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    detector, _ = load_detector(checkpoint_path(version=version))
+    try:
+        detector, _ = load_detector(checkpoint_path(version=version))
+    except CheckpointError as exc:
+        raise Conflict(f"the checkpoint of {version.tag} is refused: {exc}") from None
     relative = f"{EXPORT_DIR}/{version.tag}.zip"
     with storage_errors(f"the export bundle of {version.tag}"):  # full/read-only media -> 507, no file
         report = export_bundle(detector, _media_path(relative), _metadata(version))  # confined to MEDIA_ROOT
