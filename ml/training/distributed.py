@@ -10,9 +10,9 @@ When it applies
 
 What the trainer does under DDP (``Trainer`` reads ``current()``)
     * The model is wrapped in ``DistributedDataParallel`` for the default step; a detector with its own
-      ``training_step`` (SJEDD's Auto-λ) gets an optimizer whose ``step()`` first averages the gradients
-      across ranks, and rank 0's ``training_state()`` (the λ weights) is broadcast after every step, so all
-      ranks stay identical.
+      ``training_step`` (SJEDD's Auto-λ) starts from rank 0's weights and gets an optimizer whose
+      ``step()`` first averages the gradients across ranks; rank 0's ``training_state()`` (the λ weights)
+      and buffers are broadcast after every step, so all ranks stay identical.
     * Rank 0 alone validates, writes ``model.pt``, ``checkpoint.pt``, ``metrics.jsonl`` and ``summary.json``;
       the early-stopping state is broadcast from it after every epoch. Resuming reads the same checkpoint
       on every rank.
@@ -132,6 +132,17 @@ def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
             n = grad.numel()
             grad.copy_(flat[offset : offset + n].view_as(grad))
             offset += n
+
+
+def broadcast_module_state(module: torch.nn.Module, *, parameters: bool = True, src: int = 0) -> None:
+    """Rank ``src``'s buffers (and parameters) on every rank: identical starting points, and buffers a
+    custom step changes from its own batch (e.g. a calibrated bias) kept identical."""
+    if not current().enabled:
+        return
+    with torch.no_grad():
+        tensors = list(module.buffers()) + (list(module.parameters()) if parameters else [])
+        for tensor in tensors:
+            dist.broadcast(tensor.data, src=src)
 
 
 class GradientAveragingOptimizer:

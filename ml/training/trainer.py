@@ -139,15 +139,18 @@ class Trainer:
             if self.sampler is None:
                 raise ValueError("data-parallel training needs a ResumableSampler (make_train_loader)")
             self.sampler.shard(self.dist.rank, self.dist.world_size)
-            from torch.nn.parallel import DistributedDataParallel
+            if hasattr(detector, "training_step"):  # its own forward/backward: average at step()
+                distributed.broadcast_module_state(detector)
+                self.step_optimizer = distributed.GradientAveragingOptimizer(self.optimizer)
+            else:
+                from torch.nn.parallel import DistributedDataParallel
 
-            cuda = self.device.type == "cuda"
-            self.model = DistributedDataParallel(
-                detector,
-                device_ids=[self.device.index] if cuda else None,
-                find_unused_parameters=bool(getattr(detector, "ddp_find_unused_parameters", True)),
-            )
-            self.step_optimizer = distributed.GradientAveragingOptimizer(self.optimizer)
+                cuda = self.device.type == "cuda"
+                self.model = DistributedDataParallel(
+                    detector,
+                    device_ids=[self.device.index] if cuda else None,
+                    find_unused_parameters=bool(getattr(detector, "ddp_find_unused_parameters", False)),
+                )
         self.state: dict[str, Any] = {
             "epoch": 0,
             "position": 0,
@@ -261,11 +264,14 @@ class Trainer:
                     meta = next(meta_iter) if meta_iter is not None else None
                     with autocast_context(self.device, config.amp):
                         parts = custom_step(batch, self.step_optimizer, meta_batch=meta)
-                    if self.dist.enabled and hasattr(self.detector, "training_state"):
-                        # e.g. SJEDD's λ: learnt from each rank's own batches; rank 0's is everyone's
-                        state_0 = distributed.broadcast_object(self.detector.training_state())
-                        if not self.dist.is_main:
-                            self.detector.load_training_state(state_0)
+                    if self.dist.enabled:
+                        # e.g. SJEDD's λ and calibrated bias: learnt from each rank's own batches;
+                        # rank 0's are everyone's
+                        distributed.broadcast_module_state(self.detector, parameters=False)
+                        if hasattr(self.detector, "training_state"):
+                            state_0 = distributed.broadcast_object(self.detector.training_state())
+                            if not self.dist.is_main:
+                                self.detector.load_training_state(state_0)
                 else:
                     parts = self._default_step(batch)
                 values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}

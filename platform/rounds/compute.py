@@ -173,13 +173,36 @@ class _ProgressLoader:
         )
 
 
+def train_processes(config: dict[str, Any]) -> int:
+    """Training processes for one detector of the round: ``config["train_processes"]``, or (null) one
+    per visible GPU, so a node with several GPUs trains data-parallel without being asked."""
+    wanted = config.get("train_processes")
+    if wanted is not None:
+        return int(wanted)
+    import torch
+
+    return max(1, torch.cuda.device_count())
+
+
 def _train_one(round_: Round, name: str, phase: str, rows: list[dict], val_rows: list[dict],
                mask_ids: set[str], epochs: int, init_path: Path | None, cache: dict) -> dict[str, Any]:  # fmt: skip
+    processes = train_processes(round_.config)
+    if processes > 1:
+        return _train_one_torchrun(
+            round_, name, phase, rows, val_rows, mask_ids, epochs, init_path, processes
+        )
+    return train_fit(round_, name, phase, rows, val_rows, mask_ids, epochs, init_path, cache)
+
+
+def train_fit(round_: Round, name: str, phase: str, rows: list[dict], val_rows: list[dict],
+              mask_ids: set[str], epochs: int, init_path: Path | None, cache: dict) -> dict[str, Any]:  # fmt: skip
+    """Train one detector in this process; under torchrun (``workers.ddp_train``) this is one rank."""
     from ml.data.dataset import ForgeryDataset
     from ml.detectors import create
     from ml.training import (
         TrainConfig,
         Trainer,
+        distributed,
         load_detector,
         make_eval_loader,
         make_train_loader,
@@ -207,12 +230,10 @@ def _train_one(round_: Round, name: str, phase: str, rows: list[dict], val_rows:
         )
     train_set, val_set = cache[key]
     has_mask = [r["id"] in mask_ids for r in rows]
-    loader = _ProgressLoader(
-        make_train_loader(train_set, batch, seed=seed, has_mask=has_mask),
-        round_.pk,
-        PHASE_STATES[phase],
-        name,
-        epochs,
+    train_loader = make_train_loader(train_set, batch, seed=seed, has_mask=has_mask)
+    main = distributed.current().is_main
+    loader = (
+        _ProgressLoader(train_loader, round_.pk, PHASE_STATES[phase], name, epochs) if main else train_loader
     )
     meta_loader = None
     if name == "sjedd" and detector.config.get("auto_lambda", True):
@@ -223,11 +244,13 @@ def _train_one(round_: Round, name: str, phase: str, rows: list[dict], val_rows:
     trainer = Trainer(
         detector, loader, make_eval_loader(val_set, batch * 2), train_config, out_dir, meta_loader
     )
-    loader.trainer = trainer
+    if main:
+        loader.trainer = trainer
     t0 = time.time()
     result = trainer.fit()
     seconds = time.time() - t0
-    loader.report(force=True)
+    if main:
+        loader.report(force=True)
     return {
         "model": _relative(result.model_path),
         "threshold": result.threshold,
@@ -236,7 +259,52 @@ def _train_one(round_: Round, name: str, phase: str, rows: list[dict], val_rows:
         "masks": len([r for r in rows if r["id"] in mask_ids]),
         "seconds": round(seconds, 3),
         "image_size": size,
+        "train_processes": distributed.current().world_size,
     }
+
+
+def _train_one_torchrun(round_: Round, name: str, phase: str, rows: list[dict], val_rows: list[dict],
+                        mask_ids: set[str], epochs: int, init_path: Path | None, processes: int) -> dict[str, Any]:  # fmt: skip
+    """Data-parallel training of one detector inside this (GPU worker's) task: ``torchrun --standalone``
+    starts ``processes`` ranks of ``workers.ddp_train`` (one per GPU; gloo on CPU-only nodes), each
+    running ``train_fit`` on its share of every epoch; rank 0 writes the files and ``result.json``. The
+    per-epoch checkpoint makes a redelivered task resume, as in the single-process path."""
+    import subprocess
+    import sys
+
+    out_dir = round_dir(round_, phase, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = out_dir / "ddp_job.json"
+    result_path = out_dir / "result.json"
+    result_path.unlink(missing_ok=True)
+    spec = {
+        "round_id": round_.pk,
+        "name": name,
+        "phase": phase,
+        "rows": rows,
+        "val_rows": val_rows,
+        "mask_ids": sorted(mask_ids),
+        "epochs": epochs,
+        "init_path": str(init_path) if init_path is not None else None,
+    }
+    atomic_write_bytes(job, json.dumps(spec).encode())
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
+        "-m", "workers.ddp_train", str(job),
+    ]  # fmt: skip
+    t0 = time.time()
+    with (out_dir / "ddp.log").open("ab") as log:
+        proc = subprocess.run(
+            command, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, check=False
+        )
+    if proc.returncode != 0 or not result_path.exists():
+        if not workflow.round_is_live(round_.pk, PHASE_STATES[phase]):
+            raise RoundStopped(f"round {round_.pk} left {PHASE_STATES[phase]}")
+        tail = (out_dir / "ddp.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"data-parallel training of {name} failed (exit {proc.returncode}):\n{tail}")
+    info = json.loads(result_path.read_text())
+    info["seconds"] = round(time.time() - t0, 3)  # the launch and the process group are part of the cost
+    return info
 
 
 def _parent_models(round_: Round) -> dict[str, dict]:

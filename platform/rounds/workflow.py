@@ -64,6 +64,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "annotation_deadline_s": None,
     "poll_interval_s": 0.5,
     "threads": 1,
+    "train_processes": None,  # data-parallel ranks per detector (torchrun); null: one per visible GPU
     "lr": 1e-3,
     "region_targets": "masks",
     "scoring": "distributed",  # workers.tasks.scoring (sharded chord) | "in_process" (rounds.compute)
@@ -86,6 +87,10 @@ _INT_RANGES = {
 
 def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
     """Defaults merged with ``config``; every problem is reported at once as ``InvalidInput``."""
+    if config is not None and not isinstance(config, dict):
+        raise InvalidInput(
+            "Invalid round config.", errors={"config": "config must be a JSON object of options."}
+        )
     config = dict(config or {})
     errors: dict[str, str] = {}
     unknown = sorted(set(config) - set(DEFAULT_CONFIG))
@@ -109,8 +114,8 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
     if (
         not isinstance(detectors, list)
         or not detectors
+        or any(not isinstance(d, str) or d not in DETECTORS for d in detectors)
         or len(set(detectors)) != len(detectors)
-        or any(d not in DETECTORS for d in detectors)
     ):
         errors["detectors"] = f"A non-empty list of distinct names among {list(DETECTORS)}."
     if out["budget_count"] is not None:
@@ -131,6 +136,11 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
         value = out[key]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             errors[key] = f"An integer in [{low}, {high}]."
+    processes = out["train_processes"]
+    if processes is not None and (
+        not isinstance(processes, int) or isinstance(processes, bool) or not 1 <= processes <= 64
+    ):
+        errors["train_processes"] = "An integer in [1, 64], or null for one per visible GPU."
     if not isinstance(out["warm_start"], bool):
         errors["warm_start"] = "true or false."
     deadline = out["annotation_deadline_s"]
@@ -150,9 +160,47 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
         errors["labeling"] = "'label_studio' or 'none'."
     if not isinstance(out["active"], dict):
         errors["active"] = "A mapping of active-learning settings."
+    elif not errors:
+        problem = _active_problem(out)
+        if problem:
+            errors["active"] = problem
     if errors:
         raise InvalidInput("Invalid round config.", errors=errors)
     return out
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int | float):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _active_problem(config: dict[str, Any]) -> str | None:
+    """Check the ``active`` (scoring) settings at launch, so a typo is a 400 now, not a failed round later."""
+    from catalog.paths import PathError, check_relative
+    from rounds.scoring import SCORING_DEFAULTS, scoring_config
+
+    active = config["active"]
+    for key, value in active.items():
+        if key in SCORING_DEFAULTS and not _same_kind(value, SCORING_DEFAULTS[key]):
+            return f"{key}: expected {type(SCORING_DEFAULTS[key]).__name__}, got {type(value).__name__}."
+    paths = [active.get("checkpoint") or ""] + list((active.get("committee") or {}).values())
+    for path in filter(None, paths):
+        if not isinstance(path, str):
+            return "checkpoint paths must be strings relative to MEDIA_ROOT."
+        try:
+            check_relative(path)
+        except PathError as exc:
+            return f"checkpoint path {path!r}: {exc}."
+    try:
+        scoring_config(round_=Round(config=config))
+    except InvalidInput as exc:
+        return exc.message
+    except (TypeError, ValueError) as exc:
+        return f"invalid active-learning settings: {exc}"
+    return None
 
 
 def _require_admin(user) -> None:
