@@ -98,10 +98,12 @@ def write_video(
     codec: str = "libx264",
     crf: int = 20,
     grey: bool = False,
+    options: dict | None = None,
 ) -> int:
     """Encode RGB uint8 frames (or (H,W) masks with ``grey``) into ``path`` atomically; returns the count.
 
-    Frames are streamed to the encoder (nothing is held). Sides must be even (yuv420p)."""
+    Frames are streamed to the encoder (nothing is held). Sides must be even (yuv420p). ``options``:
+    extra encoder options (libx264: ``{"g": "25"}`` sets the keyframe interval)."""
     import av
 
     path = Path(path)
@@ -123,7 +125,7 @@ def write_video(
                         raise ValueError(f"frame sides must be even for yuv420p, got {w}x{h}")
                     stream = out.add_stream(codec, rate=fps)
                     stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-                    stream.options = {"crf": str(crf), "preset": "veryfast"}
+                    stream.options = {"crf": str(crf), "preset": "veryfast", **(options or {})}
                     stream.thread_count = 1
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
                 for packet in stream.encode(vf):

@@ -230,11 +230,29 @@ def test_broken_mask_video_is_reported_and_the_faces_are_kept(ffpp, tmp_path):
     assert report.skipped[0]["reason"].startswith("mask_unusable: unreadable")
 
 
-def test_frames_are_picked_by_index_in_one_decoding_pass(tmp_path):
-    path = tmp_path / "long.mp4"
-    n = 300
-    S.write_video(path, (np.full((64, 64, 3), i % 256, np.uint8) for i in range(n)), crf=10)
-    got = list(V.iter_frames(path, [0, 150, 299, 400], "gray"))
-    assert [i for i, *_ in got] == [0, 150, 299, 400]
-    assert [abs(int(a.mean()) - i % 256) <= 3 for i, a, _ in got[:3]] == [True] * 3
-    assert got[3][1] is None and got[3][2] == "stream_ended"
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_frames_are_picked_by_index_and_long_gaps_are_skipped_by_seeking(tmp_path, ext):
+    path = tmp_path / f"long{ext}"
+    n = 600
+
+    def frame(i):  # the frame index written in the pixels: 8 bits in 8 vertical bars, plus a ramp
+        img = np.zeros((64, 64, 3), np.uint8)
+        for bit in range(10):
+            img[:, bit * 6 : bit * 6 + 6] = 255 if (i >> bit) & 1 else 0
+        return img
+
+    def index_of(arr):
+        return sum(1 << bit for bit in range(10) if arr[:, bit * 6 + 2 : bit * 6 + 4].mean() > 128)
+
+    S.write_video(path, (frame(i) for i in range(n)), crf=8, options={"g": "25", "bf": "2"})
+    picks = [0, 1, 150, 451, 452, 599, 700]
+    plain, seeking = {"x": 0}, {}
+    got = list(V.iter_frames(path, picks, "gray", seek_gap=0, stats=plain))
+    assert [index_of(a) if a is not None else why for _, a, why in got] == picks[:-1] + ["stream_ended"]
+    assert plain == {"x": 0, "decoded": n, "seeks": 0}
+    sought = list(V.iter_frames(path, picks, "gray", seek_gap=100, stats=seeking))
+    assert [i for i, *_ in sought] == picks
+    for (_, a, _), (_, b, _) in zip(got[:-1], sought[:-1], strict=True):
+        assert np.array_equal(a, b)  # the very same frames
+    assert seeking["seeks"] >= 2 and seeking["decoded"] < n / 2
+    assert V.pick_indices(n, 4) == [0, 200, 399, 599]
