@@ -29,7 +29,10 @@ Workers are warmed up first (imports, dlib models) through a queue of their own.
 shared: ``load_before``/``load_after`` say how busy it was; scaling measured under load means little.
 
 ``python -m bench video_ingest [--quick]`` (sizes from BENCH_VIDEOS / BENCH_VIDEO_FRAMES when set), or
-``python -m bench.video_ingest --videos 1000 --frames 32`` (writes ``results/video_ingest.v1000.json``).
+``python -m bench.video_ingest --videos 1000 --frames 32 [--two-only] [--quick]`` (writes
+``results/video_ingest.v1000.json``; ``--two-only`` skips the one-worker run, ``--quick`` uses 128 px
+frames). ``stage_seconds`` and the shares come from the one-worker run (the two-worker one with
+``--two-only``).
 """
 
 from __future__ import annotations
@@ -179,7 +182,8 @@ def _distributed(app, layout, n: int, workers: int, options: dict, shard: int, e
     }
 
 
-def run(quick: bool, videos: int | None = None, frames: int | None = None) -> dict:
+def run(quick: bool, videos: int | None = None, frames: int | None = None, two_only: bool = False) -> dict:
+    """``two_only``: skip the one-worker run (large memory runs: ``scaling`` is then None)."""
     import redis
 
     from ml.data.synthvideo import make_ffpp
@@ -219,7 +223,7 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None) -> di
             layout = make_ffpp(media / "imports" / "pool", originals, 2 * sample, frame_size, seed=0)
             generate_s = time.perf_counter() - gen_started
             env = {**os.environ, "IMPORT_ROOTS": "", "LOG_LEVEL": "WARNING"}
-            one = _distributed(app, layout, n, 1, options, shard, env, logs)
+            one = None if two_only else _distributed(app, layout, n, 1, options, shard, env, logs)
             two = _distributed(app, layout, n, 2, options, shard, env, logs)
             load_after = os.getloadavg()[0]
             connections.close_all()
@@ -234,7 +238,7 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None) -> di
         client = redis.Redis.from_url(redis_url)
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
-    stages = one["stages"]
+    stages = (one or two)["stages"]
     write = stages.get("crop_write", 0.0) + stages.get("db", 0.0)
     total = stages.get("decode", 0.0) + stages.get("detect", 0.0) + write
     return {
@@ -248,28 +252,28 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None) -> di
         "frames": two["frames"],
         "faces": two["faces"],
         "samples": two["samples"],
-        "failed_videos": one["failed"] + two["failed"],
+        "failed_videos": (one["failed"] if one else 0) + two["failed"],
         "frames_per_s": round(two["frames_per_s"], 1),
-        "one_worker_frames_per_s": round(one["frames_per_s"], 1),
+        "one_worker_frames_per_s": round(one["frames_per_s"], 1) if one else None,
         "two_workers_frames_per_s": round(two["frames_per_s"], 1),
         "two_workers_shards": two["shards_by_worker"],
-        "scaling": round(two["frames_per_s"] / one["frames_per_s"], 3),
+        "scaling": round(two["frames_per_s"] / one["frames_per_s"], 3) if one else None,
         "goal_scaling": 1.7,
         "decode_share": round(stages.get("decode", 0.0) / total, 3),
         "detect_share": round(stages.get("detect", 0.0) / total, 3),
         "write_share": round(write / total, 3),
-        "stage_seconds_one_worker": {k: round(v, 2) for k, v in sorted(stages.items())},
+        "stage_seconds": {k: round(v, 2) for k, v in sorted(stages.items())},
         "cpu_ms_per_frame": {
-            "one_worker": round(one["cpu_ms_per_frame"], 2),
+            "one_worker": round(one["cpu_ms_per_frame"], 2) if one else None,
             "two_workers": round(two["cpu_ms_per_frame"], 2),
         },
         "peak_rss_mb": {
             "bench_process": peak_rss_mb(),
-            "one_worker": one["worker_peak_rss_mb"],
+            "one_worker": one["worker_peak_rss_mb"] if one else None,
             "two_workers": two["worker_peak_rss_mb"],
         },
         "worker_rss_mb_by_progress": {
-            "one_worker": one["worker_rss_mb_by_progress"],
+            "one_worker": one["worker_rss_mb_by_progress"] if one else None,
             "two_workers": two["worker_rss_mb_by_progress"],
         },
         "generate_s": round(generate_s, 1),
@@ -284,11 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--videos", type=int, default=None, help="Video rows to extract per run")
     parser.add_argument("--frames", type=int, default=None, help="frames sampled per video (default 32)")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--two-only", action="store_true", help="only the two-worker run (memory runs)")
     args = parser.parse_args(argv)
     if args.videos is not None and args.videos < 1:
         parser.error("--videos must be >= 1")
     started = time.time()
-    result = {"bench": "video_ingest", "quick": args.quick, **run(args.quick, args.videos, args.frames)}
+    result = {
+        "bench": "video_ingest",
+        "quick": args.quick,
+        **run(args.quick, args.videos, args.frames, args.two_only),
+    }
     result["wall_s"] = round(time.time() - started, 3)
     RESULTS.mkdir(parents=True, exist_ok=True)
     suffix = f".v{args.videos}" if args.videos else (".quick" if args.quick else "")
