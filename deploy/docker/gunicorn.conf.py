@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import tempfile
 
 
 def _int(name: str, default: int, minimum: int = 0) -> int:
@@ -43,5 +44,7 @@ max_requests_jitter = max_requests // 10
 keepalive = 5
 # Heartbeat files in memory, not on the container's overlay filesystem (slow fsync stalls workers).
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None  # noqa: S108 - gunicorn heartbeat only
+# gunicornc's control socket in a writable place (the application user's home, /app, is read-only).
+control_socket = os.path.join(tempfile.gettempdir(), "gunicorn-forgerylab", "gunicorn.ctl")
 accesslog = "-"
 errorlog = "-"
