@@ -111,7 +111,7 @@ LS_DEFAULT_BANNED_SUBNETS = [
 ]  # fmt: skip
 
 
-# ------------------------------------------------------------------------------------- helpers
+# ------------------------------------------------------------------------------------- utilities
 class InterpolationError(ValueError):
     pass
 
@@ -207,7 +207,7 @@ def parse_env_file(path: Path) -> dict[str, str]:
 
 def env_reads(path: Path) -> set[str]:
     """Names of environment variables a Python file reads: os.environ.get/[]/getenv with a literal, and
-    calls to helpers of the file that read os.environ with one of their parameters (env_bool, env_list,
+    calls to functions of the file that read os.environ with one of their parameters (env_bool, env_list,
     limit, _int ...) with a literal in that position. os.environ.setdefault only writes."""
     tree = ast.parse(path.read_text(), filename=str(path))
 
@@ -229,21 +229,21 @@ def env_reads(path: Path) -> set[str]:
                 return node.args[0]
         return None
 
-    helpers: dict[str, int] = {}
+    readers: dict[str, int] = {}
     for func in ast.walk(tree):
         if isinstance(func, ast.FunctionDef):
             params = [a.arg for a in func.args.args]
             for node in ast.walk(func):
                 key = env_key(node)
                 if isinstance(key, ast.Name) and key.id in params:
-                    helpers[func.name] = params.index(key.id)
+                    readers[func.name] = params.index(key.id)
     names = set()
     for node in ast.walk(tree):
         key = env_key(node)
         if isinstance(key, ast.Constant) and isinstance(key.value, str):
             names.add(key.value)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in helpers:
-            position = helpers[node.func.id]
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in readers:
+            position = readers[node.func.id]
             if len(node.args) > position and isinstance(node.args[position], ast.Constant):
                 names.add(node.args[position].value)
     return names
@@ -334,7 +334,7 @@ def test_compose_renders_with_the_example_env_and_only_with_every_secret(filled_
             render(raw_compose(), missing)
 
 
-def test_interpolation_helper_follows_compose_rules():
+def test_interpolation_follows_compose_rules():
     env = {"A": "a", "EMPTY": ""}
     assert interpolate("${A}-${B:-x}-${EMPTY:-d}-${EMPTY-d}-$$A-${B:-${A}}", env) == "a-x-d--$A-a"
     with pytest.raises(InterpolationError, match="B: need B"):
