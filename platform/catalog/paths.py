@@ -55,8 +55,12 @@ def resolve_source(source: str) -> Path:
     resolved = Path(os.path.realpath(candidate))
     if not any(resolved.is_relative_to(root) for root in import_roots()):
         raise PathError("the source is outside the allowed import roots")
-    if not resolved.exists():
-        raise PathError("the source does not exist")
+    try:
+        resolved.stat()
+    except FileNotFoundError:
+        raise PathError("the source does not exist") from None
+    except OSError as exc:  # name too long, a symlink loop, no permission
+        raise PathError(f"the source cannot be read ({exc.strerror})") from None
     return resolved
 
 
@@ -85,11 +89,16 @@ class Confiner:
             st = os.lstat(absolute)
         except FileNotFoundError:
             raise PathError("file not found") from None
+        except OSError as exc:  # name too long, not a directory on the way
+            raise PathError(f"unreadable path ({exc.strerror})") from None
         if os.path.islink(absolute):
             target = os.path.realpath(absolute)
             if not Path(target).is_relative_to(self.base):
                 raise PathError("the path escapes the dataset directory (symlink)")
-            st = os.stat(target)
+            try:
+                st = os.stat(target)
+            except OSError as exc:  # a dangling link or a symlink loop
+                raise PathError(f"unreadable symlink ({exc.strerror})") from None
         import stat as stat_module
 
         if not stat_module.S_ISREG(st.st_mode):

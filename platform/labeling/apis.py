@@ -41,8 +41,12 @@ def _annotations(body: dict, action: str) -> list[dict]:
     items = raw if isinstance(raw, list) else [raw]
     out = []
     for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), int):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), int) or isinstance(item["id"], bool):
             raise ValueError("every annotation needs an integer id")
+        if not 0 < item["id"] < 2**63:  # Label Studio ids are positive; the column is a bigint
+            raise ValueError(f"annotation id {item['id']} is out of range")
+        if "\x00" in str(item.get("updated_at") or ""):
+            raise ValueError("annotation updated_at contains a NUL character")
         out.append(item)
     return out
 

@@ -23,6 +23,8 @@ def detector_version_list(*, kind: str | None = None) -> QuerySet[DetectorVersio
 
 def detector_version_get(*, ref: str) -> DetectorVersion:
     """A version by tag, or by alias name (``production``). Aliases win: a tag cannot be named like one."""
+    if "\x00" in ref:  # from the URL; PostgreSQL cannot compare against a NUL
+        raise NotFound(f"no detector version or alias named {ref!r}")
     alias = DetectorAlias.objects.select_related("version").filter(name=ref).first()
     if alias is not None:
         return alias.version

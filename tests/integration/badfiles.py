@@ -50,6 +50,7 @@ CASES: list[Case] = [
     Case("imp-src-nul", "import-api", "NUL byte in the source", "400 `Null characters are not allowed`; no job"),
     Case("imp-src-symlink", "import-api", "source is a symlink inside MEDIA_ROOT to a manifest outside it",
          "400 `outside the allowed import roots`; no job"),
+    Case("imp-src-long", "import-api", "source path longer than the OS allows", "400 `cannot be read`; no job"),
     Case("imp-src-missing", "import-api", "source does not exist", "400 `does not exist`; no job"),
     Case("imp-src-pickle", "import-api", "source is a pickle (`data.pkl`) instead of a manifest",
          "400 `.jsonl or .csv`; never read, no job"),
@@ -65,6 +66,8 @@ CASES: list[Case] = [
          _IMPORT_ROW + " (`symlinked directory`)"),
     Case("imp-ff-symlink-dir", "importer", "FaceForensics++ layout whose video directory links outside",
          _IMPORT_ROW + " (`symlinked directory`)"),
+    Case("imp-row-symlink-loop", "importer", "image is a symlink loop", _IMPORT_ROW + " (`unreadable symlink`)"),
+    Case("imp-row-long-path", "importer", "row path longer than the OS allows", _IMPORT_ROW + " (`unreadable path`)"),
     Case("imp-truncated-png", "importer", "PNG cut in half", _IMPORT_ROW + " (`not a decodable image`)"),
     Case("imp-truncated-jpeg", "importer", "JPEG without its end-of-image marker", _IMPORT_ROW + " (`truncated JPEG`)"),
     Case("imp-text-as-jpeg", "importer", "`.jpg` that is really text", _IMPORT_ROW + " (`not a decodable image`)"),
@@ -94,6 +97,8 @@ CASES: list[Case] = [
     Case("wh-invalid-json", "webhook", "body is broken JSON", "400 `JSON parse error`; nothing stored"),
     Case("wh-not-object", "webhook", "body is a JSON list", "400 `must be a JSON object`; nothing stored"),
     Case("wh-bad-annotation-id", "webhook", "annotation id not an integer", "400 `integer id`; nothing stored"),
+    Case("wh-id-out-of-range", "webhook", "annotation id 2⁷⁰, negative, or `true`", "400 `out of range` / `integer id`; nothing stored"),
+    Case("wh-nul-updated-at", "webhook", "NUL byte in the annotation's `updated_at`", "400 `NUL`; nothing stored"),
     Case("wh-unknown-project", "webhook", "project the platform did not create", "404; nothing stored"),
     Case("wh-oversized", "webhook", "JSON body over `DATA_UPLOAD_MAX_MEMORY_SIZE`", "413; nothing stored"),
     Case("wh-replay", "webhook", "the same delivery twice (and reconciliation reading it again)",
@@ -143,6 +148,7 @@ CASES: list[Case] = [
     # -- generic API
     Case("api-oversized-json", "api", "JSON body over `DATA_UPLOAD_MAX_MEMORY_SIZE` (e.g. a round config)", "413; no `Round`"),
     Case("api-nul-filter", "api", "NUL byte in a query filter", "400 `Null characters are not allowed`"),
+    Case("api-nul-path", "api", "NUL byte in a detector tag in the URL (`/api/v1/detectors/a%00b/`)", "404"),
     Case("dash-nul-filter", "dashboard", "NUL byte in a gallery filter (`?manipulation=%00`)", "400 page; nothing stored"),
 ]  # fmt: skip
 

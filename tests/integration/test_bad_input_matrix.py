@@ -152,6 +152,7 @@ IMPORT_API = {
         lambda m, o: (m / "linked.jsonl").symlink_to(o / "manifest.jsonl") or "linked.jsonl",
         "manifest", 400, "outside the allowed import roots",
     ),
+    "imp-src-long": (lambda m, o: "a/" * 3000 + "m.jsonl", "manifest", 400, "cannot be read"),
     "imp-src-missing": (lambda m, o: "nowhere/manifest.jsonl", "manifest", 400, "does not exist"),
     "imp-src-pickle": (
         lambda m, o: (m / "pickled").mkdir(exist_ok=True)
@@ -198,6 +199,12 @@ def _imp_ff_symlink_dir(d: Path, o: Path) -> str:
     frames.mkdir(parents=True)
     (frames / "000").symlink_to(o)
     return "."
+
+
+def _imp_row_symlink_loop(d: Path, o: Path) -> str:
+    (d / "images").mkdir(parents=True)
+    (d / "images" / "loop.png").symlink_to("loop.png")
+    return _write_manifest(d, [_row("images/loop.png")]).name
 
 
 def _one_file(name: str, data: bytes, **extra):
@@ -278,6 +285,9 @@ IMPORTER = {
     "imp-row-symlink-file": (_imp_row_symlink_file, "manifest", [("path", "escapes the dataset directory")]),
     "imp-row-symlink-dir": (_imp_row_symlink_dir, "manifest", [("path", "symlinked directory")]),
     "imp-ff-symlink-dir": (_imp_ff_symlink_dir, "faceforensics", [("path", "symlinked directory")]),
+    "imp-row-symlink-loop": (_imp_row_symlink_loop, "manifest", [("path", "unreadable symlink")]),
+    "imp-row-long-path": (lambda d, o: _write_manifest(d, [_row("a/" * 3000 + "x.png")]).name, "manifest",
+                          [("path", "unreadable path")]),
     "imp-truncated-png": (_one_file("half.png", badfiles.truncated_png), "manifest",
                           [("path", "not a decodable image")]),
     "imp-truncated-jpeg": (_one_file("cut.jpg", lambda: badfiles.jpeg_bytes(truncate=True)), "manifest",
@@ -442,12 +452,16 @@ WEBHOOK = {
     "wh-not-object": ({"body": [_event()]}, SECRET, 400, "must be a JSON object"),
     "wh-bad-annotation-id": ({"body": {**_event(), "annotation": {"id": "1; DROP TABLE", "task": 501}}}, SECRET,
                              400, "integer id"),
+    "wh-nul-updated-at": ({"body": {**_event(), "annotation": {"id": 5, "task": 501, "updated_at": "1\x00"}}},
+                          SECRET, 400, "NUL"),
     "wh-unknown-project": ({"body": {**_event(), "project": {"id": 31337}}}, SECRET, 404, "unknown Label Studio"),
     "wh-oversized": ({"body": {**_event(), "padding": "x" * (3 << 20)}}, SECRET, 413, "too large"),
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case_id", [p for p in cases("webhook") if p.values[0] != "wh-replay"])
+@pytest.mark.parametrize(
+    "case_id", [p for p in cases("webhook") if p.values[0] not in ("wh-replay", "wh-id-out-of-range")]
+)
 def test_webhook_refuses_bad_deliveries(case_id, labeling, settings, media):
     kwargs, secret, status, fragment = WEBHOOK[case_id]
     settings.WEBHOOK_SECRET = secret
@@ -458,6 +472,19 @@ def test_webhook_refuses_bad_deliveries(case_id, labeling, settings, media):
     response = _hook(**kwargs)
     assert response.status_code == status, response.content
     assert fragment.lower() in _detail(response).lower()
+    snapshot.check()
+
+
+def test_wh_id_out_of_range(labeling, media):
+    snapshot = Snapshot(media)
+    for value, fragment in (
+        (2**70, "out of range"),
+        (-5, "out of range"),
+        (0, "out of range"),
+        (True, "integer id"),
+    ):
+        response = _hook({**_event(), "annotation": {"id": value, "task": 501}})
+        assert response.status_code == 400 and fragment in _detail(response), (value, response.content)
     snapshot.check()
 
 
@@ -786,6 +813,14 @@ def test_api_nul_filter(admin, media):
     snapshot = Snapshot(media)
     response = _client(admin).get("/api/v1/samples/", {"identity": "a\x00b"})
     assert response.status_code == 400 and "Null characters are not allowed" in _detail(response)
+    snapshot.check()
+
+
+def test_api_nul_path(admin, version, media):
+    snapshot = Snapshot(media)
+    for url in ("/api/v1/detectors/a%00b/", "/api/v1/detectors/a%00b/bundle/"):
+        response = _client(admin).get(url)
+        assert response.status_code == 404 and "no detector version" in _detail(response), url
     snapshot.check()
 
 
