@@ -101,7 +101,12 @@ def _claim(video_id: int, task_id: str, hostname: str):
 
     stale = timedelta(seconds=float(getattr(settings, "VIDEO_CLAIM_STALE_S", 3600)))
     with transaction.atomic():
-        video = Video.objects.select_for_update().select_related("dataset").filter(pk=video_id).first()
+        video = (
+            Video.objects.select_for_update(of=("self",))
+            .select_related("dataset")
+            .filter(pk=video_id)
+            .first()
+        )
         if video is None:
             return None, "missing"
         if video.status == Video.Status.DONE:
@@ -203,6 +208,8 @@ def _extract_one(video, opts: dict, media: Path) -> dict:
         notes = []
         if report.short:
             notes.append(f"short video: {report.picks} of {report.requested} frames")
+        if report.frames_sampled < report.picks:
+            notes.append(f"{report.picks - report.frames_sampled} picked frames could not be decoded")
         if report.faces < report.frames_sampled:
             notes.append(f"{report.frames_sampled - report.faces} frames without a face")
         if report.reused_boxes:
