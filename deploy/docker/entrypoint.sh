@@ -4,7 +4,8 @@
 #   web           gunicorn with deploy/docker/gunicorn.conf.py (port 8000)
 #   worker-cpu    celery worker -Q cpu,default, CPU_WORKER_CONCURRENCY processes (default 2), name cpu@<host>
 #   worker-gpu    one celery worker -Q gpu process per GPU the container sees (GPU_WORKERS overrides the
-#                 count), each pinned to its GPU with CUDA_VISIBLE_DEVICES, names gpu0@<host>, gpu1@<host>...
+#                 count), each pinned to its GPU with CUDA_VISIBLE_DEVICES, names gpu0@<host>, gpu1@<host>...;
+#                 GPU_WORKER_MODE=ddp: one process gpu0@<host> that sees every GPU (data-parallel training)
 #   beat          celery beat (schedule file on the "beat" volume)
 #   flower        Flower on port 5555; refuses to start without FLOWER_BASIC_AUTH
 #   migrate       wait for PostgreSQL, create Label Studio's database when missing, apply migrations
@@ -23,8 +24,13 @@ say() { printf '[entrypoint] %s\n' "$*" >&2; }
 celery_cmd() { exec celery -A workers.celery_app "$@"; }
 
 run_gpu_workers() {
-    local count gpus i
+    local count gpus i mode
+    mode="$(python "$OPS" gpu-mode)"
     count="$(python "$OPS" gpu-count)"
+    if [[ "$mode" == ddp ]]; then
+        say "gpu worker gpu0 with every GPU of the container (GPU_WORKER_MODE=ddp)"
+        exec celery -A workers.celery_app worker -Q gpu --concurrency 1 -n "gpu0@%h" --loglevel "$LOG_LEVEL"
+    fi
     gpus="$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU ' || true)"
     local -a pids=()
     for ((i = 0; i < count; i++)); do

@@ -4,6 +4,7 @@ unless a check needs it).
     python deploy/docker/ops.py wait-db [--timeout S]       wait until DATABASE_URL accepts connections
     python deploy/docker/ops.py ensure-ls-db                create Label Studio's database when missing
     python deploy/docker/ops.py gpu-count                   worker processes of the gpu worker (see below)
+    python deploy/docker/ops.py gpu-mode                    per-gpu or ddp (GPU_WORKER_MODE)
     python deploy/docker/ops.py health web                  GET http://127.0.0.1:8000/health answers 200
     python deploy/docker/ops.py health beat                 celery beat's schedule file is recent
     python deploy/docker/ops.py health worker-gpu           every gpu worker process answers a ping
@@ -12,8 +13,10 @@ Label Studio's database (``ensure-ls-db``): ``LS_DB_NAME`` on ``LS_DB_HOST``:``L
 ``LS_DB_USER``/``LS_DB_PASSWORD``; empty host/user/password fall back to the server and credentials of
 ``DATABASE_URL`` (the bundled PostgreSQL).
 
-GPU worker processes (``gpu-count``): ``GPU_WORKERS`` when set, else one per GPU the container sees
-(``nvidia-smi -L``), at least one (a host without a GPU then runs the gpu queue on the CPU).
+GPU worker processes (``gpu-count``): one when ``GPU_WORKER_MODE=ddp`` (a single process sees every GPU
+and trains a round data-parallel on all of them, deploy/docs/multi-gpu.md); otherwise (``per-gpu``, the
+default) ``GPU_WORKERS`` when set, else one per GPU the container sees (``nvidia-smi -L``), at least one
+(a host without a GPU then runs the gpu queue on the CPU).
 """
 
 from __future__ import annotations
@@ -111,7 +114,16 @@ def ensure_ls_db() -> None:
         conn.close()
 
 
+def gpu_worker_mode() -> str:
+    mode = os.environ.get("GPU_WORKER_MODE", "").strip() or "per-gpu"
+    if mode not in ("per-gpu", "ddp"):
+        fail(f"GPU_WORKER_MODE must be per-gpu or ddp, not {mode!r}")
+    return mode
+
+
 def gpu_count() -> int:
+    if gpu_worker_mode() == "ddp":
+        return 1
     configured = os.environ.get("GPU_WORKERS", "").strip()
     if configured:
         if not configured.isdigit() or int(configured) < 1:
@@ -175,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     wait.add_argument("--timeout", type=float, default=120.0)
     sub.add_parser("ensure-ls-db")
     sub.add_parser("gpu-count")
+    sub.add_parser("gpu-mode")
     health = sub.add_parser("health")
     health.add_argument("role", choices=["web", "beat", "worker-gpu"])
     args = parser.parse_args(argv)
@@ -184,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         ensure_ls_db()
     elif args.command == "gpu-count":
         print(gpu_count())
+    elif args.command == "gpu-mode":
+        print(gpu_worker_mode())
     else:
         {"web": health_web, "beat": health_beat, "worker-gpu": health_worker_gpu}[args.role]()
 

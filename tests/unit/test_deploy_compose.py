@@ -62,6 +62,7 @@ ROLE_VARIABLES = {
     "GUNICORN_MAX_REQUESTS": "web",
     "CPU_WORKER_CONCURRENCY": "worker-cpu",
     "GPU_WORKERS": "worker-gpu",
+    "GPU_WORKER_MODE": "worker-gpu",
     "FLOWER_BASIC_AUTH": "flower",
     "LS_DB_NAME": "migrate",
     "LS_DB_HOST": "migrate",
@@ -624,7 +625,7 @@ def test_entrypoint_is_valid_bash_and_knows_every_compose_role(compose):
 # ------------------------------------------------------------------------------------- gunicorn + ops
 def load_module(path: Path, name: str, env: dict[str, str], monkeypatch):
     for key in list(os.environ):
-        if key.startswith("GUNICORN_") or key in ("GPU_WORKERS",) or key.startswith("LS_DB_"):
+        if key.startswith(("GUNICORN_", "GPU_WORKER", "LS_DB_")):
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -692,9 +693,23 @@ def test_ops_gpu_count_and_beat_health(monkeypatch, tmp_path, capsys):
     with pytest.raises(SystemExit):
         ops.gpu_count()
     assert "GPU_WORKERS must be a positive integer" in capsys.readouterr().err
+    monkeypatch.setenv("GPU_WORKERS", "4")
+    monkeypatch.setenv("GPU_WORKER_MODE", "ddp")  # one process with every GPU
+    assert (ops.gpu_worker_mode(), ops.gpu_count()) == ("ddp", 1)
+    monkeypatch.setenv("GPU_WORKER_MODE", "shared")
+    with pytest.raises(SystemExit):
+        ops.gpu_count()
+    assert "GPU_WORKER_MODE must be per-gpu or ddp" in capsys.readouterr().err
+    monkeypatch.delenv("GPU_WORKER_MODE")
     monkeypatch.delenv("GPU_WORKERS")
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: one process
     assert ops.gpu_count() == 1
+    fake = tmp_path / "nvidia-smi"  # two GPUs listed: two processes
+    fake.write_text(
+        "#!/bin/sh\necho 'GPU 0: NVIDIA H100 (UUID: GPU-a)'\necho 'GPU 1: NVIDIA H100 (UUID: GPU-b)'\n"
+    )
+    fake.chmod(0o755)
+    assert ops.gpu_count() == 2
 
     with pytest.raises(SystemExit):
         ops.health_beat(str(tmp_path))  # no schedule file yet
