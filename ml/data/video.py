@@ -23,7 +23,7 @@ seconds: ``decode`` (demuxing, decoding, conversion of picked frames, mask video
 
 A video that cannot be used raises ``VideoError`` with a short ``reason``: ``not_found``,
 ``too_large`` (bytes), ``unsupported_container``, ``unsupported_codec``, ``no_video_stream``,
-``too_many_pixels`` (resolution), ``too_long`` (duration or frame count), ``unreadable`` (the demuxer
+``too_many_pixels`` (resolution), ``too_small`` (under 32 px a side), ``too_long`` (duration or frame count), ``unreadable`` (the demuxer
 or decoder failed before any frame), ``no_frames``, ``no_face`` (no face in any sampled frame). The
 limits and the container/codec allow-lists are a security boundary: ffmpeg demuxers such as HLS or
 concat open other files or URLs, so the demuxer is chosen from the file's extension, never guessed,
