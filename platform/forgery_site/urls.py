@@ -15,6 +15,7 @@ api_v1 = [
     path("", include("rounds.urls")),
     path("", include("rounds.api_selection")),
     path("", include("labeling.urls")),
+    path("", include("forgery_site.operations_api")),  # admin: workers and queues
 ]
 
 urlpatterns = [
