@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from rest_framework import pagination, permissions, serializers
+from rest_framework import pagination, parsers, permissions, serializers
+from rest_framework.exceptions import ParseError
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, except that a body nested too deeply for Python's ``json`` (``[[[[...``, a few
+    hundred kilobytes) is a 400 instead of a ``RecursionError`` and a 500."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - the document is nested too deeply") from None
 
 
 class StrictSerializer(serializers.Serializer):

@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
@@ -143,6 +143,15 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(
             {"detail": f"request body too large (the limit is {limit} bytes)", "code": "too_large"},
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        what, limit = (
+            ("files", settings.DATA_UPLOAD_MAX_NUMBER_FILES)
+            if isinstance(exc, TooManyFilesSent)
+            else ("fields", settings.DATA_UPLOAD_MAX_NUMBER_FIELDS)
+        )
+        return Response(
+            {"detail": f"too many form {what} (the limit is {limit})", "code": "invalid"}, status=400
         )
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(exc.message_dict if hasattr(exc, "error_dict") else exc.messages)

@@ -211,6 +211,12 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "forgery_site.api.Pagination",
+    # DRF's parsers, with a JSON parser that answers 400 (not 500) to pathologically nested documents.
+    "DEFAULT_PARSER_CLASSES": [
+        "forgery_site.api.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "forgery_site.errors.api_exception_handler",
 }

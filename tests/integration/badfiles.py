@@ -147,6 +147,10 @@ CASES: list[Case] = [
     Case("round-dataset", "rounds", "dataset id that does not exist / is not a number", "404 / 400; no `Round`"),
     # -- generic API
     Case("api-oversized-json", "api", "JSON body over `DATA_UPLOAD_MAX_MEMORY_SIZE` (e.g. a round config)", "413; no `Round`"),
+    Case("api-deep-json", "api", "JSON nested 100,000 levels deep (200 KB; datasets, rounds, webhook)",
+         "400 `nested too deeply` (was a 500: RecursionError)"),
+    Case("api-bad-json", "api", "invalid UTF-8, an integer of 5000 digits", "400 `JSON parse error`"),
+    Case("api-too-many-parts", "api", "multipart with 1200 fields or 150 files", "400 `too many form fields` / `files`"),
     Case("api-nul-filter", "api", "NUL byte in a query filter", "400 `Null characters are not allowed`"),
     Case("api-nul-path", "api", "NUL byte in a detector tag in the URL (`/api/v1/detectors/a%00b/`)", "404"),
     Case("dash-nul-filter", "dashboard", "NUL byte in a gallery filter (`?manipulation=%00`)", "400 page; nothing stored"),

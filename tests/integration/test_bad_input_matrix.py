@@ -809,6 +809,37 @@ def test_api_oversized_json(admin, round_dataset, media):
     snapshot.check()
 
 
+def test_api_deep_json(admin, round_dataset, labeling, media):
+    deep = "[" * 100_000 + "]" * 100_000
+    snapshot = Snapshot(media)
+    for url in ("/api/v1/datasets/", "/api/v1/rounds/"):
+        response = _client(admin).generic("POST", url, deep, content_type="application/json")
+        assert response.status_code == 400 and "nested too deeply" in _detail(response), url
+    response = _hook(None, raw=deep.encode())
+    assert response.status_code == 400 and "nested too deeply" in _detail(response)
+    snapshot.check()
+
+
+def test_api_bad_json(admin, media):
+    snapshot = Snapshot(media)
+    for body in (b'{"name": "x\xff"}', b'{"name": "a", "n": ' + b"9" * 5000 + b"}"):
+        response = _client(admin).generic("POST", "/api/v1/datasets/", body, content_type="application/json")
+        assert response.status_code == 400 and "JSON parse error" in _detail(response), body[:40]
+    snapshot.check()
+
+
+def test_api_too_many_parts(admin, version, media):
+    url = f"/api/v1/detectors/{version.tag}/predict/"
+    snapshot = Snapshot(media)
+    fields = {"mode": "crop", **{f"f{i}": "x" for i in range(1200)}}
+    response = _client(admin).post(url, fields, format="multipart")
+    assert response.status_code == 400 and "too many form fields" in _detail(response)
+    files = {"mode": "crop", "images": [_upload(f"{i}.png", b"x") for i in range(150)]}
+    response = _client(admin).post(url, files, format="multipart")
+    assert response.status_code == 400 and "too many form files" in _detail(response)
+    snapshot.check()
+
+
 def test_api_nul_filter(admin, media):
     snapshot = Snapshot(media)
     response = _client(admin).get("/api/v1/samples/", {"identity": "a\x00b"})
