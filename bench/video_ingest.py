@@ -40,9 +40,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -136,23 +138,16 @@ def _distributed(app, layout, n: int, workers: int, options: dict, shard: int, e
         ]
         total = len(pending)
         done: list[dict] = []
-        rss_by_progress: list[list[float]] = []
-        next_mark = 0.0
-        while pending:
-            still = []
-            for result in pending:
-                if result.ready():
-                    done.append(result.get(timeout=60))
-                else:
-                    still.append(result)
-            pending = still
-            fraction = len(done) / total
-            if fraction >= next_mark:
+        rss_by_progress: list[list[float]] = [[0.0, round(max(_rss_mb(p.pid) for p in procs), 1)]]
+        next_mark = 0.2
+        # Shards finish roughly in the order they were sent: wait on each in turn (the result backend
+        # pushes completions; no polling of every pending result).
+        for result in pending:
+            done.append(result.get(timeout=3600))
+            if len(done) / total >= next_mark or len(done) == total:
                 rss = max(_rss_mb(p.pid) for p in procs)
-                rss_by_progress.append([round(fraction, 2), round(rss, 1)])
-                next_mark = fraction + 0.2
-            if pending:
-                time.sleep(0.05)
+                rss_by_progress.append([round(len(done) / total, 2), round(rss, 1)])
+                next_mark = len(done) / total + 0.2
         seconds = time.perf_counter() - started
         cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
         hwm = max(_rss_mb(p.pid, "VmHWM") for p in procs)
@@ -184,6 +179,9 @@ def _distributed(app, layout, n: int, workers: int, options: dict, shard: int, e
 
 def run(quick: bool, videos: int | None = None, frames: int | None = None, two_only: bool = False) -> dict:
     """``two_only``: skip the one-worker run (large memory runs: ``scaling`` is then None)."""
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a stopped run) unwinds like an exception: workers stopped, scratch database dropped.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     import redis
 
     from ml.data.synthvideo import make_ffpp
