@@ -71,6 +71,8 @@ API: dict[tuple[str, str], tuple[str, int]] = {
     ("POST", "/api/v1/labeling/webhook"): (WEBHOOK, 200),
     ("GET", "/api/v1/operations/workers/"): (ADMIN, 200),
     ("GET", "/api/v1/operations/queues/"): (ADMIN, 200),
+    ("GET", "/api/v1/operations/workers/"): (ADMIN, 200),
+    ("GET", "/api/v1/operations/queues/"): (ADMIN, 200),
 }
 
 # Routes outside the schema: (method, path) -> (who may, status a permitted caller gets).
@@ -95,6 +97,7 @@ PAGES: dict[str, tuple[str, int | None, int]] = {
     "page-round": (ADMIN, 403, 200),
     "page-detectors": (ADMIN, 403, 200),
     "page-users": (ADMIN, 403, 200),
+    "page-workers": (ADMIN, 403, 200),
 }
 
 DENIED = {"anonymous": 401, "annotator": 403, "admin": 403}
