@@ -71,8 +71,6 @@ API: dict[tuple[str, str], tuple[str, int]] = {
     ("POST", "/api/v1/labeling/webhook"): (WEBHOOK, 200),
     ("GET", "/api/v1/operations/workers/"): (ADMIN, 200),
     ("GET", "/api/v1/operations/queues/"): (ADMIN, 200),
-    ("GET", "/api/v1/operations/workers/"): (ADMIN, 200),
-    ("GET", "/api/v1/operations/queues/"): (ADMIN, 200),
 }
 
 # Routes outside the schema: (method, path) -> (who may, status a permitted caller gets).
