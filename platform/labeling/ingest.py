@@ -59,10 +59,16 @@ def _parse_result(result: list[dict]) -> tuple[str, str]:
     verdict, comment = "", ""
     for item in result:
         value = item.get("value") or {}
-        if item.get("type") == "choices" and value.get("choices"):
-            verdict = str(value["choices"][0])
+        if not isinstance(value, dict):
+            raise AnnotationRejected("a result item's value is not an object")
+        choices = value.get("choices")
+        if item.get("type") == "choices" and choices:
+            if not isinstance(choices, list):
+                raise AnnotationRejected("the verdict's choices must be a list")
+            verdict = str(choices[0])
         elif item.get("type") == "textarea" and value.get("text"):
-            comment = "\n".join(str(t) for t in value["text"])
+            text = value["text"] if isinstance(value["text"], list) else [value["text"]]
+            comment = "\n".join(str(t) for t in text).replace("\x00", "")  # PostgreSQL text holds no NUL
     if verdict not in AnnotationRecord.Verdict.values:
         raise AnnotationRejected(f"unknown verdict {verdict!r}")
     return verdict, comment
@@ -168,6 +174,18 @@ def annotation_ingest(annotation: dict) -> str:
         result = annotation.get("result") or []
         if not isinstance(result, list):
             raise TypeError("result is not a list")
+        if not all(isinstance(item, dict) for item in result):
+            raise TypeError("every result item must be an object")
+        if not (0 < annotation_id < 2**63 and 0 < ls_task_id < 2**63):
+            raise ValueError("annotation or task id out of range")
+        if "\x00" in updated_at:
+            raise ValueError("updated_at contains a NUL character")
+        ls_user = annotation.get("completed_by")
+        ls_user = ls_user.get("id") if isinstance(ls_user, dict) else ls_user
+        if ls_user is not None and (
+            not isinstance(ls_user, int) or isinstance(ls_user, bool) or not 0 < ls_user < 2**63
+        ):
+            raise ValueError(f"completed_by {ls_user!r} is not a user id")
     except (KeyError, TypeError, ValueError) as exc:
         raise AnnotationRejected(f"malformed annotation: {exc}") from exc
     task = AnnotationTask.objects.filter(ls_task_id=ls_task_id).select_related("round").first()
@@ -188,8 +206,6 @@ def annotation_ingest(annotation: dict) -> str:
         verdict, comment = _parse_result(result)
         cancelled = bool(annotation.get("was_cancelled"))
         mask, regions = masks.merge_result_masks(result, width=sample.width, height=sample.height)
-        ls_user = annotation.get("completed_by")
-        ls_user = ls_user.get("id") if isinstance(ls_user, dict) else ls_user
         account = AnnotatorAccount.objects.filter(ls_user_id=ls_user).select_related("user").first()
         source = Mask.Source.ORACLE if account is not None and account.is_oracle else Mask.Source.ANNOTATOR
         author = account.user if account is not None else None
