@@ -654,3 +654,30 @@ def test_no_hard_coded_credentials_in_manifests():
                         assert env["value"] in ("", "true", "false"), (
                             f"{path.name}: {env['name']} has a literal value"
                         )
+
+
+# ----------------------------------------------------------------------------------- sizing
+
+
+def test_sizing_table_in_the_guide_matches_the_measurements():
+    rows = json.loads((TOOLS_DIR / "sizing.json").read_text())["rows"]
+    guide = (ROOT / "deploy" / "README.md").read_text()
+    for row in rows:
+        line = (
+            f"| {row['label']} | {row['image_size']} | {row['parameters'] / 1e6:.2f} M"
+            if row["parameters"] >= 1e6
+            else f"| {row['label']} | {row['image_size']} | {row['parameters'] / 1e3:.0f} k"
+        )
+        cells = f"| {row['train_total_b32_gib']:.2f} GiB | {row['train_total_b64_gib']:.2f} GiB |"
+        matching = [text for text in guide.splitlines() if text.startswith(line)]
+        assert matching and matching[0].endswith(cells), f"deploy/README.md sizing row for {line!r} is stale"
+
+
+def test_sizing_measures_activations_linear_in_the_batch():
+    spec = importlib.util.spec_from_file_location("k8s_sizing", TOOLS_DIR / "sizing.py")
+    sizing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sizing)
+    row = sizing.measure("lae", {"width": 16, "depth": 3}, 64)
+    assert row["parameters"] > 0 and row["activations_per_sample_mib"] > 0
+    assert row["activations_b64_gib"] > row["activations_b32_gib"] > 0
+    assert row["train_total_b32_gib"] >= row["activations_b32_gib"]
