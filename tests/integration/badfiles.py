@@ -115,6 +115,12 @@ CASES: list[Case] = [
          "delivery `rejected` (`region drawn on a WxH image`); no `Mask`"),
     Case("polygon-malformed", "ingest", "polygon points that are not numbers", "delivery `rejected` (`malformed`); no `Mask`"),
     Case("verdict-unknown", "ingest", "unknown verdict choice", "delivery `rejected` (`unknown verdict`); no `Mask`"),
+    Case("result-not-objects", "ingest", "result items that are numbers", "delivery `rejected` (`must be an object`); no `Mask`"),
+    Case("result-value-string", "ingest", "a result item whose value is a string, choices that are not a list",
+         "delivery `rejected` (`not an object` / `must be a list`); no `Mask`"),
+    Case("ann-bad-user", "ingest", "`completed_by` that is not a user id", "delivery `rejected` (`not a user id`); no `Mask`"),
+    Case("comment-nul", "ingest", "NUL byte in the annotator's comment",
+         "stored, the comment kept without the NUL (was a crash of the worker task)"),
     # -- inference: uploads are validated from a temporary file and never stored
     Case("inf-text-as-png", "inference", "text uploaded as `image/png`", "400 `not a decodable image`; nothing stored"),
     Case("inf-truncated-png", "inference", "PNG cut in half", "400 `not a decodable image`; nothing stored"),

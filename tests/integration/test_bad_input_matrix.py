@@ -548,17 +548,22 @@ INGEST = {
                               "value": {"points": [["a", "b"], [1, 2], [3, 4]], "polygonlabels": ["forgery"]}}],
         "malformed",
     ),
+    "result-not-objects": (lambda: [1, 2], "every result item must be an object"),
+    "result-value-string": (lambda: [{"type": "choices", "value": "fake"}, _brush(_good_rle())], "not an object"),
+    "ann-bad-user": (lambda: [_verdict(), _brush(_good_rle())], "is not a user id"),
     "verdict-unknown": (lambda: [_verdict("definitely"), _brush(_good_rle())], "unknown verdict"),
 }  # fmt: skip
 
 
-@pytest.mark.parametrize("case_id", cases("ingest"))
+@pytest.mark.parametrize("case_id", [p for p in cases("ingest") if p.values[0] in INGEST])
 def test_ingest_rejects_bad_annotations_and_stores_no_mask(case_id, labeling, media):
     from labeling.ingest import delivery_process
     from labeling.models import WebhookDelivery
 
     result, fragment = INGEST[case_id]
     labeling["server"].annotations[9001] = _annotation(result())
+    if case_id == "ann-bad-user":
+        labeling["server"].annotations[9001]["completed_by"] = "root"
     snapshot = Snapshot(media)
     response = _hook(_event())
     assert response.status_code == 200 and response.json()["accepted"] == 1
@@ -567,6 +572,31 @@ def test_ingest_rejects_bad_annotations_and_stores_no_mask(case_id, labeling, me
     delivery.refresh_from_db()
     assert delivery.status == "rejected" and fragment in delivery.message, delivery.message
     snapshot.check(WebhookDelivery=1)  # the delivery row records the rejection; no Mask, no file
+
+
+def test_ingest_choices_not_a_list_is_rejected(labeling, media):
+    """The second half of ``result-value-string``: choices given as an object."""
+    from labeling.ingest import AnnotationRejected, annotation_ingest
+
+    snapshot = Snapshot(media)
+    bad = _annotation([{"type": "choices", "value": {"choices": {"0": "fake"}}}, _brush(_good_rle())])
+    with pytest.raises(AnnotationRejected, match="must be a list"):
+        annotation_ingest(bad)
+    snapshot.check()
+
+
+def test_comment_nul(labeling, media):
+    from catalog.models import Mask
+    from labeling.ingest import delivery_process
+    from labeling.models import AnnotationRecord, WebhookDelivery
+
+    comment = {"type": "textarea", "value": {"text": ["blend seam\x00 at the jaw"]}}
+    labeling["server"].annotations[9001] = _annotation([_verdict(), comment, _brush(_good_rle())])
+    assert _hook(_event()).status_code == 200
+    delivery = WebhookDelivery.objects.get(ls_annotation_id=9001)
+    assert delivery_process(delivery_id=delivery.pk, client=labeling["client"]) == "stored"
+    assert AnnotationRecord.objects.get(ls_annotation_id=9001).comment == "blend seam at the jaw"
+    assert Mask.objects.filter(sample=labeling["sample"]).count() == 1
 
 
 # -------------------------------------------------------------------------------------- inference
