@@ -296,8 +296,57 @@ def _mark_degraded(project: LabelingProject, exc: Exception) -> None:
     )
 
 
+def _adopt_unrecorded_tasks(project: LabelingProject, tasks: list[dict]) -> int:
+    """Record Label Studio tasks of this round whose ids the platform never kept.
+
+    A push interrupted after Label Studio imported a batch but before the platform's transaction
+    committed (Label Studio or the database going down in between) leaves tasks in Label Studio that
+    no ``AnnotationTask`` points at; their annotations would be rejected as "unknown task" forever.
+    Each such task carries its ``sample_id``: when the sample is in the round's selection and has no
+    Label Studio task yet, the task is adopted. A second task for a sample that already has one is
+    left alone (its annotations stay rejected, and logged).
+    """
+    recorded = set(
+        AnnotationTask.objects.filter(ls_task_id__in=[int(t["id"]) for t in tasks]).values_list(
+            "ls_task_id", flat=True
+        )
+    )
+    candidates = {}
+    for task in tasks:
+        sample_id = (task.get("data") or {}).get("sample_id")
+        if int(task["id"]) not in recorded and isinstance(sample_id, int) and not isinstance(sample_id, bool):
+            candidates.setdefault(sample_id, int(task["id"]))
+    if not candidates:
+        return 0
+    selected = set(
+        Selection.objects.filter(round_id=project.round_id, sample_id__in=candidates).values_list(
+            "sample_id", flat=True
+        )
+    )
+    adopted = 0
+    for sample_id in sorted(selected):
+        with transaction.atomic():
+            task, _ = AnnotationTask.objects.select_for_update().get_or_create(
+                round_id=project.round_id,
+                sample_id=sample_id,
+                defaults={"ls_project_id": project.ls_project_id},
+            )
+            if task.ls_task_id is not None:
+                continue
+            task.ls_task_id, task.ls_project_id = candidates[sample_id], project.ls_project_id
+            task.status = AnnotationTask.Status.CREATED
+            task.save(update_fields=["ls_task_id", "ls_project_id", "status", "updated_at"])
+            adopted += 1
+    if adopted:
+        logger.warning(
+            "adopted unrecorded Label Studio tasks", extra={"round": project.round_id, "tasks": adopted}
+        )
+    return adopted
+
+
 def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | None = None) -> dict:
-    """Repair what webhooks missed: ingest new/changed annotations, forget deleted ones.
+    """Repair what webhooks missed: adopt tasks an interrupted push left unrecorded, ingest new/changed
+    annotations, forget deleted ones.
 
     Raises ``LabelStudioUnavailable`` or ``StorageUnavailable`` (after marking the sync degraded) so the
     caller retries with backoff; what was ingested before the failure stays (each annotation is its own
@@ -305,11 +354,13 @@ def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | N
     """
     client = client or get_client()
     counts = {"seen": 0, "stored": 0, "unchanged": 0, "recorded": 0, "rejected": 0, "forgotten": 0}
+    read_started = timezone.now()
     try:
         tasks = list(client.tasks_iter(project_id=project.ls_project_id))
     except LabelStudioUnavailable as exc:
         _mark_degraded(project, exc)
         raise
+    counts["adopted"] = _adopt_unrecorded_tasks(project, tasks)
     known = dict(
         AnnotationRecord.objects.filter(task__round_id=project.round_id, deleted=False).values_list(
             "ls_annotation_id", "ls_updated_at"
@@ -337,8 +388,9 @@ def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | N
                 raise
     for missing in set(known) - seen:
         counts["forgotten"] += int(annotation_forget(annotation_id=missing))
-    # Deliveries stuck in "pending" (broker down when they arrived) are settled by what we just read.
-    stale = timezone.now() - timedelta(seconds=60)
+    # Deliveries stuck in "pending" (broker down when they arrived) are settled by what we just read:
+    # only those received before the read began (a long pass must not settle a later change unread).
+    stale = min(read_started, timezone.now() - timedelta(seconds=60))
     WebhookDelivery.objects.filter(
         ls_project_id=project.ls_project_id, status=WebhookDelivery.Status.PENDING, received_at__lt=stale
     ).update(
