@@ -363,5 +363,18 @@ def test_django_admin_is_for_staff_only(users):
     assert response.status_code == 302 and response["Location"].startswith("/admin/login/")
 
 
+def test_the_documented_matrix_is_current():
+    """deploy/docs/security.md carries the table generated from API, OTHER and PAGES above."""
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "deploy" / "docs" / "security.md").read_text()
+    begin, end = "<!-- authz-matrix:begin -->\n", "\n<!-- authz-matrix:end -->"
+    assert begin in doc and end in doc, "security.md lost its authz-matrix markers"
+    documented = doc[doc.index(begin) + len(begin) : doc.index(end)]
+    assert documented == markdown_table(), (
+        "deploy/docs/security.md is out of date: paste `.venv/bin/python -m tests.integration.test_authz_matrix`"
+    )
+
+
 if __name__ == "__main__":
     print(markdown_table())
