@@ -9,6 +9,7 @@ Every generator writes bytes only; none of them needs Django, and nothing here e
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import struct
@@ -206,6 +207,7 @@ def bomb_header_png(width: int = 30000, height: int = 30000) -> bytes:
     return bytes(raw)
 
 
+@functools.cache
 def deflate_bomb_png(side: int = 8192) -> bytes:
     """A *valid* greyscale PNG of side x side zeros: 64 MiB of pixels deflate to ~70 KB."""
     compressor = zlib.compressobj(9)
@@ -217,6 +219,7 @@ def deflate_bomb_png(side: int = 8192) -> bytes:
     return PNG_SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", b"".join(parts)) + _chunk(b"IEND", b"")
 
 
+@functools.cache
 def text_bomb_png(inflated: int = 64 << 20) -> bytes:
     """A small valid PNG with a zTXt chunk that inflates to ``inflated`` bytes (a text decompression bomb)."""
     data = noise_png(16, 16)
