@@ -220,7 +220,7 @@ def run(quick: bool) -> dict:
                 },
             }
             time.sleep(max(0.0, outage_s - (time.monotonic() - down_at)))
-            _ls_start(ls_home, ls_port, media)  # same home: Label Studio's data survives the restart
+            _ls_restart(ls_home, ls_port, media)  # same home and data: only the process was down
             _wait(lambda: _up(f"{ls_url}/health"), 120, "Label Studio")
             back_at = time.monotonic()
             outage = back_at - down_at
@@ -273,6 +273,15 @@ def run(quick: bool) -> dict:
                 from django.db import connections
 
                 connections.close_all()
+
+
+def _ls_restart(home: Path, port: int, media: Path) -> None:
+    """Start the stopped server again on its own data (``bench.webhooks._ls_start`` would reset it)."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update({"LS_HOME": str(home), "LS_PORT": str(port), "MEDIA_ROOT": str(media)})
+    subprocess.run(
+        ["bash", str(ROOT / "deploy" / "labelstudio" / "ls.sh"), "start"], env=env, check=True, timeout=900
+    )
 
 
 def _stop(proc: subprocess.Popen) -> None:
