@@ -86,6 +86,9 @@ class VideoItem:
             raise ValueError(f"split must be one of {SPLITS}: {self.split!r}")
         if len(self.manipulation) > 64 or len(self.identity) > 128:
             raise ValueError("manipulation (64) or identity (128) too long")
+        texts = (self.external_id, self.manipulation, self.identity, self.source_path, self.mask_source_path)
+        if any("\x00" in text for text in texts):  # PostgreSQL text cannot hold NUL
+            raise ValueError("a field contains a NUL character")
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ class Folder:
             st = os.stat(real)
         except FileNotFoundError:
             raise PathError("file not found") from None
+        except OSError as exc:  # a symlink loop, a name too long
+            raise PathError(f"unreadable file ({exc.strerror})") from None
         if not stat.S_ISREG(st.st_mode):
             raise PathError("not a regular file")
         if st.st_size > self.max_bytes:

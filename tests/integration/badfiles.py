@@ -32,6 +32,7 @@ class Case:
 ENTRY_POINTS = {
     "import-api": "`POST /api/v1/datasets/{id}/imports/`",
     "importer": "import job (Celery `dataset_import_task` → `import_job_run`)",
+    "video": "video import listing (`video-folder` layout; Celery `video_import_task` → `video_import_list`)",
     "webhook": "`POST /api/v1/labeling/webhook`",
     "ingest": "webhook delivery → annotation ingest (worker)",
     "inference": "`POST /api/v1/detectors/{ref}/predict/`",
@@ -41,6 +42,7 @@ ENTRY_POINTS = {
     "dashboard": "dashboard pages",
 }
 
+_VIDEO = "job `failed` (`no importable video`), the entry reported with its reason; no `Video`, no `Sample`"
 _IMPORT_ROW = "job `failed`, per-row error `{row, field, message}` naming the problem; no `Sample`"
 
 CASES: list[Case] = [
@@ -90,6 +92,14 @@ CASES: list[Case] = [
          _IMPORT_ROW + " (`more values than the header`)"),
     Case("imp-too-many-rows", "importer", "more rows than `IMPORT_MAX_ROWS`", "job `failed` (`exceed the limit`); no `Sample`"),
     Case("imp-bad-label", "importer", "unknown label, region targets out of {-1, 0, 1}", _IMPORT_ROW),
+    # -- video imports: every entry is confined and checked while the layout is listed
+    Case("vid-dotdot", "video", "`labels.csv` row `../clip.mp4`", _VIDEO + " (`'..' is not allowed`)"),
+    Case("vid-absolute", "video", "`labels.csv` row with an absolute path", _VIDEO + " (`absolute paths are not allowed`)"),
+    Case("vid-symlink", "video", "video is a symlink to a file outside the dataset folder", _VIDEO + " (`leaves the dataset folder`)"),
+    Case("vid-symlink-loop", "video", "video is a symlink loop", _VIDEO + " (`unreadable file`; was a failed listing)"),
+    Case("vid-nul-field", "video", "NUL byte in the `identity` column", _VIDEO + " (`NUL`; was a database error)"),
+    Case("vid-not-video", "video", "a `.txt` listed as a video", _VIDEO + " (`not a video file`)"),
+    Case("vid-bad-label", "video", "unknown label", _VIDEO + " (`unknown label`)"),
     # -- webhook: authenticated by the shared secret before the body is read
     Case("wh-no-secret", "webhook", "no secret header", "401; no `WebhookDelivery`"),
     Case("wh-wrong-secret", "webhook", "wrong secret", "403; no `WebhookDelivery`"),

@@ -39,7 +39,7 @@ TINY_LAE = {"image_size": 32, "depth": 2, "width": 4, "latent_channels": 16}
 SECRET = "matrix-webhook-secret"
 HEADER = "HTTP_X_FORGERYLAB_WEBHOOK_SECRET"
 COUNTED = (
-    "catalog.Dataset", "catalog.Sample", "catalog.Mask", "catalog.ImportJob", "labeling.WebhookDelivery",
+    "catalog.Dataset", "catalog.Sample", "catalog.Mask", "catalog.ImportJob", "catalog.Video", "labeling.WebhookDelivery",
     "labeling.AnnotationRecord", "modelhub.DetectorVersion", "rounds.Round",
 )  # fmt: skip
 
@@ -355,6 +355,63 @@ def test_a_good_import_still_works_after_the_bad_ones(media, admin):
     job = import_job_run(job_id=response.json()["id"])
     assert job.status == "succeeded", job.errors
     assert Sample.objects.filter(dataset=dataset).count() == 4
+
+
+# ---------------------------------------------------------------------------------- video imports
+def _vid_symlink(d: Path, o: Path) -> str:
+    (o / "clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    (d / "clip.mp4").symlink_to(o / "clip.mp4")
+    return "clip.mp4,fake,id1\n"
+
+
+def _vid_symlink_loop(d: Path, o: Path) -> str:
+    (d / "loop.mp4").symlink_to("loop.mp4")
+    return "loop.mp4,fake,id1\n"
+
+
+def _vid_file(row: str, name: str = "clip.mp4"):
+    def build(d: Path, o: Path) -> str:
+        (d / name).write_bytes(b"\x00\x00\x00\x18ftypmp42")
+        return row
+
+    return build
+
+
+VIDEO = {
+    # case id: (builder(dataset dir, outside) -> labels.csv rows, fragment of the entry's error)
+    "vid-dotdot": (lambda d, o: "../clip.mp4,fake,id1\n", "'..' is not allowed"),
+    "vid-absolute": (lambda d, o: f"{o}/clip.mp4,real,id1\n", "absolute paths are not allowed"),
+    "vid-symlink": (_vid_symlink, "leaves the dataset folder"),
+    "vid-symlink-loop": (_vid_symlink_loop, "unreadable file"),
+    "vid-nul-field": (_vid_file("clip.mp4,fake,id\x001\n"), "NUL"),
+    "vid-not-video": (_vid_file("notes.txt,real,id1\n", "notes.txt"), "not a video file"),
+    "vid-bad-label": (_vid_file("clip.mp4,maybe,id1\n"), "unknown label"),
+}
+
+
+@pytest.mark.parametrize("case_id", cases("video"))
+def test_video_listing_rejects_bad_entries(case_id, media, outside, admin):
+    from catalog.models import Dataset, ImportJob
+    from catalog.video_import import video_import_list, video_options
+
+    build, fragment = VIDEO[case_id]
+    directory = media / "videos" / case_id
+    directory.mkdir(parents=True)
+    (directory / "labels.csv").write_text("path,label,identity\n" + build(directory, outside))
+    dataset = Dataset.objects.create(name=f"vid-{case_id}")
+    snapshot = Snapshot(media)
+    client = _client(admin)
+    response = client.post(
+        f"/api/v1/datasets/{dataset.pk}/imports/",
+        {"source": directory.relative_to(media).as_posix(), "format": "video-folder"},
+        format="json",
+    )
+    assert response.status_code == 202, response.content
+    video_import_list(job_id=response.json()["id"], options=video_options())  # the task's first step
+    job = client.get(f"/api/v1/imports/{response.json()['id']}/").json()
+    assert job["status"] == ImportJob.Status.FAILED and "no importable video" in job["message"], job
+    assert any(fragment in e["message"] for e in job["errors"]), job["errors"]
+    snapshot.check(ImportJob=1)
 
 
 # ---------------------------------------------------------------------------------------- webhook
@@ -904,7 +961,7 @@ def test_every_case_is_run_by_a_test_in_this_module():
     import sys
 
     module = sys.modules[__name__]
-    tables = {**IMPORT_API, **IMPORTER, **WEBHOOK, **INGEST, **INFERENCE, **ROUNDS}
+    tables = {**IMPORT_API, **IMPORTER, **VIDEO, **WEBHOOK, **INGEST, **INFERENCE, **ROUNDS}
     functions = {name[5:].replace("_", "-") for name in dir(module) if name.startswith("test_")}
     replay = {"wh-replay"}  # test_webhook_replay_stores_one_delivery_and_one_mask_version
     missing = [c.id for c in CASES if c.id not in tables and c.id not in functions and c.id not in replay]
