@@ -169,6 +169,8 @@ CASES: list[Case] = [
     Case("api-bad-json", "api", "invalid UTF-8, an integer of 5000 digits", "400 `JSON parse error`"),
     Case("api-too-many-parts", "api", "multipart with 1200 fields or 150 files", "400 `too many form fields` / `files`"),
     Case("api-nul-filter", "api", "NUL byte in a query filter", "400 `Null characters are not allowed`"),
+    Case("api-media-symlink", "api", "a sample's stored image later swapped for a symlink to a file outside MEDIA_ROOT "
+         "(`/api/v1/samples/{id}/media/`, dashboard mask overlay)", "404; the outside file is never served"),
     Case("api-nul-path", "api", "NUL byte in a detector tag in the URL (`/api/v1/detectors/a%00b/`)", "404"),
     Case("dash-nul-filter", "dashboard", "NUL byte in a gallery filter (`?manipulation=%00`)", "400 page; nothing stored"),
 ]  # fmt: skip

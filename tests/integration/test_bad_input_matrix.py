@@ -934,6 +934,33 @@ def test_api_nul_filter(admin, media):
     snapshot.check()
 
 
+def test_api_media_symlink(admin, media, outside):
+    from django.test import Client
+
+    from catalog.models import Dataset, Mask, Sample
+
+    secret = (outside / "secret.png").read_bytes()
+    (media / "swapped").mkdir(exist_ok=True)
+    for name in ("img.png", "mask.png"):
+        (media / "swapped" / name).unlink(missing_ok=True)
+        (media / "swapped" / name).symlink_to(outside / "secret.png")
+    dataset = Dataset.objects.create(name="swapped")
+    sample = Sample.objects.create(
+        dataset=dataset, external_id="s", path="swapped/img.png", sha256="0" * 64, width=32, height=32,
+        label="fake", has_mask=True,
+    )  # fmt: skip
+    Mask.objects.create(sample=sample, version=1, source="annotator", path="swapped/mask.png", area=0.1)
+    snapshot = Snapshot(media)
+    response = _client(admin).get(f"/api/v1/samples/{sample.pk}/media/")
+    assert response.status_code == 404, response.status_code
+    browser = Client()
+    browser.force_login(admin)
+    overlay = browser.get(f"/samples/{sample.pk}/mask.png")
+    assert overlay.status_code == 404, overlay.status_code
+    assert secret not in response.content and secret not in overlay.content
+    snapshot.check()
+
+
 def test_api_nul_path(admin, version, media):
     snapshot = Snapshot(media)
     for url in ("/api/v1/detectors/a%00b/", "/api/v1/detectors/a%00b/bundle/"):
