@@ -12,7 +12,12 @@
   ReadWriteMany media volume at MEDIA_ROOT in web, workers and Label Studio, probes, migrations first,
   graceful termination longer than a training epoch, a PodDisruptionBudget for web;
 - no drift: every environment variable the deployed code reads is in the ConfigMap or a Secret, or listed
-  in ``OPTIONAL`` with a reason; every ConfigMap/Secret key is read by the code or by a container.
+  in ``OPTIONAL`` with a reason; every ConfigMap/Secret key is read by the code or by a container;
+- the rendered ConfigMap + Secret boot Django in production mode (``check --deploy``; the probes' Host
+  header accepted, a pod IP refused), and the gpu worker's liveness command pings the worker that the
+  image's entrypoint starts with those settings (a real Celery process on the local Redis; marked
+  ``integration`` too), which stops with a warm shutdown on SIGTERM;
+- the sizing table in deploy/README.md matches deploy/k8s/tools/sizing.json.
 """
 
 from __future__ import annotations
@@ -21,10 +26,15 @@ import ast
 import copy
 import importlib.util
 import json
+import os
 import re
 import shutil
+import signal
+import socket
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -684,3 +694,127 @@ def test_sizing_measures_activations_linear_in_the_batch():
     assert row["parameters"] > 0 and row["activations_per_sample_mib"] > 0
     assert row["activations_b64_gib"] > row["activations_b32_gib"] > 0
     assert row["train_total_b32_gib"] >= row["activations_b32_gib"]
+
+
+# ----------------------------------------------------------------------------------- the config boots
+
+BOOT_SCRIPT = r"""
+import json, sys
+import django
+django.setup()
+from django.conf import settings
+from django.core.management import call_command
+from django.test import Client
+call_command("check", deploy=True, fail_level="ERROR")
+client = Client()
+ok = client.get("/health", HTTP_HOST="forgerylab-web").status_code
+pod_ip = client.get("/health", HTTP_HOST="10.1.2.3").status_code
+print(json.dumps({
+    "debug": settings.DEBUG,
+    "proxy_header": list(settings.SECURE_PROXY_SSL_HEADER or []),
+    "ssl_redirect": settings.SECURE_SSL_REDIRECT,
+    "health_internal": ok,
+    "health_pod_ip": pod_ip,
+}))
+"""
+
+
+def platform_env(objects: list[dict], tmp_path: Path) -> dict[str, str]:
+    """The environment a platform container gets from the render, with the in-cluster services swapped
+    for the local ones (the names forgerylab-postgres / forgerylab-redis do not resolve here)."""
+    env = {**config_values(objects), **secret_values(objects, "forgerylab-secrets")}
+    env.update(
+        {
+            "DATABASE_URL": os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"),
+            "REDIS_URL": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15"),
+            "CACHE_URL": "locmem://",
+            "MEDIA_ROOT": str(tmp_path / "media"),
+            "DJANGO_SETTINGS_MODULE": "forgery_site.settings",
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'platform'}",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": str(tmp_path),
+            "HF_HUB_OFFLINE": "1",
+        }
+    )
+    (tmp_path / "media").mkdir(exist_ok=True)
+    return env
+
+
+def test_rendered_settings_boot_in_production_mode(rendered, tmp_path):
+    """The ConfigMap + Secret of the render pass Django's production refusals and `check --deploy`;
+    the probes' Host header is accepted and a pod IP is refused."""
+    overlay, objects = rendered
+    result = subprocess.run(
+        [sys.executable, "-c", BOOT_SCRIPT],
+        cwd=ROOT,
+        env=platform_env(objects, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, f"{overlay}: settings do not boot:\n{result.stderr[-3000:]}"
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["debug"] is False and report["ssl_redirect"] is False
+    assert report["proxy_header"] == ["HTTP_X_FORWARDED_PROTO", "https"]
+    assert report["health_internal"] in (200, 503), "the probes' Host header must be allowed"
+    assert report["health_pod_ip"] == 400, "unknown hosts are refused"
+
+
+@pytest.fixture(scope="module")
+def small_objects(tmp_path_factory):
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed: the overlays cannot be rendered here")
+    return render("small", tmp_path_factory.mktemp("k8s-small-probe"))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_worker_probe_pings_the_worker_the_entrypoint_starts(small_objects, tmp_path):
+    """The gpu worker's liveness command from the render, run against the worker the image's entrypoint
+    starts with the rendered settings (a real Celery process on the local Redis, private key prefix):
+    it passes while the worker runs, the worker stops on SIGTERM (warm shutdown), and then it fails."""
+    import redis
+
+    objects = small_objects
+    env = platform_env(objects, tmp_path)
+    env["CELERY_KEY_PREFIX"] = f"forgerylab-k8s-probe-{os.getpid()}:"
+    try:
+        redis.Redis.from_url(env["REDIS_URL"], socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"no Redis at {env['REDIS_URL']}: {exc}")
+    env["HOSTNAME"] = socket.gethostname()  # a pod's HOSTNAME is its name, which is Celery's %h
+    (worker,) = pod_spec(one(objects, "Deployment", "forgerylab-worker-gpu"))["containers"]
+    env.update({e["name"]: e["value"] for e in worker.get("env", []) if "value" in e})
+    probe = worker["livenessProbe"]["exec"]["command"]
+    log = (tmp_path / "worker.log").open("w")
+    process = subprocess.Popen(
+        ["bash", str(ENTRYPOINT), *worker["args"]],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            answer = subprocess.run(probe, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+            if answer.returncode == 0:
+                break
+            assert process.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, f"no ping reply in 120 s: {answer.stderr[-500:]}"
+            time.sleep(2)
+        process.send_signal(signal.SIGTERM)
+        # 143 = the signal's own status: the entrypoint passes on how the wait for its workers ended.
+        assert process.wait(timeout=60) in (0, 143), (tmp_path / "worker.log").read_text()[-3000:]
+        assert "Warm shutdown" in (tmp_path / "worker.log").read_text(), "SIGTERM must mean warm shutdown"
+        after = subprocess.run(probe, cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+        assert after.returncode != 0, "the probe must fail when the worker is gone"
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        log.close()
+        client = redis.Redis.from_url(env["REDIS_URL"])
+        for key in client.scan_iter(env["CELERY_KEY_PREFIX"] + "*"):
+            client.delete(key)
