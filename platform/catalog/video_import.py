@@ -295,8 +295,8 @@ def video_import_dispatch(*, job: ImportJob, options: dict) -> int:
     )
     _save(job, status=ImportJob.Status.WRITING)
     if header:
-        result = chord(header, app=app)(finalize)
-        _save(job, task_id=result.id or "")
+        chord_id = chord(header, app=app)(finalize).id  # the result handle is not kept (no subscription)
+        _save(job, task_id=chord_id or "")
     else:
         finalize.apply_async()  # nothing to extract (everything was imported already)
     logger.info(

@@ -415,3 +415,25 @@ def test_video_dataset_rounds_evaluate_per_video_and_cap_selection_per_video(
     chosen = list(Selection.objects.filter(round=round_).values_list("sample__video", flat=True))
     assert summary["selected"] == len(chosen) == 2 and set(chosen) == pool_videos
     assert Sample.objects.filter(dataset_id=dataset_id, video__in=chosen).count() > 2
+
+
+def test_a_crashed_shard_fails_the_job_with_the_reason(celery_worker_proc, admin_client, platform_media_root):
+    """A shard task that raises (here: options the extractor refuses) never reaches the chord's callback;
+    the errback fails the job with the reason and the videos stay pending for a later import."""
+    from catalog.models import ImportJob, Video
+    from catalog.video_import import video_options
+    from workers.tasks.video_import import video_import_task
+
+    root = platform_media_root / "crash-folder"
+    _touch(root / "a.mp4")
+    _touch(root / "b.mp4")
+    (root / "labels.csv").write_text("path,label\na.mp4,real\nb.mp4,fake\n")
+    dataset_id = _dataset(admin_client, "crash-videos")
+    job = ImportJob.objects.create(dataset_id=dataset_id, source=str(root), format="video-folder")
+    options = {**video_options(shard_size=1), "frames": 100_000}  # bypasses the API's checks on purpose
+    sent = video_import_task.delay(job.pk, options)
+    job = _wait(admin_client, job.pk, timeout=60, worker=celery_worker_proc)
+    sent.backend.remove_pending_result(sent)  # unsubscribe now rather than at interpreter exit
+    assert job["status"] == "failed" and "an extraction shard failed" in job["message"], job
+    assert "frames" in job["message"] and job["videos"]["total"] == 2
+    assert set(Video.objects.filter(dataset_id=dataset_id).values_list("status", flat=True)) == {"pending"}
