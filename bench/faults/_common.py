@@ -129,6 +129,47 @@ def start_worker(env: dict[str, str], log: Path, name: str) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
+class Supervisor:
+    """Restarts a process that exits, as systemd ``Restart=always``, compose ``restart: unless-stopped``
+    or a Kubernetes Deployment do in production (a Celery worker can exit with "Unrecoverable error" when
+    the broker disappears while it holds unacknowledged messages: kombu fails to restore them on a closed
+    connection). Records each exit; ``replace`` swaps in a new process on purpose (a deliberate kill)."""
+
+    def __init__(self, start: Callable[[], subprocess.Popen], interval: float = 0.5):
+        import threading
+
+        self._start, self._interval = start, interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.proc = start()
+        self.exits: list[int] = []
+        self._thread = threading.Thread(target=self._watch, name="faults-supervisor", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            with self._lock:
+                if self.proc.poll() is not None:
+                    self.exits.append(self.proc.returncode)
+                    self.proc = self._start()
+
+    def kill(self) -> None:
+        """SIGKILL the current process and start its replacement at once."""
+        with self._lock:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+            self.proc = self._start()
+
+    def poll(self):
+        return self.proc.poll()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        with self._lock:
+            stop_process(self.proc)
+
+
 def start_beat(env: dict[str, str], directory: Path, log: Path) -> subprocess.Popen:
     """Celery beat (it schedules ``rounds_watchdog`` every ``ROUNDS_WATCHDOG_INTERVAL_S``)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -262,15 +303,23 @@ def _attempts(round_id: int, phase: str) -> int:
     return int(((progress.get("phases") or {}).get(phase) or {}).get("attempts") or 0)
 
 
-def _describe(round_id: int, logs: list[Path]) -> Callable[[], str]:
+def _log_tail(path: Path, chars: int = 6000) -> str:
+    """The end of a process log without beat's once-a-second scheduling lines."""
+    if not path.exists():
+        return ""
+    lines = [x for x in path.read_text(errors="replace").splitlines() if "Sending due task" not in x]
+    return "\n".join(lines)[-chars:]
+
+
+def _describe(round_id: int, logs: list[Path], procs: dict | None = None) -> Callable[[], str]:
     def describe() -> str:
         from rounds.models import Round
 
         r = Round.objects.get(pk=round_id)
-        tails = "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-2500:]}" for p in logs if p.exists()
-        )
-        return f"round {round_id} {r.state} {r.error[:500]} {json.dumps(r.progress)[:1500]}\n{tails}"
+        alive = {name: p.poll() for name, p in (procs or {}).items()}
+        tails = "\n".join(f"--- {p.name}\n{_log_tail(p)}" for p in logs)
+        return (f"round {round_id} {r.state} {r.error[:500]} {json.dumps(r.progress)[:1500]}\n"
+                f"process exit codes (None = running): {alive}\n{tails}")  # fmt: skip
 
     return describe
 
@@ -294,14 +343,14 @@ def worker_kill_scenario(*, dataset, admin, media_root: Path, database_url: str,
                      ROUNDS_STALL_S=stall_s, ROUNDS_WATCHDOG_INTERVAL_S=1)  # fmt: skip
     env.pop("CELERY_VISIBILITY_TIMEOUT", None)  # the production default: redelivery alone would take hours
     logs = [workdir / "worker.log", workdir / "beat.log"]
-    worker = start_worker(env, logs[0], "kill")
+    worker = Supervisor(lambda: start_worker(env, logs[0], "kill"))
     beat = start_beat(env, workdir / "beat", logs[1])
     kills: list[dict] = []
     round_id = None
     try:
         round_ = launch(dataset, admin, config, redis.url(), prefix)
         round_id = round_.pk
-        describe = _describe(round_id, logs)
+        describe = _describe(round_id, logs, {"worker": worker, "beat": beat})
         for phase, sub, state in (("training", "train", "training"), ("retraining", "retrain", "retraining")):
             checkpoint = checkpoint_path(media_root, round_, sub, "lae")
             if phase == "retraining":
@@ -315,10 +364,8 @@ def worker_kill_scenario(*, dataset, admin, media_root: Path, database_url: str,
                 raise RuntimeError(f"{phase} finished before the kill: {describe()}")
             before = _attempts(round_id, phase)
             epoch_at_kill = len(metrics_epochs(media_root, round_, sub, "lae"))
-            worker.send_signal(signal.SIGKILL)
             killed = time.monotonic()
-            worker.wait(30)
-            worker = start_worker(env, logs[0], "kill")
+            worker.kill()  # SIGKILL, and the replacement starts (an orchestrator restarting the pod)
             wait_until(lambda b=before, p=phase: _attempts(round_id, p) > b or _state(round_id) in TERMINAL,
                        300, 0.1, describe)  # fmt: skip
             resumed = time.monotonic() - killed
@@ -346,11 +393,12 @@ def worker_kill_scenario(*, dataset, admin, media_root: Path, database_url: str,
             "epochs_repeated": repeated,
             "train_epochs": train_epochs,
             "retrain_epochs": retrain_epochs_seen,
+            "worker_unplanned_exits": worker.exits,
             "stall_s": stall_s,
             "accounting": accounting,
         }
     finally:
-        stop_process(worker)
+        worker.stop()
         stop_process(beat)
         redis.stop()
 
@@ -373,13 +421,13 @@ def redis_restart_scenario(*, dataset, admin, media_root: Path, database_url: st
                      ROUNDS_STALL_S=stall_s, ROUNDS_WATCHDOG_INTERVAL_S=1)  # fmt: skip
     env.pop("CELERY_VISIBILITY_TIMEOUT", None)
     logs = [workdir / "worker.log", workdir / "beat.log"]
-    worker = start_worker(env, logs[0], "redis")
+    worker = Supervisor(lambda: start_worker(env, logs[0], "redis"))
     beat = start_beat(env, workdir / "beat", logs[1])
     restarts: list[dict] = []
     try:
         round_ = launch(dataset, admin, config, redis.url(), prefix)
         round_id = round_.pk
-        describe = _describe(round_id, logs)
+        describe = _describe(round_id, logs, {"worker": worker, "beat": beat})
         # 1. mid-training: the training task is in flight (unacknowledged) when Redis goes away.
         checkpoint = checkpoint_path(media_root, round_, "train", "lae")
         wait_until(lambda: checkpoint.exists() or _state(round_id) in TERMINAL, 300, 0.05, describe)
@@ -414,11 +462,12 @@ def redis_restart_scenario(*, dataset, admin, media_root: Path, database_url: st
             "restarts": restarts,
             "aof_files": aof,
             "gpu_queue_left": pending,
+            "worker_exits": worker.exits,
             "stall_s": stall_s,
             "accounting": accounting,
         }
     finally:
-        stop_process(worker)
+        worker.stop()
         stop_process(beat)
         redis.stop()
 

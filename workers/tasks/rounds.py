@@ -74,18 +74,29 @@ def dispatch(round_id: int) -> str | None:
 def send(task, round_id: int, countdown: float | None = None) -> bool:
     """Send ``task`` to its queue (``QUEUES``: compute on ``gpu``, bookkeeping on ``default``).
 
-    Retries while the broker is unreachable (``PUBLISH_RETRY``); if it stays down, logs and returns False
-    instead of raising: the round's state is in PostgreSQL, and ``rounds_watchdog`` re-sends the step."""
-    from kombu.exceptions import OperationalError as BrokerError
+    Retries while the broker is unreachable (``PUBLISH_RETRY``), then once more on a fresh connection
+    (after a broker restart the pooled producer's connection can be stale: kombu then fails with an
+    AttributeError instead of reconnecting). If the broker stays down, logs and returns False instead of
+    raising: the round's state is in PostgreSQL, and ``rounds_watchdog`` re-sends the step."""
+    from kombu import Producer
 
+    options = {"countdown": countdown or None, "queue": QUEUES[task.name], "retry": True,
+               "retry_policy": PUBLISH_RETRY}  # fmt: skip
     try:
-        task.apply_async((round_id,), countdown=countdown or None, queue=QUEUES[task.name], retry=True,
-                         retry_policy=PUBLISH_RETRY)  # fmt: skip
-    except (BrokerError, ConnectionError, OSError) as exc:
-        logger.error("round %s: could not send %s (%s); the rounds watchdog will re-send it",
+        task.apply_async((round_id,), **options)
+        return True
+    except Exception as exc:  # noqa: BLE001 - any publish failure: try a fresh connection, then the watchdog
+        logger.warning("round %s: publishing %s failed (%r); retrying on a fresh connection", round_id,
+                       task.name, exc)  # fmt: skip
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=PUBLISH_RETRY["max_retries"])
+            task.apply_async((round_id,), producer=Producer(connection), **options)
+        return True
+    except Exception as exc:  # noqa: BLE001
+        logger.error("round %s: could not send %s (%r); the rounds watchdog will re-send it",
                      round_id, task.name, exc)  # fmt: skip
         return False
-    return True
 
 
 def _run_phase(round_id: int, phase: str, fn) -> None:
