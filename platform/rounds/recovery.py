@@ -73,11 +73,13 @@ def round_lock(round_id: int) -> Iterator[bool]:
 
 
 def round_lock_held(round_id: int) -> bool:
-    """True while some session holds the round's phase lock (a worker is running one of its phases)."""
+    """True while some session holds the round's phase lock (a worker is running one of its phases).
+    Advisory locks are per database, so the same round id in another database is not confused with it."""
     with connections["default"].cursor() as cursor:
         cursor.execute(
             "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = %s::oid AND objid = %s::oid AND objsubid = 2)",
+            " AND classid = %s::oid AND objid = %s::oid AND objsubid = 2"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
             [LOCK_NAMESPACE, int(round_id)],
         )
         return bool(cursor.fetchone()[0])
