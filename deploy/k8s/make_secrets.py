@@ -87,9 +87,8 @@ def platform_values(overlay: str, environ: dict[str, str]) -> tuple[dict[str, st
     return platform, studio
 
 
-def write_env(path: Path, values: dict[str, str], *, force: bool) -> None:
-    if path.exists() and not force:
-        raise SecretsError(f"{path} exists: keep it, or pass --force to replace every value in it")
+def write_env(path: Path, values: dict[str, str]) -> None:
+    """KEY=value lines, created with mode 600 (never readable by others, not even for a moment)."""
     body = "".join(f"{key}={value}\n" for key, value in values.items())
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     fd = os.open(path, flags, 0o600)
@@ -111,7 +110,7 @@ def make(overlay: str, *, root: Path = HERE, environ: dict[str, str] | None = No
             if path.exists():
                 raise SecretsError(f"{path} exists: keep it, or pass --force to replace every value in it")
     for path, values in targets:
-        write_env(path, values, force=True)
+        write_env(path, values)
     return [path for path, _ in targets]
 
 
