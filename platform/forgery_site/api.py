@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rest_framework import pagination, parsers, permissions, serializers
-from rest_framework.exceptions import ParseError
+from rest_framework import authentication, pagination, parsers, permissions, serializers
+from rest_framework.exceptions import AuthenticationFailed, ParseError
 
 
 class JSONParser(parsers.JSONParser):
@@ -15,6 +15,15 @@ class JSONParser(parsers.JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - the document is nested too deeply") from None
+
+
+class TokenAuthentication(authentication.TokenAuthentication):
+    """DRF's token authentication; a key with a NUL byte (which PostgreSQL cannot compare) is a 401."""
+
+    def authenticate_credentials(self, key):
+        if "\x00" in key:
+            raise AuthenticationFailed("Invalid token.")
+        return super().authenticate_credentials(key)
 
 
 class StrictSerializer(serializers.Serializer):

@@ -171,6 +171,7 @@ CASES: list[Case] = [
     Case("api-nul-filter", "api", "NUL byte in a query filter", "400 `Null characters are not allowed`"),
     Case("api-media-symlink", "api", "a sample's stored image later swapped for a symlink to a file outside MEDIA_ROOT "
          "(`/api/v1/samples/{id}/media/`, dashboard mask overlay)", "404; the outside file is never served"),
+    Case("api-nul-token", "api", "NUL byte in the `Authorization: Token` key", "401 `Invalid token`"),
     Case("api-nul-path", "api", "NUL byte in a detector tag in the URL (`/api/v1/detectors/a%00b/`)", "404"),
     Case("dash-nul-filter", "dashboard", "NUL byte in a gallery filter (`?manipulation=%00`)", "400 page; nothing stored"),
 ]  # fmt: skip

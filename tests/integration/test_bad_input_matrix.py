@@ -961,6 +961,15 @@ def test_api_media_symlink(admin, media, outside):
     snapshot.check()
 
 
+def test_api_nul_token(admin, media):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token abc\x00def")
+    snapshot = Snapshot(media)
+    response = client.get("/api/v1/datasets/")
+    assert response.status_code == 401 and "Invalid token" in _detail(response)
+    snapshot.check()
+
+
 def test_api_nul_path(admin, version, media):
     snapshot = Snapshot(media)
     for url in ("/api/v1/detectors/a%00b/", "/api/v1/detectors/a%00b/bundle/"):
