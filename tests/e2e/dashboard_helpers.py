@@ -38,12 +38,17 @@ def browser():
 
 
 def new_page(browser, *, width: int = 1280, height: int = 900):
-    """A fresh context (own cookies); uncaught script errors are collected on ``page.js_errors``."""
+    """A fresh context (own cookies); uncaught script errors and Content-Security-Policy violations (the
+    browser's console report of a blocked script, style, image or frame) are collected on ``page.js_errors``."""
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.js_errors = []
     page.on("pageerror", lambda exc: page.js_errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: page.js_errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
     return page
 
 

@@ -117,8 +117,9 @@ def test_admin_launches_a_round_watches_it_finish_and_tries_the_detector(
         assert page.locator(f"#phases tr[data-phase={phase}] .phase-status").inner_text() == "done", phase
     page.locator("#metrics-chart svg").wait_for()
     assert page.locator("#metrics-table").get_by_text("lae").count() == 1
-    page.wait_for_function("document.getElementById('efficiency').src.startsWith('blob:')")
-    page.wait_for_function("document.getElementById('efficiency').complete")
+    # Predicates as functions: a polled expression string needs eval, which the dashboard's CSP refuses.
+    page.wait_for_function("() => document.getElementById('efficiency').src.startsWith('blob:')")
+    page.wait_for_function("() => document.getElementById('efficiency').complete")
     assert page.evaluate("document.getElementById('efficiency').naturalWidth") > 100
     assert not page.get_by_role("button", name="Cancel round").is_visible()  # a finished round
     shot(page, "round-done")
