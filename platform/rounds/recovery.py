@@ -7,7 +7,7 @@ Two pieces, both backed by PostgreSQL (the one store that holds the rounds' stat
   duplicated delivery (a redelivered message, a re-sent step) never trains twice into the same checkpoint
   directory. The server releases the lock the moment the holder's connection ends: a worker killed with
   SIGKILL frees it at once (its socket closes), a host that vanishes frees it when TCP keepalive gives up
-  (libpq keepalives are on; tune the server's ``tcp_keepalives_*`` for a faster release).
+  (the PostgreSQL server's ``tcp_keepalives_idle/_interval/_count``, e.g. 15/5/3: about 30 s).
 * ``rounds_watchdog()``: finds live rounds that nobody is moving (no worker holds the round's lock and the
   round has not been written to for ``ROUNDS_STALL_S`` seconds, or three poll intervals if longer) and
   names the step to re-send. That covers a step message that never made it to the broker (the broker was
@@ -60,6 +60,7 @@ def round_lock(round_id: int) -> Iterator[bool]:
     """
     default = connections["default"]
     conn = default.__class__(copy.deepcopy(default.settings_dict), alias="rounds-lock")
+    held = False
     try:
         with conn.cursor() as cursor:
             cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, int(round_id)])
@@ -67,8 +68,16 @@ def round_lock(round_id: int) -> Iterator[bool]:
         yield held
     finally:
         try:
-            conn.close()  # ends the session: the server drops the lock with it
-        except Exception:  # noqa: BLE001 - a broken connection has released its lock already
+            if held:  # released synchronously: a session's end is noticed by the server a moment later
+                with conn.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, int(round_id)])
+        except Exception:  # noqa: BLE001 - a broken connection: closing it (or its death) releases the lock
+            logger.warning(
+                "round %s: releasing the lock failed; closing its connection", round_id, exc_info=True
+            )
+        try:
+            conn.close()  # ends the session (and with it any lock it still holds)
+        except Exception:  # noqa: BLE001
             logger.warning("round %s: closing the lock connection failed", round_id, exc_info=True)
 
 
