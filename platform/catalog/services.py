@@ -9,6 +9,7 @@ importing the same files again, adds no duplicates (unique constraints + ON CONF
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import time
 from contextlib import contextmanager
@@ -127,13 +128,13 @@ def _import_job_run(job_id: int) -> ImportJob:
     _save_progress(job, status=ImportJob.Status.VALIDATING, started_at=timezone.now(), processed_rows=0)
     try:
         base, rows = _source_rows(job)
-        raw_rows = list(rows)
+        raw_rows = list(itertools.islice(rows, settings.IMPORT_MAX_ROWS + 1))  # bounded: stop past the limit
     except (SourceError, PathError, OSError, UnicodeDecodeError) as exc:
         return _fail(
             job, f"source unreadable: {exc}", [{"row": None, "field": "source", "message": str(exc)}], 1
         )
     if len(raw_rows) > settings.IMPORT_MAX_ROWS:
-        message = f"{len(raw_rows)} rows exceed the limit of {settings.IMPORT_MAX_ROWS}"
+        message = f"the source's rows exceed the limit of {settings.IMPORT_MAX_ROWS}"
         return _fail(job, message, [{"row": None, "field": "source", "message": message}], 1)
     if not raw_rows:
         return _fail(job, "the source has no rows", [{"row": None, "field": "source", "message": "empty"}], 1)

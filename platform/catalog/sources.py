@@ -32,12 +32,22 @@ class SourceError(ValueError):
     """The source as a whole is unreadable (not a per-row problem)."""
 
 
+MAX_LINE_BYTES = 1 << 20  # one manifest row is ~2 KB (68 landmarks); a longer line is refused, not loaded
+
+
 def manifest_rows(manifest: Path) -> Iterator[tuple[int, dict]]:
     suffix = manifest.suffix.lower()
     if suffix == ".jsonl":
         # orjson: the manifest's landmarks make JSON decoding a large share of a 100k-row import.
         with open(manifest, "rb") as handle:
-            for number, line in enumerate(handle, start=1):
+            number = 0
+            while line := handle.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                    while line and not line.endswith(b"\n"):  # skip the rest, one bounded read at a time
+                        line = handle.readline(MAX_LINE_BYTES)
+                    yield number, {"__error__": f"line longer than {MAX_LINE_BYTES} bytes"}
+                    continue
                 if not line.strip():
                     continue
                 try:
@@ -51,11 +61,14 @@ def manifest_rows(manifest: Path) -> Iterator[tuple[int, dict]]:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise SourceError("the CSV needs a header row with at least 'path' and 'label'")
-            for number, row in enumerate(reader, start=2):
-                if None in row:  # csv.DictReader puts surplus values under the key None
-                    yield number, {"__error__": "the row has more values than the header has columns"}
-                    continue
-                yield number, {key: value for key, value in row.items() if value not in (None, "")}
+            try:
+                for number, row in enumerate(reader, start=2):
+                    if None in row:  # csv.DictReader puts surplus values under the key None
+                        yield number, {"__error__": "the row has more values than the header has columns"}
+                        continue
+                    yield number, {key: value for key, value in row.items() if value not in (None, "")}
+            except csv.Error as exc:  # a field over csv.field_size_limit(), a stray quote at the end
+                raise SourceError(f"CSV line {reader.line_num}: {exc}") from None
     else:
         raise SourceError("a manifest must be a .jsonl or .csv file")
 

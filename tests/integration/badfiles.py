@@ -90,7 +90,9 @@ CASES: list[Case] = [
          _IMPORT_ROW + " (`invalid JSON`)"),
     Case("imp-csv-extra-values", "importer", "CSV row with more values than header columns",
          _IMPORT_ROW + " (`more values than the header`)"),
-    Case("imp-too-many-rows", "importer", "more rows than `IMPORT_MAX_ROWS`", "job `failed` (`exceed the limit`); no `Sample`"),
+    Case("imp-long-line", "importer", "a manifest line of 2 MiB", _IMPORT_ROW + " (`line longer than`; never parsed)"),
+    Case("imp-csv-huge-field", "importer", "a CSV field of 200 KB", "job `failed` (`field larger than field limit`); no `Sample`"),
+    Case("imp-too-many-rows", "importer", "more rows than `IMPORT_MAX_ROWS`", "job `failed` (`exceed the limit`; reading stops past the limit); no `Sample`"),
     Case("imp-bad-label", "importer", "unknown label, region targets out of {-1, 0, 1}", _IMPORT_ROW),
     # -- video imports: every entry is confined and checked while the layout is listed
     Case("vid-dotdot", "video", "`labels.csv` row `../clip.mp4`", _VIDEO + " (`'..' is not allowed`)"),

@@ -254,6 +254,19 @@ def _imp_csv_extra_values(d: Path, o: Path) -> str:
     return "manifest.csv"
 
 
+def _imp_long_line(d: Path, o: Path) -> str:
+    (d / "images").mkdir(parents=True)
+    (d / "images" / "a.png").write_bytes(badfiles.noise_png())
+    return _write_manifest(d, [_row("images/a.png", params={"pad": "x" * (2 << 20)})]).name
+
+
+def _imp_csv_huge_field(d: Path, o: Path) -> str:
+    (d / "images").mkdir(parents=True)
+    (d / "images" / "a.png").write_bytes(badfiles.noise_png())
+    (d / "manifest.csv").write_text(f"path,label,identity\nimages/a.png,real,{'x' * 200_000}\n")
+    return "manifest.csv"
+
+
 def _imp_too_many_rows(d: Path, o: Path) -> str:
     (d / "images").mkdir(parents=True)
     rows = []
@@ -307,6 +320,8 @@ IMPORTER = {
                            [("id", "NUL"), ("identity", "NUL"), ("params", "NUL"), ("video", "NUL")]),
     "imp-bad-json-line": (_imp_bad_json_line, "manifest", [("row", "invalid JSON")]),
     "imp-csv-extra-values": (_imp_csv_extra_values, "manifest", [("row", "more values than the header")]),
+    "imp-long-line": (_imp_long_line, "manifest", [("row", "line longer than")]),
+    "imp-csv-huge-field": (_imp_csv_huge_field, "manifest", [("source", "field larger than field limit")]),
     "imp-too-many-rows": (_imp_too_many_rows, "manifest", [("source", "exceed the limit")]),
     "imp-bad-label": (_imp_bad_label, "manifest", [("label", "unknown label"), ("region_targets", "expected 10")]),
 }  # fmt: skip
