@@ -311,6 +311,41 @@ def users(request):
     return _render(request, "users.html", {"users": rows})
 
 
+def _duration(seconds) -> str:
+    """``95`` -> ``1 min 35 s``; ``7300`` -> ``2 h 1 min``; None -> ``–``."""
+    if not isinstance(seconds, int | float):
+        return "–"
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    if seconds < 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} d {seconds % 86400 // 3600} h"
+
+
+@page(admin=True)
+def workers(request):
+    """Workers, queues and live rounds (forgery_site.operations); the page then polls the API."""
+    from forgery_site import operations
+
+    context = {"workers": None, "queues": None, "error": "", "poll_ms": 3000}
+    try:
+        snapshot = operations.workers_snapshot()
+        queues = operations.queue_depths(consumers=operations.consumers_by_queue(snapshot["workers"]))
+    except operations.BrokerUnavailable as exc:
+        context["error"] = exc.message
+        return _render(request, "workers.html", context)
+    for worker in snapshot["workers"]:
+        worker["uptime_text"] = _duration(worker["uptime_s"])
+        for task in worker["active"]:
+            task["runtime_text"] = _duration(task["runtime_s"])
+    queues["max_depth"] = max([1, *(q["depth"] for q in queues["queues"])])
+    context.update(workers=snapshot, queues=queues)
+    return _render(request, "workers.html", context)
+
+
 class LoginView(auth_views.LoginView):
     template_name = "login.html"
     redirect_authenticated_user = True
@@ -329,5 +364,6 @@ urlpatterns = [
     path("detectors/", detectors, name="page-detectors"),
     path("detectors/try/", detector_try, name="page-detector-try"),
     path("users/", users, name="page-users"),
+    path("workers/", workers, name="page-workers"),
     path("", dashboard, name="dashboard"),
 ]

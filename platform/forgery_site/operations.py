@@ -247,11 +247,11 @@ def _short(value: Any) -> str:
 def _round_of(task: dict) -> int | None:
     """The round a running task works on, from its name and arguments (None: not a round task)."""
     name = str(task.get("name") or "")
+    kwargs = task.get("kwargs") if isinstance(task.get("kwargs"), dict) else {}
+    if isinstance(kwargs.get("round_id"), int) and not isinstance(kwargs["round_id"], bool):
+        return kwargs["round_id"]  # any task called with round_id=...
     if not (name.startswith(ROUND_TASK_PREFIXES) or name in ROUND_TASKS):
         return None
-    kwargs = task.get("kwargs") if isinstance(task.get("kwargs"), dict) else {}
-    if isinstance(kwargs.get("round_id"), int):
-        return kwargs["round_id"]
     args = task.get("args") if isinstance(task.get("args"), list | tuple) else []
     if name.endswith(".select_round"):  # (shard results, round id): a chord callback
         args = args[1:]
