@@ -1,9 +1,10 @@
 """Webhook burst under API load, nothing lost: ``python -m bench load [--quick]``.
 
 Everything is real and on loopback: a Label Studio server (a copy of the migrated template, free port),
-the platform behind gunicorn (2 processes x 16 threads, gthread, as deployed), one Celery worker
-process (prefork, 2 processes, queue ``default``, as ``deploy/local/services.sh`` runs it) on a private
-Redis database + key prefix, PostgreSQL from DATABASE_URL.
+the platform behind gunicorn (3 processes x 4 threads, gthread: ``GUNICORN_WORKERS``/``GUNICORN_THREADS``
+of deploy/k8s/base/config.env), one Celery worker (prefork, 2 processes, queue ``default``: the
+``worker-cpu`` of compose/k8s with ``CPU_WORKER_CONCURRENCY=2``) on a private Redis database + key
+prefix, PostgreSQL from DATABASE_URL.
 
 1. A round of N samples (200, quick 30) is pushed to Label Studio; the project's own webhook is removed
    and the oracle answers every task (N real annotations, ground-truth brush masks).
@@ -42,7 +43,7 @@ from pathlib import Path
 
 from bench.webhooks import BENCH_REDIS_DB, ROOT, _free_port, _ls_start, _ls_stop, _make_round, _up, _wait
 
-WEB_WORKERS, WEB_THREADS = 2, 16
+WEB_WORKERS, WEB_THREADS = 3, 4  # deploy/k8s/base/config.env
 WORKER_CONCURRENCY = 2
 DUPLICATE_EVERY = 10  # every 10th delivery is sent twice in the same burst
 

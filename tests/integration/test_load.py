@@ -36,7 +36,6 @@ def test_webhook_burst_under_api_load_loses_nothing(labelstudio_server, platform
         deliveries=50,
         clients=5,
         work=tmp_path,
-        web_threads=8,
     )
     assert result["annotations"] == 50 and result["deliveries"] == 55, result
     assert result["lost"] == 0 and result["duplicates"] == 0 and result["wrong"] == 0, result
