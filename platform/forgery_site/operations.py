@@ -343,7 +343,9 @@ def _live_rounds(workers: list[dict]) -> list[dict]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted"
-            " AND classid = %s::oid AND objsubid = 2",
+            " AND classid = %s::oid AND objsubid = 2"
+            # advisory locks are per database, pg_locks lists the whole server's
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             [LOCK_NAMESPACE],
         )
         locked = {int(row[0]) for row in cursor.fetchall()}
