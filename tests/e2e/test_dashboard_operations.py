@@ -20,8 +20,11 @@ QUEUE = f"e2e-backlog-{RUN_ID}"
 
 
 def test_admin_sees_workers_queue_depths_and_live_rounds(
-    browser, live_server, celery_worker_proc, monkeypatch
-):  # noqa: F811
+    browser,  # noqa: F811
+    live_server,
+    celery_worker_proc,
+    monkeypatch,
+):
     import redis
 
     from accounts.services import user_create
