@@ -355,17 +355,20 @@ def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | N
     client = client or get_client()
     counts = {"seen": 0, "stored": 0, "unchanged": 0, "recorded": 0, "rejected": 0, "forgotten": 0}
     read_started = timezone.now()
+    # What the platform knew *before* reading Label Studio. An annotation that a webhook stores while the
+    # read is under way is absent from the listing but must not be taken for a deleted one (that
+    # forgot fresh masks and stored them again as duplicate versions on the next pass).
+    known = dict(
+        AnnotationRecord.objects.filter(task__round_id=project.round_id, deleted=False).values_list(
+            "ls_annotation_id", "ls_updated_at"
+        )
+    )
     try:
         tasks = list(client.tasks_iter(project_id=project.ls_project_id))
     except LabelStudioUnavailable as exc:
         _mark_degraded(project, exc)
         raise
     counts["adopted"] = _adopt_unrecorded_tasks(project, tasks)
-    known = dict(
-        AnnotationRecord.objects.filter(task__round_id=project.round_id, deleted=False).values_list(
-            "ls_annotation_id", "ls_updated_at"
-        )
-    )
     seen: set[int] = set()
     for task in tasks:
         for annotation in task.get("annotations") or []:

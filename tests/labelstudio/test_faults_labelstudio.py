@@ -154,3 +154,46 @@ def test_push_interrupted_after_label_studio_imported_the_tasks_loses_no_mask(
     assert len(labeling_live.tasks_brief(project_id=project.ls_project_id)) == 4
     project.refresh_from_db()
     assert project_reconcile(project=project, client=labeling_live)["stored"] == 0
+
+
+def test_annotation_stored_by_webhook_during_a_reconciliation_read_is_kept_once(
+    labeling_live, platform_media_root
+):
+    """Reconciliation lists Label Studio; while the listing is on its way back an annotator submits and
+    the webhook path stores the mask. The annotation is missing from the listing but is not deleted:
+    it must not be forgotten (the sample would drop out of training) nor stored again on the next pass
+    (a duplicate mask version). Found by the ls_outage benchmark (2 worker threads)."""
+    from catalog.models import Sample
+    from labeling.client import LabelStudioClient
+    from labeling.ingest import annotation_ingest, project_reconcile
+    from labeling.models import AnnotationRecord, LabelingProject
+    from labeling.oracle import oracle_account, oracle_answer, oracle_result
+    from labeling.provisioning import round_push_tasks
+    from rounds.models import AnnotationTask
+
+    round_obj, samples = make_round(platform_media_root, name="ls-read-race", fakes=2, reals=0)
+    round_push_tasks(round_id=round_obj.pk, client=labeling_live)
+    project = LabelingProject.objects.get(round=round_obj)
+    labeling_live.webhook_delete(project.ls_webhook_id)  # the webhook path is played by the test below
+    assert oracle_answer(round_id=round_obj.pk, client=labeling_live, limit=1)["answered"] == 1
+    assert project_reconcile(project=project, client=labeling_live)["stored"] == 1
+    second = AnnotationTask.objects.get(round=round_obj, sample=samples[1])
+    oracle = oracle_account(client=labeling_live)
+
+    class WebhookDuringRead(LabelStudioClient):
+        def tasks_iter(self, *, project_id, page_size=100):
+            listing = super().tasks_iter(project_id=project_id, page_size=page_size)
+            created = labeling_live.annotation_create(
+                task_id=second.ls_task_id, result=oracle_result(samples[1]), completed_by=oracle.ls_user_id
+            )
+            assert annotation_ingest({**created, "project": project.ls_project_id}) == "stored"
+            return listing
+
+    project.refresh_from_db()
+    counts = project_reconcile(project=project, client=WebhookDuringRead(url=labeling_live.url))
+    assert counts["forgotten"] == 0, counts
+    assert not AnnotationRecord.objects.filter(task=second, deleted=True).exists()
+    assert Sample.objects.get(pk=samples[1].pk).has_mask
+    project.refresh_from_db()
+    assert project_reconcile(project=project, client=labeling_live)["stored"] == 0
+    assert ls_outage.mask_report(platform_media_root, samples) == {"missing": 0, "duplicated": 0, "wrong": 0}
