@@ -131,10 +131,12 @@ FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text
      AS x(external_id, source_path, mask_source_path, label, manipulation, split, identity, params)
 ON CONFLICT (dataset_id, external_id) DO NOTHING
 """
+# A join with the batch's ids (not ``= ANY(array)``, which re-scans the array for every row of the dataset).
 _REQUEUE = """
-UPDATE catalog_video SET import_job_id = %s, status = 'pending', reason = ''
-WHERE dataset_id = %s AND external_id = ANY(%s::text[]) AND status IN ('pending', 'failed')
-  AND import_job_id IS DISTINCT FROM %s
+UPDATE catalog_video AS v SET import_job_id = %s, status = 'pending', reason = ''
+FROM unnest(%s::text[]) AS x(external_id)
+WHERE v.dataset_id = %s AND v.external_id = x.external_id AND v.status IN ('pending', 'failed')
+  AND v.import_job_id IS DISTINCT FROM %s
 """
 
 
@@ -165,8 +167,10 @@ def _write_batch(job: ImportJob, items: list[VideoItem]) -> tuple[int, int]:
     with connection.cursor() as cursor:
         cursor.execute(_INSERT, [job.dataset_id, job.pk, *map(list, columns)])
         inserted = cursor.rowcount
-        cursor.execute(_REQUEUE, [job.pk, job.dataset_id, list(columns[0]), job.pk])
-        requeued = cursor.rowcount
+        requeued = 0
+        if inserted < len(items):  # some were there already: hand the unfinished ones to this job
+            cursor.execute(_REQUEUE, [job.pk, list(columns[0]), job.dataset_id, job.pk])
+            requeued = cursor.rowcount
     return inserted, requeued
 
 
