@@ -21,6 +21,7 @@
   local ones; marked ``labelstudio``; ``LS_PYTHON`` or ``.venv-ls`` from ``deploy/labelstudio/ls.sh``):
   admin with the platform's token, local files under MEDIA_ROOT, HTTPS-only cookies, webhooks to a
   private address accepted;
+- the small overlay's PostgreSQL init script creates Label Studio's own role and database on a real server;
 - the sizing table in deploy/README.md matches deploy/k8s/tools/sizing.json.
 """
 
@@ -962,4 +963,61 @@ def test_label_studio_runs_with_the_rendered_environment(small_objects, tmp_path
         log.close()
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.mark.integration
+def test_postgres_init_script_creates_label_studios_own_database(small_objects):
+    """The small overlay's init script, run by psql against a real PostgreSQL as the image would run it:
+    Label Studio's role (with its password) owns its database, which PUBLIC cannot connect to."""
+    import psycopg2
+
+    if shutil.which("psql") is None:
+        pytest.skip("psql is not installed")
+    (config,) = [
+        o
+        for o in small_objects
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("forgerylab-postgres-init")
+    ]
+    script = config["data"]["10-labelstudio.sh"]
+    base = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
+    role, database = f"k8s_ls_{os.getpid()}", f"k8s_ls_db_{os.getpid()}"
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PGHOST": base.hostname or "127.0.0.1",
+        "PGPORT": str(base.port or 5432),
+        "PGPASSWORD": base.password or "",
+        "POSTGRES_USER": base.username or "postgres",
+        "POSTGRES_DB": base.path.lstrip("/") or "postgres",
+        "LS_DB_USER": role,
+        "LS_DB_PASSWORD": 'it\'s a "quoted" pass',  # quoting must survive
+        "LS_DB_NAME": database,
+    }
+    admin = psycopg2.connect(
+        host=env["PGHOST"], port=env["PGPORT"], user=env["POSTGRES_USER"], password=env["PGPASSWORD"],
+        dbname=env["POSTGRES_DB"],
+    )  # fmt: skip
+    admin.autocommit = True
+    try:
+        result = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT r.rolname, r.rolcanlogin, r.rolsuper, r.rolcreatedb FROM pg_database d "
+                "JOIN pg_roles r ON r.oid = d.datdba WHERE d.datname = %s",
+                (database,),
+            )
+            assert cursor.fetchone() == (role, True, False, False)
+            cursor.execute("SELECT has_database_privilege('public', %s, 'CONNECT')", (database,))
+            assert cursor.fetchone() == (False,)
+            cursor.execute("SELECT rolpassword IS NOT NULL FROM pg_authid WHERE rolname = %s", (role,))
+            assert cursor.fetchone() == (True,)
+        again = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+        assert again.returncode != 0, (
+            "a second run fails loudly (the image runs it on an empty data dir only)"
+        )
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+            cursor.execute(f'DROP ROLE IF EXISTS "{role}"')
         admin.close()
