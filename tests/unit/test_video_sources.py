@@ -349,3 +349,20 @@ def test_parsers_stream(tmp_path):
     entries = celebdf_videos(root)
     first = next(entries)
     assert isinstance(first, VideoItem)
+
+
+def test_ffpp_deepfakedetection_actors_naming(tmp_path):
+    """FF++'s DeepFakeDetection part: actors' originals and fakes named <target>_<source>__<scene>__<code>."""
+    root = tmp_path / "ffpp"
+    touch(root / "original_sequences" / "actors" / "c23" / "videos" / "01__kitchen_pan.mp4")
+    fake = "01_02__kitchen_pan__0XUW13RW.mp4"
+    touch(root / "manipulated_sequences" / "DeepFakeDetection" / "c23" / "videos" / fake)
+    touch(root / "manipulated_sequences" / "DeepFakeDetection" / "masks" / "videos" / fake)
+    items, problems = split_entries(ffpp_videos(root))
+    assert problems == []
+    real = items["ffpp/original/actors/c23/01__kitchen_pan"]
+    assert (real.identity, real.params["source"]) == ("01", "actors")
+    forged = items["ffpp/manipulated/DeepFakeDetection/c23/01_02__kitchen_pan__0XUW13RW"]
+    assert (forged.identity, forged.params["target"], forged.params["source"]) == ("01", "01", "02")
+    assert forged.mask_source_path.endswith("masks/videos/" + fake)
+    assert real.split == forged.split  # no split lists: by identity, so the pair stays together
