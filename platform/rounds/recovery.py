@@ -18,6 +18,9 @@ Two pieces, both backed by PostgreSQL (the one store that holds the rounds' stat
   once. A round re-sent before and still stalled waits twice as long each time (at most an hour), so a
   queue blocked behind a long task does not fill with copies.
 
+* ``scoring_stall_step()``: distributed scoring whose chord went quiet (scores stopped arriving with no
+  selection stored) gets its callback or its shards sent again by the scoring watch loop.
+
 Settings (environment): ``ROUNDS_STALL_S`` (default 120), ``ROUNDS_WATCHDOG_INTERVAL_S`` (default 30,
 the beat period of ``workers.tasks.rounds.rounds_watchdog``).
 """
@@ -139,3 +142,49 @@ def rounds_watchdog(*, stall_s: float | None = None, now: float | None = None) -
         )
         due.append((round_.pk, step))
     return due
+
+
+def scoring_stall_step(
+    *, round_id: int, stall_s: float | None = None, now: float | None = None
+) -> str | None:
+    """Distributed scoring whose chord went quiet: what to re-send, if anything.
+
+    Called by the scoring watch loop while a round waits for its selection. The number of stored pool
+    scores is tracked in ``progress.scoring_watch``; when it has not changed for ``ROUNDS_STALL_S``:
+    * every pool sample is scored but no selection was stored: the chord callback was lost (a broker
+      restart, a worker dying in it) → ``"select"`` (``select_round`` recomputes and replaces the
+      selection: deterministic, so re-running it is safe);
+    * scores are missing and nothing moves: shards were lost → ``"relaunch"`` (``launch_scoring``; score
+      rows are upserts, so shards that already ran rewrite the same rows).
+    Re-sending backs off like the watchdog (twice as long each time, at most an hour)."""
+    from rounds.models import Selection
+    from rounds.scoring import scores_progress
+    from rounds.workflow import progress_update
+
+    stall_s = stall_seconds() if stall_s is None else float(stall_s)
+    now = time.time() if now is None else now
+    round_ = Round.objects.get(pk=round_id)
+    if round_.state not in (Round.State.SCORING, Round.State.SELECTING):
+        return None
+    if Selection.objects.filter(round_id=round_id).exists():
+        return None
+    counts = scores_progress(round_id=round_id)
+    watch = dict((round_.progress or {}).get("scoring_watch") or {})
+    if watch.get("scored") != counts["scored"] or "since" not in watch:
+        progress_update(round_id, scoring_watch={**watch, **counts, "since": now})
+        return None
+    resent = int(watch.get("resent", 0))
+    if now - float(watch["since"]) < stall_s:
+        return None
+    if resent and now - float(watch.get("resent_at", 0)) < min(stall_s * 2**resent, MAX_BACKOFF_S):
+        return None
+    if counts["pool"] and counts["scored"] >= counts["pool"]:
+        step = "select"
+    elif round_.state == Round.State.SCORING:
+        step = "relaunch"
+    else:
+        return None
+    logger.warning("round %s: scoring quiet for %.0f s (%s/%s scored, no selection): re-sending %r",
+                   round_id, now - float(watch["since"]), counts["scored"], counts["pool"], step)  # fmt: skip
+    progress_update(round_id, scoring_watch={**watch, "resent": resent + 1, "resent_at": now, "step": step})
+    return step

@@ -10,10 +10,12 @@ import os
 import time
 
 import pytest
+from django.db import transaction
 
 from bench.faults._common import (
     BASE_CONFIG,
     PrivateRedis,
+    launch,
     redis_restart_scenario,
     row_accounting,
     sender,
@@ -133,6 +135,59 @@ def test_watchdog_resends_the_step_of_a_round_whose_message_never_reached_the_br
         assert accounting["state"] == "done" and accounting["lost"] == 0, (accounting, describe())
         # A finished round is never touched again.
         assert all(rid != round_.pk for rid, _ in rounds_watchdog(stall_s=0))
+    finally:
+        stop_process(worker)
+        redis.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_lost_scoring_chord_callback_is_sent_again_and_the_same_selection_is_stored(
+    platform_media_root, tmp_path
+):
+    """Distributed scoring whose chord callback never ran (every pool sample scored, no selection): the
+    scoring watch loop notices the scores stopped moving and sends ``select_round`` again."""
+    from rounds.demo_oracle import store_ground_truth_masks
+    from rounds.models import Round, Selection
+
+    dataset = import_generated_dataset(platform_media_root, "faults-chord", count=96, size=32)
+    admin = make_user("faults-chord-admin", "admin")
+    redis = PrivateRedis(tmp_path / "redis")
+    redis.start()
+    prefix = f"faults-chord-{os.getpid()}:"
+    env = worker_env(database_url=_database_url(), media_root=platform_media_root, redis_url=redis.url(),
+                     prefix=prefix, ROUNDS_STALL_S=2)  # fmt: skip
+    log = tmp_path / "worker.log"
+    worker = start_worker(env, log, "chord")
+    try:
+        config = {**BASE_CONFIG, "scoring": "distributed", "epochs": 1, "retrain_epochs": 1}
+        round_ = launch(dataset, admin, config, redis.url(), prefix)
+
+        def state():
+            return Round.objects.get(pk=round_.pk).state
+
+        def describe():
+            r = Round.objects.get(pk=round_.pk)
+            return f"{r.state} {r.error[:300]} {r.progress}\n{log.read_text(errors='replace')[-3000:]}"
+
+        wait_until(lambda: state() in ("annotating", "failed"), 240, 0.2, describe)
+        assert state() == "annotating", describe()
+        before = set(Selection.objects.filter(round=round_).values_list("sample_id", flat=True))
+        assert len(before) == BASE_CONFIG["budget_count"]
+        # The fault: the callback's work never happened (no selection), the round still waits in scoring.
+        with transaction.atomic():
+            Selection.objects.filter(round=round_).delete()
+            Round.objects.filter(pk=round_.pk).update(state="scoring")
+        wait_until(lambda: state() in ("annotating", "failed"), 120, 0.2, describe)
+        assert state() == "annotating", describe()
+        progress = Round.objects.get(pk=round_.pk).progress
+        assert progress["scoring_watch"]["step"] == "select" and progress["scoring_watch"]["resent"] >= 1
+        after = list(Selection.objects.filter(round=round_).values_list("sample_id", flat=True))
+        assert len(after) == len(set(after)) == BASE_CONFIG["budget_count"]
+        assert set(after) == before  # recomputed from the same stored scores
+        store_ground_truth_masks(round_.pk)
+        wait_until(lambda: state() in ("done", "failed"), 180, 0.2, describe)
+        accounting = row_accounting(round_.pk)
+        assert accounting["state"] == "done" and accounting["lost"] == 0, (accounting, describe())
     finally:
         stop_process(worker)
         redis.stop()

@@ -206,6 +206,7 @@ def round_watch(round_id: int) -> None:
         if round_scoring_check(round_id=round_id):
             dispatch(round_id)
         elif round_get(round_id=round_id).state in (Round.State.SCORING, Round.State.SELECTING):
+            _resend_lost_scoring(round_id)
             send(round_watch, round_id, SCORING_WATCH_S)
         return
     if round_.state == Round.State.ANNOTATING:
@@ -214,6 +215,22 @@ def round_watch(round_id: int) -> None:
             dispatch(round_id)
         else:
             send(round_watch, round_id, float(round_.config.get("poll_interval_s", 3.0)))
+
+
+def _resend_lost_scoring(round_id: int) -> None:
+    """A chord whose callback or shards were lost (``rounds.recovery.scoring_stall_step``): send again."""
+    from rounds.recovery import scoring_stall_step
+
+    step = scoring_stall_step(round_id=round_id)
+    try:
+        if step == "select":
+            app.send_task("workers.tasks.scoring.select_round", args=(None, round_id), retry=True,
+                          retry_policy=PUBLISH_RETRY)  # fmt: skip
+        elif step == "relaunch":
+            app.send_task("workers.tasks.scoring.launch_scoring", args=(round_id,), queue="default", retry=True,
+                          retry_policy=PUBLISH_RETRY)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - the next watch tries again after the backoff
+        logger.error("round %s: could not re-send scoring step %s (%r)", round_id, step, exc)
 
 
 @app.task(ignore_result=True, name="workers.tasks.rounds.round_retrain")
