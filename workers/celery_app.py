@@ -88,3 +88,6 @@ app.conf.broker_transport_options = {
     "visibility_timeout": VISIBILITY_TIMEOUT_S,
     **(app.conf.broker_transport_options or {}),
 }
+
+# Presence records (heartbeat + running tasks) for the operations view; see workers/presence.py.
+from workers import presence  # noqa: E402, F401

@@ -23,10 +23,14 @@ Two reads, with different costs:
   consumes, and every queue declared on the broker (kombu's ``_kombu.binding.*`` sets), so a queue that
   fills while no worker consumes it shows up with ``consumers: []``.
 
+A solo-pool worker (the GPU workers run ``--pool=solo``) cannot answer ``inspect`` while it runs a task.
+Every worker therefore also keeps a presence record in the broker's Redis (``workers.presence``: a
+heartbeat every few seconds and the tasks it runs); a worker with a live record that did not answer is
+listed from that record with ``status: "busy"`` (no processed counts), answering workers are
+``"online"``.
+
 Failure modes: the broker unreachable raises ``BrokerUnavailable`` (the API answers 503 with
-``Retry-After``); no worker answering is an empty list, not an error. A solo-pool worker (the GPU workers
-run ``--pool=solo``) cannot answer while it runs a task; such a worker is missing from the inspect replies
-until the task ends, but the round it works on still shows its phase lock as held.
+``Retry-After``); no worker answering is an empty list, not an error.
 """
 
 from __future__ import annotations
@@ -225,7 +229,7 @@ def _now_iso(ts: float | None = None) -> str:
     return datetime.fromtimestamp(time.time() if ts is None else ts, tz=UTC).isoformat()
 
 
-def _summary(args: Any, kwargs: Any) -> str:
+def args_summary(args: Any, kwargs: Any) -> str:
     parts = []
     if isinstance(args, list | tuple):
         parts += [_short(a) for a in args]
@@ -244,7 +248,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
-def _round_of(task: dict) -> int | None:
+def round_of(task: dict) -> int | None:
     """The round a running task works on, from its name and arguments (None: not a round task)."""
     name = str(task.get("name") or "")
     kwargs = task.get("kwargs") if isinstance(task.get("kwargs"), dict) else {}
@@ -265,12 +269,14 @@ def _task_row(task: dict, now: float) -> dict:
     return {
         "id": str(task.get("id") or ""),
         "name": str(task.get("name") or ""),
-        "args": _summary(task.get("args"), task.get("kwargs")),
+        "args": task["args"]
+        if task.get("summarised")
+        else args_summary(task.get("args"), task.get("kwargs")),
         "started_at": _now_iso(started) if runtime is not None else None,
         "runtime_s": round(runtime, 1) if runtime is not None else None,
-        "queue": delivery.get("routing_key") or "",
+        "queue": delivery.get("routing_key") or task.get("queue") or "",
         "worker_pid": task.get("worker_pid"),
-        "round_id": _round_of(task),
+        "round_id": task["round_id"] if task.get("summarised") else round_of(task),
     }
 
 
@@ -282,6 +288,7 @@ def _worker_row(hostname: str, stats: dict, active: list, queues: list, reserved
     rusage = stats.get("rusage") or {}
     return {
         "hostname": hostname,
+        "status": "online",
         "pid": stats.get("pid"),
         "pool": implementation.rsplit(".", 1)[-1].split(":")[0] if implementation else "",
         "concurrency": pool.get("max-concurrency"),
@@ -295,6 +302,7 @@ def _worker_row(hostname: str, stats: dict, active: list, queues: list, reserved
         "active": [_task_row(t, now) for t in active or [] if isinstance(t, dict)],
         "reserved": len(reserved or []),
         "max_rss_kb": rusage.get("maxrss"),
+        "heartbeat_age_s": None,
     }
 
 
@@ -327,6 +335,54 @@ def _inspect(app, timeout: float) -> dict[str, dict]:
             "reserved": reserved.get(host) or [],
         }
         for host in stats
+    }
+
+
+def _presence(client, app) -> dict[str, dict]:
+    """Workers' own records (``workers.presence``): hostname -> {"info": {...}, "tasks": [...]}."""
+    from workers.presence import PRESENCE_PREFIX
+
+    base = key_prefix(app) + PRESENCE_PREFIX
+    out: dict[str, dict] = {}
+    for raw_key in client.scan_iter(match=_glob_escape(base) + "*", count=500):
+        key = raw_key.decode(errors="replace")
+        if key.endswith(":tasks"):
+            continue
+        try:
+            info = json.loads(client.hget(key, "info") or b"null")
+            tasks = [json.loads(v) for v in client.hvals(key + ":tasks")]
+        except (ValueError, TypeError):
+            continue
+        if isinstance(info, dict):
+            out[key[len(base) :]] = {"info": info, "tasks": [t for t in tasks if isinstance(t, dict)]}
+        if len(out) >= MAX_DECLARED_QUEUES:
+            break
+    return out
+
+
+def _busy_worker_row(hostname: str, record: dict, now: float) -> dict:
+    """A worker that did not answer ``inspect`` but keeps its heartbeat: busy (a solo pool running a task)."""
+    info = record["info"]
+    started = info.get("started_at")
+    uptime = int(now - started) if isinstance(started, int | float) else None
+    tasks = [{**t, "summarised": True} for t in record["tasks"]]
+    return {
+        "hostname": hostname,
+        "status": "busy",
+        "pid": info.get("pid"),
+        "pool": str(info.get("pool") or ""),
+        "concurrency": info.get("concurrency"),
+        "processes": [],
+        "prefetch_count": None,
+        "uptime_s": uptime,
+        "started_at": _now_iso(started) if uptime is not None else None,
+        "queues": sorted(str(q) for q in info.get("queues") or []),
+        "processed_total": None,
+        "processed": {},
+        "active": sorted((_task_row(t, now) for t in tasks), key=lambda t: t["started_at"] or ""),
+        "reserved": None,
+        "max_rss_kb": None,
+        "heartbeat_age_s": round(max(0.0, now - float(info.get("heartbeat_at") or now)), 1),
     }
 
 
@@ -372,14 +428,24 @@ def _live_rounds(workers: list[dict]) -> list[dict]:
 
 
 def _collect(app) -> dict:
-    broker_client(app)  # 503 at once when the broker is down (inspect would wait for its retries)
+    client = broker_client(app)  # 503 at once when the broker is down (inspect would wait for its retries)
     timeout = inspect_timeout_s()
     started = time.monotonic()
     replies = _inspect(app, timeout)
+    try:
+        presence = _presence(client, app)
+    except Exception as exc:  # noqa: BLE001 - presence is a supplement; inspect's answer stands
+        logger.warning("worker presence records unreadable: %s: %s", exc.__class__.__name__, exc)
+        presence = {}
     now = time.time()
     workers = [
         _worker_row(host, r["stats"], r["active"], r["queues"], r["reserved"], now)
         for host, r in sorted(replies.items())
+    ]
+    workers += [
+        _busy_worker_row(host, record, now)
+        for host, record in sorted(presence.items())
+        if host not in replies
     ]
     return {
         "fetched_at": now,

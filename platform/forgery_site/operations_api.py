@@ -39,6 +39,11 @@ class ActiveTaskSerializer(serializers.Serializer):
 
 class WorkerSerializer(serializers.Serializer):
     hostname = serializers.CharField(help_text="Celery node name, e.g. gpu-0@host")
+    status = serializers.ChoiceField(
+        choices=["online", "busy"],
+        help_text="online: answered inspect; busy: did not answer (a solo pool running a task) but its "
+        "heartbeat is live, shown from its presence record",
+    )
     pid = serializers.IntegerField(allow_null=True)
     pool = serializers.CharField(help_text="pool implementation: solo, prefork, threads, ...")
     concurrency = serializers.IntegerField(allow_null=True)
@@ -47,11 +52,14 @@ class WorkerSerializer(serializers.Serializer):
     uptime_s = serializers.IntegerField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
     queues = serializers.ListField(child=serializers.CharField())
-    processed_total = serializers.IntegerField(help_text="tasks received since the worker started")
+    processed_total = serializers.IntegerField(
+        allow_null=True, help_text="tasks received since the worker started (null when busy)"
+    )
     processed = serializers.DictField(child=serializers.IntegerField(), help_text="per task name")
     active = ActiveTaskSerializer(many=True)
-    reserved = serializers.IntegerField(help_text="messages prefetched, waiting for a free slot")
+    reserved = serializers.IntegerField(allow_null=True, help_text="messages prefetched, waiting for a slot")
     max_rss_kb = serializers.IntegerField(allow_null=True)
+    heartbeat_age_s = serializers.FloatField(allow_null=True, help_text="busy workers: age of the heartbeat")
 
 
 class RoundHolderSerializer(serializers.Serializer):

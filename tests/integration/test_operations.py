@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 BUSY_QUEUE = f"ops-busy-{RUN_ID}"
 IDLE_QUEUE = f"ops-idle-{RUN_ID}"
+SOLO_QUEUE = f"ops-solo-{RUN_ID}"
 
 
 def _prefix() -> str:
@@ -67,9 +69,9 @@ def fresh(monkeypatch):
     monkeypatch.setenv("OPERATIONS_INSPECT_TIMEOUT_S", "1.0")
 
 
-@pytest.fixture
-def busy_worker(celery_worker_proc, tmp_path):
-    """A second real worker (threads pool, 2 slots) on BUSY_QUEUE, same database, broker and prefix."""
+@contextmanager
+def _worker(celery_worker_proc, log_path: Path, *, queue: str, hostname: str, pool: str, concurrency: int):
+    """Another real worker process (the platform's app plus a sleep task), same database, broker, prefix."""
     env = {
         **os.environ,
         "DATABASE_URL": celery_worker_proc.database_url,
@@ -78,14 +80,13 @@ def busy_worker(celery_worker_proc, tmp_path):
         "MEDIA_ROOT": str(celery_worker_proc.media_root),
         "DEBUG": "true",
         "HF_HUB_OFFLINE": "1",
+        "WORKER_PRESENCE_INTERVAL_S": "1",
     }
     env.pop("CELERY_BROKER_URL", None)
     env.pop("CELERY_RESULT_BACKEND", None)
-    hostname = f"ops-busy-{RUN_ID}@testhost"
-    log_path = tmp_path / "busy-worker.log"
     command = [
-        sys.executable, "-m", "celery", "-A", "tests.integration.operations_app", "worker", "-Q", BUSY_QUEUE,
-        "--pool=threads", "--concurrency=2", "--loglevel=INFO", "-n", hostname,
+        sys.executable, "-m", "celery", "-A", "tests.integration.operations_app", "worker", "-Q", queue,
+        f"--pool={pool}", f"--concurrency={concurrency}", "--loglevel=INFO", "-n", hostname,
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     with open(log_path, "wb") as log:
@@ -96,13 +97,13 @@ def busy_worker(celery_worker_proc, tmp_path):
         while True:
             if process.poll() is not None:
                 pytest.fail(
-                    f"the busy worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
+                    f"worker {hostname} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
                 )
             replies = app.control.inspect(timeout=1.0, destination=[hostname]).ping() or {}
             if hostname in replies:
                 break
             if time.monotonic() > deadline:
-                pytest.fail(f"the busy worker did not answer:\n{log_path.read_text()[-3000:]}")
+                pytest.fail(f"worker {hostname} did not answer:\n{log_path.read_text()[-3000:]}")
         yield hostname
     finally:
         process.send_signal(signal.SIGTERM)
@@ -111,6 +112,26 @@ def busy_worker(celery_worker_proc, tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+
+@pytest.fixture
+def busy_worker(celery_worker_proc, tmp_path):
+    """A threads-pool worker (2 slots): it answers inspect while it runs a task."""
+    with _worker(
+        celery_worker_proc, tmp_path / "busy.log", queue=BUSY_QUEUE, hostname=f"ops-busy-{RUN_ID}@testhost",
+        pool="threads", concurrency=2,
+    ) as hostname:  # fmt: skip
+        yield hostname
+
+
+@pytest.fixture
+def solo_worker(celery_worker_proc, tmp_path):
+    """A solo-pool worker, like the GPU workers: it cannot answer inspect while it runs a task."""
+    with _worker(
+        celery_worker_proc, tmp_path / "solo.log", queue=SOLO_QUEUE, hostname=f"ops-solo-{RUN_ID}@testhost",
+        pool="solo", concurrency=1,
+    ) as hostname:  # fmt: skip
+        yield hostname
 
 
 def test_the_session_worker_is_listed_with_its_queues(celery_worker_proc, fresh):
@@ -127,6 +148,7 @@ def test_the_session_worker_is_listed_with_its_queues(celery_worker_proc, fresh)
     assert worker["pid"] == celery_worker_proc.process.pid
     assert worker["processed"].get("workers.tasks.core.health", 0) >= 1  # the fixture's start-up check
     assert worker["processed_total"] >= 1 and worker["uptime_s"] >= 0 and worker["active"] == []
+    assert worker["status"] == "online"
     # The queues endpoint names it as the consumer of the platform's three queues.
     queues = {q["name"]: q for q in _client("admin").get("/api/v1/operations/queues/").json()["queues"]}
     for queue in ("gpu", "cpu", "default"):
@@ -190,6 +212,48 @@ def test_a_running_task_is_active_unacked_and_holds_its_round(celery_worker_proc
         return {r["id"]: r for r in rounds}[round_.pk]["lock_held"] is False
 
     _wait(released, 10, "the phase lock to be released")
+
+
+def test_a_busy_solo_worker_is_shown_from_its_heartbeat(celery_worker_proc, solo_worker, fresh):
+    """A solo pool runs the task in the loop that answers inspect: the worker stays listed, as busy."""
+    from catalog.models import Dataset
+    from rounds.models import Round
+
+    round_ = Round.objects.create(
+        dataset=Dataset.objects.create(name="ops-solo"),
+        number=1,
+        state="training",
+        progress={"phase": "training"},
+    )
+    admin = _client("admin")
+    result = celery_worker_proc.app.send_task(
+        "tests.operations.sleep", args=(8.0,), kwargs={"round_id": round_.pk}, queue=SOLO_QUEUE
+    )
+
+    def busy():
+        body = admin.get("/api/v1/operations/workers/").json()
+        worker = {w["hostname"]: w for w in body["workers"]}.get(solo_worker)
+        return (worker, body) if worker and worker["status"] == "busy" and worker["active"] else None
+
+    worker, body = _wait(busy, 30, "the solo worker listed as busy")
+    assert worker["pool"] == "solo" and worker["concurrency"] == 1 and worker["queues"] == [SOLO_QUEUE]
+    assert worker["processed_total"] is None and worker["heartbeat_age_s"] is not None
+    [task] = worker["active"]
+    assert (
+        task["id"] == result.id and task["name"] == "tests.operations.sleep" and task["queue"] == SOLO_QUEUE
+    )
+    assert task["round_id"] == round_.pk and task["args"] == f"8.0, round_id={round_.pk}"
+    holders = {r["id"]: r for r in body["rounds"]}[round_.pk]["workers"]
+    assert holders == [{"hostname": solo_worker, "task": "tests.operations.sleep", "task_id": result.id}]
+    assert result.get(timeout=30) == 8.0
+
+    def online():
+        workers = {w["hostname"]: w for w in admin.get("/api/v1/operations/workers/").json()["workers"]}
+        worker = workers.get(solo_worker)
+        return worker if worker and worker["status"] == "online" else None
+
+    worker = _wait(online, 30, "the solo worker answering again")
+    assert worker["active"] == [] and worker["processed"] == {"tests.operations.sleep": 1}
 
 
 def test_a_queue_nobody_consumes_shows_its_depth_across_priority_lists(celery_worker_proc, fresh):

@@ -39,7 +39,7 @@
   function workerCard(w) {
     const counts = [
       ["queues", w.queues.join(", ") || "none"], ["pool", `${w.pool} × ${w.concurrency ?? "?"}`], ["pid", String(w.pid ?? "–")],
-      ["up for", duration(w.uptime_s)], ["processed", String(w.processed_total)], ["prefetched", String(w.reserved)],
+      ["up for", duration(w.uptime_s)], ["processed", String(w.processed_total ?? "–")], ["prefetched", String(w.reserved ?? "–")],
     ];
     const tasks = w.active.map((t) => el("tr", { "data-task": t.id },
       el("td", {}, el("code", { text: t.name })), el("td", {}, el("code", { text: t.args })),
@@ -47,7 +47,7 @@
     if (!tasks.length) tasks.push(el("tr", {}, el("td", { colspan: "4", class: "empty", text: "Idle." })));
     const head = el("tr", {}, ...["Running task", "Arguments", "Queue", "Running for"].map((h) => el("th", { scope: "col", text: h })));
     return el("li", { class: "card worker", "data-hostname": w.hostname },
-      el("h3", { text: w.hostname }),
+      el("h3", { text: `${w.hostname} ` }, el("span", { class: `state status-${w.status}`, text: w.status === "busy" ? `busy: not answering, heartbeat ${w.heartbeat_age_s} s ago` : "online" })),
       el("dl", { class: "counts" }, ...counts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v })))),
       el("table", { class: "tasks" }, el("thead", {}, head), el("tbody", {}, ...tasks)));
   }
@@ -57,7 +57,7 @@
     if (!cards.length) {
       cards.push(el("li", { class: "card empty" }, "No worker answered. Start one with ",
         el("code", { text: "celery -A workers.celery_app worker -Q cpu,default" }),
-        "; a solo-pool worker busy with a long task answers once the task ends."));
+        "; a busy solo-pool worker is shown from its heartbeat."));
     }
     list.replaceChildren(...cards);
     count.textContent = `(${data.workers.length} online)`;
