@@ -383,7 +383,12 @@ def video_import_finalize(*, job_id: int) -> ImportJob:
         if progress["entries_rejected"]:
             summary += f", {progress['entries_rejected']} entries rejected"
         if unfinished:
-            status, summary = ImportJob.Status.FAILED, f"{unfinished} videos were not processed; {summary}"
+            parts = []
+            if progress["running"]:  # claimed by another import's shard that is still working on them
+                parts.append(f"{progress['running']} videos are still being extracted by another task")
+            if progress["pending"]:
+                parts.append(f"{progress['pending']} videos were not processed")
+            status, summary = ImportJob.Status.FAILED, f"{'; '.join(parts)}; {summary}"
         elif progress["total"] and not progress["done"]:
             status, summary = ImportJob.Status.FAILED, f"no video could be imported; {summary}"
         else:

@@ -146,6 +146,20 @@ def test_listing_is_idempotent_and_requeues_only_unfinished_videos(admin_client,
     assert (progress["total"], progress["pending"], progress["already_imported"]) == (3, 3, 0 + 1)
     assert progress["entries_rejected"] == 1
 
+    # The callback's summary: videos left running (another import's shard holds them) or pending fail the job.
+    from catalog.video_import import video_import_finalize
+
+    mine = videos.filter(import_job=second).order_by("id")
+    mine.filter(pk=mine[0].pk).update(status="running")
+    mine.filter(pk=mine[1].pk).update(status="done", frames_sampled=8, faces=7, samples_created=7)
+    finished = video_import_finalize(job_id=second.pk)
+    assert finished.status == ImportJob.Status.FAILED
+    assert finished.message.startswith(
+        "1 videos are still being extracted by another task; 1 videos were not"
+    )
+    assert "1 videos imported (8 frames, 7 faces, 7 new samples)" in finished.message
+    assert video_import_finalize(job_id=second.pk).finished_at == finished.finished_at  # written once
+
     (root / "Celeb-synthesis" / "id9_id1_0000.mp4").symlink_to("/etc/hostname")
     third = list_once()
     assert third.total_rows == 4
