@@ -451,3 +451,21 @@ def test_a_crashed_shard_fails_the_job_with_the_reason(celery_worker_proc, admin
     assert job["status"] == "failed" and "an extraction shard failed" in job["message"], job
     assert "frames" in job["message"] and job["videos"]["total"] == 2
     assert set(Video.objects.filter(dataset_id=dataset_id).values_list("status", flat=True)) == {"pending"}
+
+
+def test_demo_report_rows_show_video_auc_only_for_video_datasets(admin_client):
+    from rounds.management.commands.demo_loop import Command
+    from rounds.models import Round
+
+    dataset_id = _dataset(admin_client, "report-videos")
+    metrics = {"lae": {"seen": {"auc": 0.6, "video_auc": 0.75}, "unseen": {"auc": 0.5, "video_auc": None}}}
+    videos = Round(
+        dataset_id=dataset_id, number=1, config={"detectors": ["lae"]}, progress={"metrics": metrics}
+    )
+    row = Command()._rows([videos])[0]
+    assert (row["lae_auc_seen"], row["lae_video_auc_seen"], row["lae_video_auc_unseen"]) == (0.6, 0.75, None)
+    stills = {"lae": {"seen": {"auc": 0.6, "video_auc": None}, "unseen": {"auc": 0.5, "video_auc": None}}}
+    images = Round(
+        dataset_id=dataset_id, number=1, config={"detectors": ["lae"]}, progress={"metrics": stills}
+    )
+    assert "lae_video_auc_seen" not in Command()._rows([images])[0]

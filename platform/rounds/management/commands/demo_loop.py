@@ -196,6 +196,14 @@ class Command(BaseCommand):
 
     # ----------------------------------------------------------------------------------------- output
     def _rows(self, rounds):
+        # Video AUC columns when the test samples come from videos (round evaluation reports it then).
+        videos = any(
+            (m.get(split) or {}).get("video_auc") is not None
+            for r in rounds
+            for m in ((r.progress or {}).get("metrics") or {}).values()
+            if isinstance(m, dict)
+            for split in ("seen", "unseen")
+        )
         rows = []
         for round_ in rounds:
             progress = round_.progress or {}
@@ -205,6 +213,9 @@ class Command(BaseCommand):
                 m = metrics.get(name) or {}
                 row[f"{name}_auc_seen"] = (m.get("seen") or {}).get("auc")
                 row[f"{name}_auc_unseen"] = (m.get("unseen") or {}).get("auc")
+                if videos:
+                    row[f"{name}_video_auc_seen"] = (m.get("seen") or {}).get("video_auc")
+                    row[f"{name}_video_auc_unseen"] = (m.get("unseen") or {}).get("video_auc")
             for phase in PHASES:
                 row[f"{phase}_s"] = ((progress.get("phases") or {}).get(phase) or {}).get("seconds")
             rows.append(row)
@@ -274,7 +285,8 @@ class Command(BaseCommand):
             "|" + "---|" * len(keys),
             *["| " + " | ".join(self._fmt(r[k]) for k in keys) + " |" for r in rows],
             "",
-            "AUC on the protocol's test splits (seen manipulations / unseen ones); `masked_%` is the share of "
+            "AUC on the protocol's test splits (seen manipulations / unseen ones; `video_auc`: per video, the "
+            "mean P(fake) of its frames, shown when the samples come from videos); `masked_%` is the share of "
             "the training split with a collected mask after the round; phase times in seconds (annotating "
             "includes the oracle's answers and the webhook round trip).",
             "",
