@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -50,6 +51,8 @@ class UserListCreateApi(APIView):
 
 
 class UserMeApi(APIView):
+    permission_classes = [IsAuthenticated]  # an account without a role may see that it has none
+
     @extend_schema(responses=UserOutputSerializer)
     def get(self, request):
         return Response(UserOutputSerializer(request.user).data)

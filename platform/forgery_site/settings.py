@@ -209,7 +209,8 @@ REST_FRAMEWORK = {
         "forgery_site.api.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # A role is needed, not only an account: an account without a role reads nothing (as on the dashboard).
+    "DEFAULT_PERMISSION_CLASSES": ["forgery_site.api.IsAnnotatorOrAdmin"],
     "DEFAULT_PAGINATION_CLASS": "forgery_site.api.Pagination",
     # DRF's parsers, with a JSON parser that answers 400 (not 500) to pathologically nested documents.
     "DEFAULT_PARSER_CLASSES": [

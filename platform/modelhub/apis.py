@@ -22,13 +22,18 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from catalog.validation import file_sha256
-from forgery_site.api import IsPlatformAdmin, Pagination, StrictFilterSerializer, StrictSerializer
+from forgery_site.api import (
+    IsAnnotatorOrAdmin,
+    IsPlatformAdmin,
+    Pagination,
+    StrictFilterSerializer,
+    StrictSerializer,
+)
 from forgery_site.errors import InvalidInput
 from modelhub import inference, selectors, services
 
@@ -184,7 +189,7 @@ class InferenceThrottle(UserRateThrottle):
 
 
 class Predict(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAnnotatorOrAdmin]
     throttle_classes = [InferenceThrottle]
     parser_classes = [MultiPartParser, FormParser]
 

@@ -15,12 +15,17 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.permissions import IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from catalog.selectors import dataset_get
-from forgery_site.api import IsPlatformAdmin, Pagination, StrictFilterSerializer, StrictSerializer
+from forgery_site.api import (
+    IsAnnotatorOrAdmin,
+    IsPlatformAdmin,
+    Pagination,
+    StrictFilterSerializer,
+    StrictSerializer,
+)
 from rounds import selectors, workflow
 
 
@@ -68,7 +73,7 @@ class RoundListLaunchApi(APIView):
         config = serializers.JSONField(required=False, default=dict)
 
     def get_permissions(self):
-        return [IsPlatformAdmin()] if self.request.method == "POST" else [IsAuthenticated()]
+        return [IsPlatformAdmin()] if self.request.method == "POST" else [IsAnnotatorOrAdmin()]
 
     @extend_schema(responses=RoundOutputSerializer(many=True))
     def get(self, request):
@@ -93,7 +98,7 @@ class RoundListLaunchApi(APIView):
 
 
 class RoundDetailApi(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAnnotatorOrAdmin]
 
     @extend_schema(responses=RoundOutputSerializer)
     def get(self, request, round_id: int):
@@ -158,7 +163,7 @@ def efficiency_png(points: list[dict], title: str) -> bytes:
 
 
 class EfficiencyCurveApi(APIView):
-    permission_classes = [IsAuthenticated]
+    permission_classes = [IsAnnotatorOrAdmin]
 
     class FilterSerializer(StrictFilterSerializer):
         image = serializers.BooleanField(required=False, default=False)

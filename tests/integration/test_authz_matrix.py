@@ -26,10 +26,12 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
-ROLES = ("anonymous", "annotator", "admin")
+# "no role": an account in neither group (e.g. created in the Django admin and not given a role yet).
+ROLES = ("anonymous", "no role", "annotator", "admin")
 
 # Who may call a route. The expected status for a caller who may not: anonymous 401, others 403.
 PUBLIC = "public"  # everyone, no credentials
+SIGNED_IN = "any account"  # signed in, with or without a role
 ANY_ROLE = "annotator, admin"  # any signed-in user with a role
 ADMIN = "admin"
 WEBHOOK = "webhook secret"  # the shared secret header; users' credentials do not count
@@ -38,7 +40,7 @@ WEBHOOK = "webhook secret"  # the shared secret header; users' credentials do no
 API: dict[tuple[str, str], tuple[str, int]] = {
     ("GET", "/api/v1/users/"): (ADMIN, 200),
     ("POST", "/api/v1/users/"): (ADMIN, 400),
-    ("GET", "/api/v1/users/me/"): (ANY_ROLE, 200),
+    ("GET", "/api/v1/users/me/"): (SIGNED_IN, 200),  # an account can see that it has no role
     ("GET", "/api/v1/datasets/"): (ANY_ROLE, 200),
     ("POST", "/api/v1/datasets/"): (ADMIN, 400),
     ("GET", "/api/v1/datasets/{dataset_id}/"): (ANY_ROLE, 200),
@@ -76,8 +78,8 @@ API: dict[tuple[str, str], tuple[str, int]] = {
 # Routes outside the schema: (method, path) -> (who may, status a permitted caller gets).
 OTHER: dict[tuple[str, str], tuple[str, int]] = {
     ("GET", "/health"): (PUBLIC, 200),
-    ("GET", "/api/schema/"): (ANY_ROLE, 200),
-    ("GET", "/api/docs/"): (ANY_ROLE, 200),
+    ("GET", "/api/schema/"): (SIGNED_IN, 200),
+    ("GET", "/api/docs/"): (SIGNED_IN, 200),
 }
 
 # Dashboard pages (forgery_site/frontend.py): URL name -> (who may, status for annotator, for admin).
@@ -98,7 +100,7 @@ PAGES: dict[str, tuple[str, int | None, int]] = {
     "page-workers": (ADMIN, 403, 200),
 }
 
-DENIED = {"anonymous": 401, "annotator": 403, "admin": 403}
+DENIED = {"anonymous": 401, "no role": 403, "annotator": 403, "admin": 403}
 
 
 def expected_status(who: str, role: str, ok: int) -> int:
@@ -108,7 +110,7 @@ def expected_status(who: str, role: str, ok: int) -> int:
         return 401  # no secret header: users' credentials do not open the webhook
     if role == "anonymous":
         return 401
-    if who == ANY_ROLE or role == "admin":
+    if who == SIGNED_IN or (who == ANY_ROLE and role != "no role") or role == "admin":
         return ok
     return DENIED[role]
 
@@ -121,18 +123,17 @@ def markdown_table() -> str:
             return "yes"
         if who == WEBHOOK:
             return "secret header"
-        if role == "anonymous":
-            return "401"
-        return "yes" if who == ANY_ROLE or role == "admin" else "403"
+        return "401" if role == "anonymous" else str(expected_status(who, role, 200)).replace("200", "yes")
 
-    lines = ["| method | route | anonymous | annotator | admin |", "|---|---|---|---|---|"]
+    lines = ["| method | route | anonymous | no role | annotator | admin |", "|---|---|---|---|---|---|"]
     for (method, route), (who, _ok) in {**OTHER, **API}.items():
         lines.append(f"| {method} | `{route}` | " + " | ".join(mark(who, r) for r in ROLES) + " |")
-    lines += ["", "| dashboard page | anonymous | annotator | admin |", "|---|---|---|---|"]
+    lines += ["", "| dashboard page | anonymous | no role | annotator | admin |", "|---|---|---|---|---|"]
     for name, (who, annotator, admin) in PAGES.items():
         anon = "yes" if who == PUBLIC else "login redirect"
+        nobody = "yes" if who == PUBLIC else "403"
         ann = "403" if annotator == 403 else "yes"
-        lines.append(f"| `{name}` | {anon} | {ann} | {'yes' if admin else '403'} |")
+        lines.append(f"| `{name}` | {anon} | {nobody} | {ann} | {'yes' if admin else '403'} |")
     return "\n".join(lines)
 
 
@@ -178,7 +179,17 @@ def users():
             username="matrix-annotator", password="annotator-pass-123", role="annotator"
         ),
         "admin": user_create(username="matrix-admin", password="admin-pass-123", role="admin"),
+        "no role": _no_role_user(),
     }
+
+
+def _no_role_user():
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user = get_user_model().objects.create_user("matrix-nobody", password="nobody-pass-123")
+    Token.objects.create(user=user)
+    return user
 
 
 @pytest.fixture
@@ -345,7 +356,12 @@ def test_dashboard_page_matrix(name, world, users):
     else:
         assert anonymous.status_code == 302, (url, anonymous.status_code)
         assert anonymous["Location"].startswith("/login/?next="), anonymous["Location"]
-    for role, expected in (("annotator", annotator_status), ("admin", admin_status)):
+    nobody_status = 302 if who == PUBLIC else 403  # signed in without a role: refused, not redirected
+    for role, expected in (
+        ("no role", nobody_status),
+        ("annotator", annotator_status),
+        ("admin", admin_status),
+    ):
         client = Client()
         client.force_login(users[role])
         response = getattr(client, method)(url)
