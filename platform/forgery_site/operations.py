@@ -4,7 +4,8 @@ Two reads, with different costs:
 
 * ``workers_snapshot()`` asks the workers themselves through Celery's remote-control API
   (``app.control.inspect``: ``stats`` (which doubles as the ping), then ``active``, ``active_queues`` and
-  ``reserved``). One broadcast waits up to ``OPERATIONS_INSPECT_TIMEOUT_S`` (default 1 s) for replies, so
+  ``reserved``). A broadcast waits up to ``OPERATIONS_INSPECT_TIMEOUT_S`` (default 1 s) for replies, or
+  until as many workers have answered as have a live presence record (then it takes milliseconds), so
   the result is cached in the Django cache (Redis, shared by every web process) for
   ``OPERATIONS_CACHE_S`` (default 3 s): a dashboard polling every few seconds, or ten admins polling at
   once, cost one broadcast per period. A short lock keeps concurrent cache misses from broadcasting
@@ -306,14 +307,19 @@ def _worker_row(hostname: str, stats: dict, active: list, queues: list, reserved
     }
 
 
-def _inspect(app, timeout: float) -> dict[str, dict]:
-    """Ask every worker: stats (the ping), then active/active_queues/reserved from those that answered."""
+def _inspect(app, timeout: float, expected: int | None = None) -> dict[str, dict]:
+    """Ask every worker: stats (the ping), then active/active_queues/reserved from those that answered.
+
+    ``expected``: how many workers are alive by their presence records; the stats broadcast stops
+    waiting once that many have answered (otherwise it waits the whole timeout, as it must when one is
+    busy or when nothing says how many there are).
+    """
     from kombu.exceptions import OperationalError as KombuOperationalError
 
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
-            stats = app.control.inspect(timeout=timeout, connection=connection).stats() or {}
+            stats = app.control.inspect(timeout=timeout, connection=connection, limit=expected).stats() or {}
             if not stats:
                 return {}
             # Every worker that answered stats answers the rest too: stop waiting once all have.
@@ -431,12 +437,12 @@ def _collect(app) -> dict:
     client = broker_client(app)  # 503 at once when the broker is down (inspect would wait for its retries)
     timeout = inspect_timeout_s()
     started = time.monotonic()
-    replies = _inspect(app, timeout)
     try:
         presence = _presence(client, app)
     except Exception as exc:  # noqa: BLE001 - presence is a supplement; inspect's answer stands
         logger.warning("worker presence records unreadable: %s: %s", exc.__class__.__name__, exc)
         presence = {}
+    replies = _inspect(app, timeout, expected=len(presence) or None)
     now = time.time()
     workers = [
         _worker_row(host, r["stats"], r["active"], r["queues"], r["reserved"], now)
