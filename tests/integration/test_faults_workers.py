@@ -112,7 +112,7 @@ def test_watchdog_resends_the_step_of_a_round_whose_message_never_reached_the_br
     log = tmp_path / "worker.log"
     worker = start_worker(env, log, "watchdog")
     try:
-        time.sleep(1.2)  # older than the 1 s stall threshold
+        time.sleep(2.0)  # older than the stall threshold (1 s, or three 0.5 s poll intervals: 1.5 s)
         client = sender(redis.url(), prefix)
         try:
             client.send_task("workers.tasks.rounds.rounds_watchdog", queue="default")
