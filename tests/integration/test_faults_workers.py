@@ -191,3 +191,31 @@ def test_lost_scoring_chord_callback_is_sent_again_and_the_same_selection_is_sto
     finally:
         stop_process(worker)
         redis.stop()
+
+
+def test_fault_harness_discovers_scenarios_isolates_failures_and_sums_lost(monkeypatch):
+    """``python -m bench faults``: every scenario module is found; a scenario that crashes is reported as
+    not recovered (lost 1) without stopping the others; ``lost_total`` is the sum."""
+    import bench.faults as harness
+    from bench.__main__ import available
+
+    assert "faults" in available()
+    found = harness.discover()
+    assert found["worker_kill"] == "worker_kill" and found["redis_restart"] == "redis_restart"
+    assert not any(name.startswith("_") for name in found.values())
+
+    crashed = harness.run_scenario("_no_such_scenario", quick=True, timeout=120)
+    assert crashed["recovered"] is False and crashed["lost"] == 1
+    assert "No module named" in crashed["error"], crashed
+
+    results = {"a": {"recovered": True, "lost": 0, "seconds_to_recover": 1.0}, "b": crashed}
+    monkeypatch.setattr(harness, "discover", lambda: {"a": "a", "b": "b"})
+    monkeypatch.setattr(harness, "run_scenario", lambda module, quick, timeout: results[module])
+    report = harness.run(quick=True)
+    assert report["lost_total"] == 1 and report["recovered_all"] is False
+    assert set(report["scenarios"]) == {"a", "b"}
+    monkeypatch.setenv("FAULTS_ONLY", "a")
+    report = harness.run(quick=True)
+    assert (
+        list(report["scenarios"]) == ["a"] and report["lost_total"] == 0 and report["recovered_all"] is True
+    )
