@@ -7,7 +7,7 @@ writes, under the broker's key prefix:
 
 - ``forgerylab:presence:<hostname>`` (a hash): ``info``, JSON with pid, pool, concurrency, queues,
   start and last heartbeat times; refreshed by a daemon thread every ``WORKER_PRESENCE_INTERVAL_S``
-  (default 10 s) with an expiry of three intervals, so a worker killed with SIGKILL drops out by itself;
+  (a Django setting, default 10 s) with an expiry of three intervals, so a worker killed with SIGKILL drops out by itself;
 - ``forgerylab:presence:<hostname>:tasks`` (a hash): task id -> JSON (name, shortened arguments, start
   time, queue, round id), set when a task starts and removed when it ends (``task_prerun`` /
   ``task_postrun`` signals; for prefork pools they fire in the child process).
@@ -34,8 +34,13 @@ PRESENCE_PREFIX = "forgerylab:presence:"
 _state: dict = {"client": None, "pid": None, "hostname": None, "stop": None, "warned": False}
 
 
+DEFAULT_INTERVAL_S = 10.0
+
+
 def interval_s() -> float:
-    return max(1.0, float(os.environ.get("WORKER_PRESENCE_INTERVAL_S", "10")))
+    from django.conf import settings
+
+    return max(1.0, float(getattr(settings, "WORKER_PRESENCE_INTERVAL_S", DEFAULT_INTERVAL_S)))
 
 
 def ttl_s() -> int:

@@ -4,7 +4,7 @@ Two reads, with different costs:
 
 * ``workers_snapshot()`` asks the workers themselves through Celery's remote-control API
   (``app.control.inspect``: ``stats`` (which doubles as the ping), then ``active``, ``active_queues`` and
-  ``reserved``). A broadcast waits up to ``OPERATIONS_INSPECT_TIMEOUT_S`` (default 1 s) for replies, or
+  ``reserved``). A broadcast waits up to Django setting ``OPERATIONS_INSPECT_TIMEOUT_S`` (default 1 s) for replies, or
   until as many workers have answered as have a live presence record (then it takes milliseconds), so
   the result is cached in the Django cache (Redis, shared by every web process) for
   ``OPERATIONS_CACHE_S`` (default 3 s): a dashboard polling every few seconds, or ten admins polling at
@@ -39,12 +39,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
 import time
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.cache import cache
 from rest_framework import status
 
@@ -71,16 +71,22 @@ class BrokerUnavailable(DomainError):
     code = "broker_unavailable"
 
 
+# Django settings that tune the view (defaults here; none of them is needed).
+DEFAULT_INSPECT_TIMEOUT_S = 1.0
+DEFAULT_CACHE_S = 3.0
+DEFAULT_RETRY_AFTER_S = 5
+
+
 def inspect_timeout_s() -> float:
-    return max(0.1, float(os.environ.get("OPERATIONS_INSPECT_TIMEOUT_S", "1.0")))
+    return max(0.1, float(getattr(settings, "OPERATIONS_INSPECT_TIMEOUT_S", DEFAULT_INSPECT_TIMEOUT_S)))
 
 
 def cache_seconds() -> float:
-    return max(0.0, float(os.environ.get("OPERATIONS_CACHE_S", "3")))
+    return max(0.0, float(getattr(settings, "OPERATIONS_CACHE_S", DEFAULT_CACHE_S)))
 
 
 def retry_after_s() -> int:
-    return int(os.environ.get("OPERATIONS_RETRY_AFTER_S", "5"))
+    return int(getattr(settings, "OPERATIONS_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S))
 
 
 def celery_app():

@@ -23,7 +23,7 @@ def test_admin_sees_workers_queue_depths_and_live_rounds(
     browser,  # noqa: F811
     live_server,
     celery_worker_proc,
-    monkeypatch,
+    settings,
 ):
     import redis
 
@@ -32,7 +32,7 @@ def test_admin_sees_workers_queue_depths_and_live_rounds(
     from forgery_site.operations import queue_list_keys
     from rounds.models import Round
 
-    monkeypatch.setenv("OPERATIONS_CACHE_S", "1")
+    settings.OPERATIONS_CACHE_S = 1
     user_create(username="e2e-ops-admin", password=PASSWORD, role="admin")
     round_ = Round.objects.create(
         dataset=Dataset.objects.create(name="e2e-ops"),

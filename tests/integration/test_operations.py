@@ -64,9 +64,9 @@ def _wait(predicate, timeout: float = 60.0, what: str = "condition"):
 
 
 @pytest.fixture
-def fresh(monkeypatch):
-    monkeypatch.setenv("OPERATIONS_CACHE_S", "0")  # every call asks the workers
-    monkeypatch.setenv("OPERATIONS_INSPECT_TIMEOUT_S", "1.0")
+def fresh(settings):
+    settings.OPERATIONS_CACHE_S = 0  # every call asks the workers
+    settings.OPERATIONS_INSPECT_TIMEOUT_S = 1.0
 
 
 @contextmanager
@@ -80,7 +80,6 @@ def _worker(celery_worker_proc, log_path: Path, *, queue: str, hostname: str, po
         "MEDIA_ROOT": str(celery_worker_proc.media_root),
         "DEBUG": "true",
         "HF_HUB_OFFLINE": "1",
-        "WORKER_PRESENCE_INTERVAL_S": "1",
     }
     env.pop("CELERY_BROKER_URL", None)
     env.pop("CELERY_RESULT_BACKEND", None)
@@ -289,10 +288,10 @@ def test_a_queue_nobody_consumes_shows_its_depth_across_priority_lists(celery_wo
     assert queue[IDLE_QUEUE]["depth"] == 0
 
 
-def test_workers_are_asked_once_per_cache_period(celery_worker_proc, monkeypatch):
+def test_workers_are_asked_once_per_cache_period(celery_worker_proc, settings):
     from forgery_site import operations
 
-    monkeypatch.setenv("OPERATIONS_CACHE_S", "30")
+    settings.OPERATIONS_CACHE_S = 30
     admin = _client("admin")
     first = operations.workers_snapshot(fresh=True)
     second = admin.get("/api/v1/operations/workers/").json()
