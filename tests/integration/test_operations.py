@@ -355,3 +355,33 @@ def test_the_schema_documents_both_endpoints_for_admins():
         "pid",
         "uptime_s",
     } <= set(worker)
+
+
+def test_round_of_running_tasks_and_argument_summaries():
+    from forgery_site.operations import args_summary, round_of
+
+    assert round_of({"name": "workers.tasks.rounds.round_train", "args": [7], "kwargs": {}}) == 7
+    assert round_of({"name": "workers.tasks.scoring.score_shard", "args": [7, 0, 0, 64], "kwargs": {}}) == 7
+    assert (
+        round_of({"name": "workers.tasks.scoring.select_round", "args": [[{"n": 1}], 7], "kwargs": {}}) == 7
+    )
+    assert round_of({"name": "workers.tasks.labeling.round_push_tasks_task", "args": [7], "kwargs": {}}) == 7
+    assert round_of({"name": "anything.else", "args": [], "kwargs": {"round_id": 7}}) == 7
+    assert round_of({"name": "workers.tasks.core.dataset_import_task", "args": [7], "kwargs": {}}) is None
+    assert round_of({"name": "workers.tasks.rounds.round_train", "args": [True], "kwargs": {}}) is None
+    assert round_of({"name": "workers.tasks.rounds.round_train", "args": "(7,)", "kwargs": "{}"}) is None
+    assert args_summary([1, "a"], {"k": [1, 2]}) == "1, 'a', k=[1, 2]"
+    long = args_summary(["x" * 500] * 3, {})
+    assert len(long) == 160 and long.endswith("…")
+    assert args_summary("(1, 2)", "{}") == "(1, 2)"  # Celery's own reprs, when that is what arrives
+
+
+def test_queue_lists_follow_the_transport_options():
+    from celery import Celery
+
+    from forgery_site.operations import queue_list_keys
+
+    app = Celery("ops-keys", set_as_current=False)
+    assert queue_list_keys("gpu", app) == ["gpu", "gpu\x06\x163", "gpu\x06\x166", "gpu\x06\x169"]
+    app.conf.broker_transport_options = {"global_keyprefix": "p:", "priority_steps": [0, 5], "sep": ":"}
+    assert queue_list_keys("gpu", app) == ["p:gpu", "p:gpu:5"]
