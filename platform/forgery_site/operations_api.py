@@ -39,10 +39,9 @@ class ActiveTaskSerializer(serializers.Serializer):
 
 class WorkerSerializer(serializers.Serializer):
     hostname = serializers.CharField(help_text="Celery node name, e.g. gpu-0@host")
-    status = serializers.ChoiceField(
-        choices=["online", "busy"],
-        help_text="online: answered inspect; busy: did not answer (a solo pool running a task) but its "
-        "heartbeat is live, shown from its presence record",
+    status = serializers.CharField(
+        help_text="`online`: answered inspect; `busy`: did not answer (a solo pool running a task) but its "
+        "heartbeat is live, shown from its presence record"
     )
     pid = serializers.IntegerField(allow_null=True)
     pool = serializers.CharField(help_text="pool implementation: solo, prefork, threads, ...")
