@@ -88,11 +88,15 @@ def test_video_import_input_is_checked(admin_client, platform_media_root):
     response = post({"source": "vin", "format": "celebdf", "fps": 3})
     assert response.status_code == 400 and errors(response)["fps"] == ["Unknown field."]
 
-    from accounts.services import user_create, user_token
+    # A user without the admin role (no role at all: an annotator would also enqueue Label Studio
+    # provisioning from this process, before the session's worker fixture has pointed Celery at its broker).
+    from django.contrib.auth import get_user_model
 
-    annotator = user_create(username="video-annotator", password="video-annot-pass-1", role="annotator")
+    from accounts.services import user_token
+
+    outsider = get_user_model().objects.create_user(username="video-outsider", password="video-outsider-1")
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token(user=annotator)}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {user_token(user=outsider)}")
     assert client.post(url, {"source": "vin", "format": "celebdf"}, format="json").status_code == 403
     assert APIClient().post(url, {"source": "vin", "format": "celebdf"}, format="json").status_code == 401
 
