@@ -25,6 +25,7 @@ class UserOutputSerializer(serializers.Serializer):
 
 
 class UserListCreateApi(APIView):
+    pagination_class = Pagination  # documents the paginated list body and page/page_size in the schema
     permission_classes = [IsPlatformAdmin]
 
     class InputSerializer(StrictSerializer):

@@ -127,6 +127,8 @@ class SampleOutputSerializer(serializers.Serializer):
 
 
 class DatasetListCreateApi(APIView):
+    pagination_class = Pagination  # documents the paginated list body and page/page_size in the schema
+
     def get_permissions(self):
         return [IsPlatformAdmin()] if self.request.method == "POST" else super().get_permissions()
 
@@ -158,6 +160,7 @@ class DatasetDetailApi(APIView):
 
 
 class DatasetImportApi(APIView):
+    pagination_class = Pagination  # documents the paginated list body and page/page_size in the schema
     permission_classes = [IsPlatformAdmin]
 
     class InputSerializer(StrictSerializer):
@@ -237,6 +240,7 @@ class ImportDetailApi(APIView):
 class ImportVideosApi(APIView):
     """The videos of a video import, optionally by status (e.g. ``?status=failed`` with reasons)."""
 
+    pagination_class = Pagination  # documents the paginated list body and page/page_size in the schema
     permission_classes = [IsPlatformAdmin]
 
     class FilterSerializer(StrictFilterSerializer):
@@ -259,6 +263,8 @@ class ImportVideosApi(APIView):
 
 
 class SampleListApi(APIView):
+    pagination_class = Pagination  # documents the paginated list body and page/page_size in the schema
+
     class FilterSerializer(StrictFilterSerializer):
         class Meta:
             ref_name = "SampleFilter"

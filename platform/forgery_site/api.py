@@ -60,6 +60,21 @@ class Pagination(pagination.PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def get_page_size(self, request) -> int:
+        """``page_size`` must be a positive integer (400 otherwise, not a silent default); capped at 500."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None or raw == "":
+            return self.page_size
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise serializers.ValidationError(
+                {self.page_size_query_param: ["A positive integer is required."]}
+            )
+        return min(value, self.max_page_size)
+
 
 def is_platform_admin(user) -> bool:
     return bool(

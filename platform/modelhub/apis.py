@@ -63,6 +63,8 @@ class VersionOutput(serializers.Serializer):
 
 
 class VersionList(APIView):
+    pagination_class = Pagination  # documents the paginated list body and page/page_size in the schema
+
     class FilterSerializer(StrictFilterSerializer):
         class Meta:
             ref_name = "DetectorVersionFilter"

@@ -39,6 +39,8 @@ class SelectionOutputSerializer(serializers.Serializer):
 
 
 class RoundSelectionApi(APIView):
+    pagination_class = Pagination  # documents the paginated list body and page/page_size in the schema
+
     @extend_schema(responses=SelectionOutputSerializer(many=True))
     def get(self, request, round_id: int):
         paginator = Pagination()

@@ -39,8 +39,8 @@ class RoundOutputSerializer(serializers.Serializer):
     progress = serializers.JSONField()
     error = serializers.CharField()
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
 
 def _round_body(round_) -> dict:
@@ -65,6 +65,8 @@ def _schedule(round_id: int) -> None:
 
 
 class RoundListLaunchApi(APIView):
+    pagination_class = Pagination  # documents the paginated list body and page/page_size in the schema
+
     class FilterSerializer(StrictFilterSerializer):
         dataset = serializers.IntegerField(required=False, min_value=1)
 
