@@ -6,7 +6,8 @@ Bounded for CI: a fixed seed (``derandomize``), ``FUZZ_MAX_EXAMPLES`` generated 
 and a per-example deadline as a hang guard (``FUZZ_DEADLINE_MS``, 30 s). The checks: no 5xx for any
 input and any role (``not_a_server_error``), every documented response body matches its schema, content
 types and headers as documented, undocumented methods refused, a required header missing refused, no
-use of a deleted resource. Path parameters are random; the objects named
+use of a deleted resource. What it found (no 5xx; list bodies and nullable round times undocumented in
+the schema, an invalid ``page_size`` silently ignored) is fixed and pinned by ``test_found_*``. Path parameters are random; the objects named
 by small ids exist (a dataset with a sample on disk, a round, a detector version ``lae-r1-fuzz`` and
 the alias ``production``), so both 404s and real objects are reached.
 
@@ -175,3 +176,38 @@ def test_fuzz_as_admin(case, tokens):
 @FUZZ_SETTINGS
 def test_fuzz_as_annotator(case, tokens):
     _check(case, tokens["annotator"])
+
+
+# ------------------------------------------------- what the fuzzer found, pinned (fixed in the product)
+def test_found_invalid_page_size_is_refused_not_ignored(tokens):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {tokens['annotator']}")
+    for bad in ("abc", "0", "-3", "1.5"):
+        response = client.get(f"/api/v1/datasets/?page_size={bad}")
+        assert response.status_code == 400, (bad, response.status_code)
+        assert response.json() == {"page_size": ["A positive integer is required."]}
+    capped = client.get("/api/v1/samples/?page_size=100000")
+    assert capped.status_code == 200 and capped.json()["count"] == 1
+
+
+def test_found_schema_documents_what_lists_and_rounds_return():
+    from drf_spectacular.generators import SchemaGenerator
+
+    document = SchemaGenerator().get_schema(request=None, public=True)
+    components = document["components"]["schemas"]
+    for path in (
+        "/api/v1/datasets/",
+        "/api/v1/samples/",
+        "/api/v1/rounds/",
+        "/api/v1/users/",
+        "/api/v1/detectors/",
+    ):
+        operation = document["paths"][path]["get"]
+        body = operation["responses"]["200"]["content"]["application/json"]["schema"]
+        listed = components[body["$ref"].rsplit("/", 1)[1]]
+        assert {"count", "next", "previous", "results"} <= set(listed["properties"]), path
+        assert {"page", "page_size"} <= {p["name"] for p in operation["parameters"]}, path
+    round_output = components["RoundOutput"]["properties"]
+    assert round_output["started_at"].get("nullable") and round_output["finished_at"].get("nullable")
