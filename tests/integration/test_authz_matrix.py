@@ -137,7 +137,7 @@ def markdown_table() -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------ helpers
+# ------------------------------------------------------------------------------------- building blocks
 def _schema() -> dict:
     from drf_spectacular.generators import SchemaGenerator
 
