@@ -15,7 +15,7 @@ Studio and the oracle annotator answers through Label Studio's API:
 
 ``seconds_to_recover``: from Label Studio answering again to the last mask stored. ``lost``: samples
 without their mask + duplicated Mask versions + masks that differ from the ground truth + deliveries
-rejected or still pending after settling. The helpers (``point_webhook``, ``webhook_bodies``,
+rejected or still pending after settling. The functions (``point_webhook``, ``webhook_bodies``,
 ``deliver``, ``mask_report``) are shared with ``tests/labelstudio/test_faults_labelstudio.py``.
 """
 

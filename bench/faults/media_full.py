@@ -118,7 +118,7 @@ class SmallVolume:
         )
 
 
-# ------------------------------------------------------------------------------------- platform helpers
+# ------------------------------------------------------------------------------------- platform fixtures
 def seed_round(*, count: int, size: tuple[int, int] = (48, 40), name: str | None = None):
     """Dataset + samples + round + selection + Label Studio project/task rows (ids made up, no server)."""
     from catalog.models import Dataset, Sample

@@ -19,7 +19,7 @@ refused write must leave no row. ``lost`` counts 500s, hung requests, acknowledg
 missing and refused writes that were stored anyway. ``seconds_to_recover`` is the worst time from the
 link coming back to the first successful API answer.
 
-The relay, the server helpers and ``terminate_backends`` are shared with
+The relay, the server functions and ``terminate_backends`` are shared with
 ``tests/integration/test_faults_services.py``.
 """
 
