@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import shutil
 import socket
 import subprocess
 import sys
@@ -460,4 +461,5 @@ def run(quick: bool) -> dict:
         finally:
             if web is not None:
                 stop_process(web)
+            shutil.rmtree(work, ignore_errors=True)
     return result
