@@ -313,6 +313,35 @@ def _worker_row(hostname: str, stats: dict, active: list, queues: list, reserved
     }
 
 
+_CONTROL_APPS: dict[tuple, object] = {}
+
+
+def _control_app(app):
+    """A private Celery app on the same broker (URL, key prefix, control exchange) for the broadcasts.
+
+    ``app.control`` would create the platform app's producer and connection pools the first time it is
+    used, bound to the broker URL of that moment; a process that later points the app elsewhere (the
+    test suite's worker fixture does) would keep publishing to the old broker. The private app keeps the
+    operations view from changing the state of the app that sends the platform's tasks.
+    """
+    from celery import Celery
+
+    options = _transport_options(app)
+    key = (_broker_url(app), json.dumps(options, sort_keys=True, default=str), app.conf.control_exchange)
+    control = _CONTROL_APPS.get(key)
+    if control is None:
+        control = Celery("forgerylab-operations", set_as_current=False)
+        control.conf.update(
+            broker_url=app.conf.broker_url,
+            broker_transport_options=options,
+            control_exchange=app.conf.control_exchange,
+            accept_content=app.conf.accept_content,
+            broker_connection_retry_on_startup=False,
+        )
+        _CONTROL_APPS[key] = control
+    return control
+
+
 def _inspect(app, timeout: float, expected: int | None = None) -> dict[str, dict]:
     """Ask every worker: stats (the ping), then active/active_queues/reserved from those that answered.
 
@@ -322,6 +351,7 @@ def _inspect(app, timeout: float, expected: int | None = None) -> dict[str, dict
     """
     from kombu.exceptions import OperationalError as KombuOperationalError
 
+    app = _control_app(app)
     try:
         with app.connection_for_write() as connection:
             connection.ensure_connection(max_retries=1, interval_start=0, timeout=2)
