@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1:
         print("usage: torchrun --nproc_per_node=N -m workers.ddp_train JOB.json", file=sys.stderr)
         return 2
+    from ml.training.distributed import die_with_parent
+
+    die_with_parent()  # torchrun gone (its worker killed): this rank stops too, no orphan training
     import django
 
     django.setup()

@@ -100,6 +100,25 @@ def device_for(context: DistContext, requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def die_with_parent(sig: int = 15) -> None:
+    """Linux: have the kernel send ``sig`` to this process when its parent dies (``PR_SET_PDEATHSIG``).
+
+    A training task launches ``torchrun`` and torchrun launches the ranks; if the worker is killed
+    (SIGKILL, OOM) the chain must not live on as orphans still writing the round's checkpoint while the
+    redelivered task starts a new run. Used as ``preexec_fn`` for torchrun and at the start of each rank.
+    A no-op where prctl is not available."""
+    try:
+        import ctypes
+        import signal as _signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        if os.getppid() == 1:  # the parent died before prctl: do what the kernel would have done
+            os.kill(os.getpid(), sig if sig else _signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
 def barrier() -> None:
     if current().enabled:
         dist.barrier()

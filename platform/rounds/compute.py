@@ -263,6 +263,14 @@ def train_fit(round_: Round, name: str, phase: str, rows: list[dict], val_rows: 
     }
 
 
+def _torchrun_dies_with_worker() -> None:
+    import signal
+
+    from ml.training.distributed import die_with_parent
+
+    die_with_parent(signal.SIGKILL)
+
+
 def _train_one_torchrun(round_: Round, name: str, phase: str, rows: list[dict], val_rows: list[dict],
                         mask_ids: set[str], epochs: int, init_path: Path | None, processes: int) -> dict[str, Any]:  # fmt: skip
     """Data-parallel training of one detector inside this (GPU worker's) task: ``torchrun --standalone``
@@ -295,7 +303,12 @@ def _train_one_torchrun(round_: Round, name: str, phase: str, rows: list[dict], 
     t0 = time.time()
     with (out_dir / "ddp.log").open("ab") as log:
         proc = subprocess.run(
-            command, cwd=settings.BASE_DIR, stdout=log, stderr=subprocess.STDOUT, check=False
+            command,
+            cwd=settings.BASE_DIR,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+            preexec_fn=_torchrun_dies_with_worker,  # noqa: PLW1509 - prctl only, no locks involved
         )
     if proc.returncode != 0 or not result_path.exists():
         if not workflow.round_is_live(round_.pk, PHASE_STATES[phase]):

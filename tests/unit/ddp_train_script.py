@@ -1,6 +1,6 @@
 """Trains a tiny LAE with the shared trainer and saves its parameters; run as one process or under torchrun.
 
-    python tests/unit/ddp_train_script.py OUT BATCH
+    python tests/unit/ddp_train_script.py OUT BATCH [EPOCHS]
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/unit/ddp_train_script.py OUT BATCH
 
 Used by ``test_distributed_training.py``: two ranks with BATCH b must end where one process with BATCH 2b
@@ -54,13 +54,14 @@ class Faces(Dataset):
 
 
 def main(out: Path, batch: int, epochs: int = 2) -> None:
+    distributed.die_with_parent()  # as workers.ddp_train does
     context = distributed.init_from_env()
     torch.set_num_threads(1)
     seed_everything(0)
     detector = create("lae", image_size=SIZE, depth=2, width=4, latent_channels=8, groups=2)
     train_loader = DataLoader(Faces(24), batch_size=batch, sampler=ResumableSampler(24, seed=3))
     val_loader = DataLoader(Faces(8, offset=100), batch_size=8, sampler=ResumableSampler(8, shuffle=False))
-    config = TrainConfig(epochs=epochs, seed=0, device="cpu", progress=False, patience=10)
+    config = TrainConfig(epochs=epochs, seed=0, device="cpu", progress=False, patience=max(10, epochs))
     result = Trainer(detector, train_loader, val_loader, config, out / "run").fit()
     state = {k: v.detach().clone() for k, v in detector.state_dict().items()}
     torch.save(state, out / f"rank{context.rank}.pt")
@@ -73,4 +74,4 @@ def main(out: Path, batch: int, epochs: int = 2) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(sys.argv[2]))
+    main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 2)

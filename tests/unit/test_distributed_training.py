@@ -79,3 +79,53 @@ def test_two_rank_ddp_matches_one_process_with_twice_the_batch(tmp_path):
     assert [r["world_size"] for r in records] == [2, 2]
     assert records[0]["images"] == 24
     assert (ddp / "run" / "model.pt").is_file() and (ddp / "run" / "summary.json").is_file()
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc and prctl")
+def test_killing_the_launching_worker_stops_torchrun_and_its_ranks(tmp_path):
+    """The round task's process is SIGKILLed mid-training: torchrun and both ranks die with it (no
+    orphans writing the checkpoint while the redelivered task starts a new run)."""
+    import signal
+    import time
+
+    out = tmp_path / "orphans"
+    out.mkdir()
+    launcher = (
+        "import signal, subprocess, sys\n"
+        "from ml.training.distributed import die_with_parent\n"
+        "cmd = [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',\n"
+        f"       {str(SCRIPT)!r}, {str(out)!r}, '4', '500']\n"
+        "subprocess.run(cmd, preexec_fn=lambda: die_with_parent(signal.SIGKILL))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen([sys.executable, "-c", launcher], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "run" / "checkpoint.pt").exists():  # training is under way (an epoch ended)
+            assert parent.poll() is None, "the launcher exited early"
+            assert time.monotonic() < deadline, "training never wrote a checkpoint"
+            time.sleep(0.5)
+        assert len(_processes_mentioning(str(out))) >= 3  # torchrun + 2 ranks
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while _processes_mentioning(str(out)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _processes_mentioning(str(out)) == []
+    finally:
+        for pid in _processes_mentioning(str(out)):
+            os.kill(pid, signal.SIGKILL)
