@@ -25,5 +25,6 @@ def test_queues_routing_and_at_least_once_delivery():
     assert router.route({}, "workers.tasks.scoring.score_shard")["queue"].name == "gpu"
     assert router.route({}, "workers.tasks.core.dataset_import_task")["queue"].name == "cpu"
     assert router.route({}, "workers.tasks.core.health")["queue"].name == "default"
+    app.loader.import_default_modules()  # what a worker does at start: the task modules register
     import_task = app.tasks["workers.tasks.core.dataset_import_task"]
     assert import_task.max_retries == 5 and import_task.retry_backoff
