@@ -37,7 +37,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ml.atomic import atomic_write_file
 from ml.detectors import Detector, create
 from ml.export import standalone
 from ml.export.card import model_card
@@ -265,21 +265,15 @@ def export_bundle(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+
     # A unique temp file in the same directory, fsynced, then renamed: a full or read-only volume leaves
     # neither a half-written bundle nor a stray temp file, and concurrent exports do not share a name.
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for name in sorted(files):
-                    archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), files[name])
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    def write(handle) -> None:
+        with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for name in sorted(files):
+                archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), files[name])
+
+    atomic_write_file(out, write)
     return ExportReport(out, hashlib.sha256(out.read_bytes()).hexdigest(), manifest, verification)
 
 

@@ -7,17 +7,16 @@ written to a temporary name and renamed, so a killed process never leaves a half
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ml.atomic import atomic_write_file
 from ml.detectors import Detector, create
 
 FORMAT = "forgerylab-detector/1"
@@ -70,20 +69,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     On any error (a full or read-only disk included) the temp file is removed and the previous file, if
     any, is left untouched, so a resumed run never loads a truncated checkpoint.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write_file(path, lambda handle: torch.save(obj, handle))
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:

@@ -20,12 +20,12 @@ import contextvars
 import errno
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from forgery_site.errors import StorageUnavailable
+from ml.atomic import atomic_write_file
 
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -68,18 +68,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, what: str | N
     path = Path(path)
     label = what or path.name
     with storage_errors(label):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        atomic_write_file(path, write)
         _fsync_dir(path.parent)
     undo = _UNDO.get()
     if undo is not None:

@@ -6,38 +6,19 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.integration.test_scoring_pipeline import FRAMES, ROOT, VIDEOS, _build_round, _pool_scores, _wait
+from tests.integration.test_scoring_pipeline import (
+    FRAMES,
+    VIDEOS,
+    _build_round,
+    _pool_scores,
+    _spawn_worker,
+    _wait,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def _worker(celery_worker_proc, queue: str, name: str, log: Path) -> subprocess.Popen:
-    prefix = celery_worker_proc.app.conf.broker_transport_options["global_keyprefix"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": celery_worker_proc.database_url,
-        "REDIS_URL": celery_worker_proc.redis_url,
-        "CELERY_KEY_PREFIX": prefix,
-        "MEDIA_ROOT": str(celery_worker_proc.media_root),
-        "IMPORT_ROOTS": "",
-        "DEBUG": "true",
-        "HF_HUB_OFFLINE": "1",
-        "TORCH_NUM_THREADS": "1",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-    env.pop("CELERY_RESULT_BACKEND", None)
-    command = [
-        sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue, "--pool=solo",
-        "--concurrency=1", "--loglevel=INFO", "-n", f"{name}@%h",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    with open(log, "wb") as handle:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -63,7 +44,7 @@ def test_two_workers_split_a_rounds_scoring_shards(celery_worker_proc, tmp_path)
     assert len(shards) == VIDEOS * FRAMES // 4
     names = [f"alpha-{os.getpid()}", f"beta-{os.getpid()}"]
     logs = [tmp_path / f"{n}.log" for n in names]
-    workers = [_worker(celery_worker_proc, queue, n, log) for n, log in zip(names, logs, strict=True)]
+    workers = [_spawn_worker(celery_worker_proc, queue, log, n) for n, log in zip(names, logs, strict=True)]
     try:
         # Both must be consuming before the shards go out, or the first one up takes them all.
         for name, worker, log in zip(names, workers, logs, strict=True):

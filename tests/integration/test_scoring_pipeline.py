@@ -163,7 +163,9 @@ def test_duplicate_shard_delivery_writes_no_extra_rows(celery_worker_proc):
     assert _pool_scores(round_.pk) == before  # same rows, same values
 
 
-def _spawn_worker(celery_worker_proc, queue: str, log: Path) -> subprocess.Popen:
+def _spawn_worker(celery_worker_proc, queue: str, log: Path, name: str | None = None) -> subprocess.Popen:
+    """An extra worker process on the fixture's database, broker and media, consuming ``queue`` only,
+    named ``name@host`` (default: the queue's name)."""
     prefix = celery_worker_proc.app.conf.broker_transport_options["global_keyprefix"]
     env = {
         **os.environ,
@@ -179,7 +181,7 @@ def _spawn_worker(celery_worker_proc, queue: str, log: Path) -> subprocess.Popen
     env.pop("CELERY_RESULT_BACKEND", None)
     command = [
         sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue, "--pool=solo",
-        "--concurrency=1", "--loglevel=INFO", "-n", f"{queue}@%h",
+        "--concurrency=1", "--loglevel=INFO", "-n", f"{name or queue}@%h",
         "--without-gossip", "--without-mingle", "--without-heartbeat",
     ]  # fmt: skip
     with open(log, "wb") as handle:
