@@ -97,10 +97,6 @@ OPTIONAL = {
     "GUNICORN_MAX_REQUESTS": "default 2000",
     "ROUNDS_STALL_S": "the rounds watchdog's default",
     "ROUNDS_WATCHDOG_INTERVAL_S": "the rounds watchdog's default",
-    "OPERATIONS_INSPECT_TIMEOUT_S": "the operations API's default (1 s per worker broadcast)",
-    "OPERATIONS_CACHE_S": "the operations API's default (3 s)",
-    "OPERATIONS_RETRY_AFTER_S": "the operations API's default (5 s)",
-    "WORKER_PRESENCE_INTERVAL_S": "the workers' presence heartbeat default (10 s)",
 }
 # Containers that may keep a writable root filesystem, with the reason.
 WRITABLE_ROOT = {"labelstudio": "the Label Studio image writes into its install directory at start"}
