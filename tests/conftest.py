@@ -118,16 +118,13 @@ class WorkerProcess:
             return ""
 
 
-@pytest.fixture(scope="session")
-def celery_worker_proc(django_db_setup, django_db_blocker, platform_media_root, tmp_path_factory):
-    """A real Celery worker process on the test database, Redis DB TEST_REDIS_DB and MEDIA_ROOT."""
-    import redis
+def _point_celery_at_test_broker() -> tuple[object, str, str]:
+    """The test process's Celery app, settings included, on Redis DB TEST_REDIS_DB under this run's key
+    prefix: (app, redis_url, prefix)."""
     from django.conf import settings
-    from django.db import connection
 
     redis_url = _redis_url(settings.REDIS_URL, TEST_REDIS_DB)
     prefix = f"forgerylab-test-{RUN_ID}:"
-    redis.Redis.from_url(redis_url).ping()  # fail fast with a clear error when Redis is down
     settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = redis_url
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": prefix}
 
@@ -136,6 +133,26 @@ def celery_worker_proc(django_db_setup, django_db_blocker, platform_media_root, 
     app.conf.update(
         broker_url=redis_url, result_backend=redis_url, broker_transport_options={"global_keyprefix": prefix}
     )
+    return app, redis_url, prefix
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_broker():
+    """From the first test on, every message the test process sends (a signal provisioning a Label Studio
+    user, a task a view dispatches) goes to the test Redis DB under this run's prefix, whether or not a
+    worker fixture has started yet: never to the default broker, where a developer's own workers (``make
+    demo``) would run it against their database."""
+    _point_celery_at_test_broker()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_proc(django_db_setup, django_db_blocker, platform_media_root, tmp_path_factory):
+    """A real Celery worker process on the test database, Redis DB TEST_REDIS_DB and MEDIA_ROOT."""
+    import redis
+    from django.db import connection
+
+    app, redis_url, prefix = _point_celery_at_test_broker()
+    redis.Redis.from_url(redis_url).ping()  # fail fast with a clear error when Redis is down
     database_url = _database_url(connection.settings_dict)
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     env = {
