@@ -31,6 +31,8 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +74,62 @@ def _admin_connection(base_url: str):
     )  # fmt: skip
     conn.autocommit = True
     return conn
+
+
+@dataclass
+class ScratchPlatform:
+    app: object  # the Celery app, on the scratch broker
+    database_url: str
+    redis_url: str
+    prefix: str
+    media: Path
+    logs: Path
+
+
+@contextmanager
+def scratch_platform(tag: str):
+    """A private, migrated PostgreSQL database, Redis DB 14 under a per-run key prefix and a temporary
+    MEDIA_ROOT, with Django and the Celery app set up on them; everything is dropped afterwards."""
+    import redis
+
+    base_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
+    redis_url = f"{redis_base}/14"
+    prefix = f"bench-{tag}-{os.getpid()}:"
+    name = f"bench_{tag.replace('-', '_')}_{os.getpid()}"
+    admin = _admin_connection(base_url)
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    database_url = base_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            media, logs = Path(tmp) / "media", Path(tmp)
+            media.mkdir()
+            _django(database_url, media, redis_url, prefix)
+            from django.db import connections
+
+            from workers.celery_app import app
+
+            app.conf.update(
+                broker_url=redis_url,
+                result_backend=redis_url,
+                broker_transport_options={"global_keyprefix": prefix},
+            )
+            try:
+                yield ScratchPlatform(app, database_url, redis_url, prefix, media, logs)
+            finally:
+                connections.close_all()
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.close()
+        client = redis.Redis.from_url(redis_url)
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
 
 
 def _build(media: Path, count: int) -> tuple:
@@ -171,70 +229,37 @@ def _distributed(
 
 
 def run(quick: bool) -> dict:
-    import redis
     import torch
 
-    base_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-    redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    redis_url = f"{redis_base}/14"
-    prefix = f"bench-scoring-{os.getpid()}:"
-    name = f"bench_scoring_{os.getpid()}"
     count = 512 if quick else 2048
-    admin = _admin_connection(base_url)
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    database_url = base_url.rsplit("/", 1)[0] + f"/{name}"
     load_before = os.getloadavg()[0]
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            media, logs = Path(tmp) / "media", Path(tmp)
-            media.mkdir()
-            _django(database_url, media, redis_url, prefix)
-            from django.db import connections
+    with scratch_platform("scoring") as scratch:
+        from workers.tasks.scoring import score_shard_rows
 
-            from workers.celery_app import app
-            from workers.tasks.scoring import score_shard_rows
+        app, logs = scratch.app, scratch.logs
+        dataset = _build(scratch.media, count)
 
-            app.conf.update(
-                broker_url=redis_url,
-                result_backend=redis_url,
-                broker_transport_options={"global_keyprefix": prefix},
-            )
-            dataset = _build(media, count)
+        # In-process reference: the same function the task runs, same thread count.
+        from rounds.scoring import scoring_shards
 
-            # In-process reference: the same function the task runs, same thread count.
-            from rounds.scoring import scoring_shards
+        os.environ["TORCH_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+        warm = _round(dataset, 1)
+        first = scoring_shards(round_id=warm.pk)[0]
+        score_shard_rows(warm.pk, 0, first["lo"], first["hi"])  # load + warm up, as the workers do
+        round_ = _round(dataset, 2)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        rows = sum(
+            score_shard_rows(round_.pk, s["index"], s["lo"], s["hi"])["rows"]
+            for s in scoring_shards(round_id=round_.pk)
+        )
+        in_process_per_s = rows / (time.perf_counter() - started)
+        in_process_cpu = (time.process_time() - cpu_started) / rows
 
-            os.environ["TORCH_NUM_THREADS"] = "1"
-            torch.set_num_threads(1)
-            warm = _round(dataset, 1)
-            first = scoring_shards(round_id=warm.pk)[0]
-            score_shard_rows(warm.pk, 0, first["lo"], first["hi"])  # load + warm up, as the workers do
-            round_ = _round(dataset, 2)
-            started, cpu_started = time.perf_counter(), time.process_time()
-            rows = sum(
-                score_shard_rows(round_.pk, s["index"], s["lo"], s["hi"])["rows"]
-                for s in scoring_shards(round_id=round_.pk)
-            )
-            in_process_per_s = rows / (time.perf_counter() - started)
-            in_process_cpu = (time.process_time() - cpu_started) / rows
-
-            env = {**os.environ, "TORCH_NUM_THREADS": "1", "LOG_LEVEL": "WARNING"}
-            one, one_cpu, _ = _distributed(app, dataset, 3, 1, env, logs, count)
-            two, two_cpu, two_split = _distributed(app, dataset, 4, 2, env, logs, count)
-            load_after = os.getloadavg()[0]
-            connections.close_all()
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
+        env = {**os.environ, "TORCH_NUM_THREADS": "1", "LOG_LEVEL": "WARNING"}
+        one, one_cpu, _ = _distributed(app, dataset, 3, 1, env, logs, count)
+        two, two_cpu, two_split = _distributed(app, dataset, 4, 2, env, logs, count)
+        load_after = os.getloadavg()[0]
     return {
         "pool": count,
         "shard_size": SHARD,

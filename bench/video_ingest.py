@@ -43,14 +43,13 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
 
 from bench.common import peak_rss_mb
-from bench.scoring import _admin_connection, _cpu_seconds, _django, _stop
+from bench.scoring import _cpu_seconds, _stop, scratch_platform
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -182,7 +181,6 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None, two_o
     if threading.current_thread() is threading.main_thread():
         # SIGTERM (a stopped run) unwinds like an exception: workers stopped, scratch database dropped.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    import redis
 
     from ml.data.synthvideo import make_ffpp
 
@@ -192,50 +190,17 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None, two_o
     crop = 128
     shard = 2 if quick else 4
     options = {"frames": sample, "size": crop, "scale": 1.3}
-    base_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-    redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    redis_url = f"{redis_base}/14"
-    prefix = f"bench-video-{os.getpid()}:"
-    name = f"bench_video_{os.getpid()}"
-    admin = _admin_connection(base_url)
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    database_url = base_url.rsplit("/", 1)[0] + f"/{name}"
     load_before = os.getloadavg()[0]
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            media, logs = Path(tmp) / "media", Path(tmp)
-            media.mkdir()
-            _django(database_url, media, redis_url, prefix)
-            from django.db import connections
-
-            from workers.celery_app import app
-
-            app.conf.update(
-                broker_url=redis_url,
-                result_backend=redis_url,
-                broker_transport_options={"global_keyprefix": prefix},
-            )
-            originals = max(2, min(POOL_MAX, n) // 2 + (min(POOL_MAX, n) // 2) % 2)
-            gen_started = time.perf_counter()
-            layout = make_ffpp(media / "imports" / "pool", originals, 2 * sample, frame_size, seed=0)
-            generate_s = time.perf_counter() - gen_started
-            env = {**os.environ, "IMPORT_ROOTS": "", "LOG_LEVEL": "WARNING"}
-            one = None if two_only else _distributed(app, layout, n, 1, options, shard, env, logs)
-            two = _distributed(app, layout, n, 2, options, shard, env, logs)
-            load_after = os.getloadavg()[0]
-            connections.close_all()
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
+    with scratch_platform("video") as scratch:
+        app, media, logs = scratch.app, scratch.media, scratch.logs
+        originals = max(2, min(POOL_MAX, n) // 2 + (min(POOL_MAX, n) // 2) % 2)
+        gen_started = time.perf_counter()
+        layout = make_ffpp(media / "imports" / "pool", originals, 2 * sample, frame_size, seed=0)
+        generate_s = time.perf_counter() - gen_started
+        env = {**os.environ, "IMPORT_ROOTS": "", "LOG_LEVEL": "WARNING"}
+        one = None if two_only else _distributed(app, layout, n, 1, options, shard, env, logs)
+        two = _distributed(app, layout, n, 2, options, shard, env, logs)
+        load_after = os.getloadavg()[0]
     stages = (one or two)["stages"]
     write = stages.get("crop_write", 0.0) + stages.get("db", 0.0)
     total = stages.get("decode", 0.0) + stages.get("detect", 0.0) + write

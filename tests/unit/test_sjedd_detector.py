@@ -211,20 +211,18 @@ def test_shared_trainer_drives_autolambda_with_meta_loader(tmp_path):
     assert record["train"]["lambda_fake"] != 1.0
 
 
-def test_image_only_export_runs_in_onnxruntime(detector, tmp_path):
+def _onnx_run(model, example, path, batch) -> list:
+    """Export ``model`` (image -> prob, logit, node_probs, explanation, embedding) to ONNX with a dynamic
+    batch, and run ``batch`` through onnxruntime."""
     import warnings
 
-    import numpy as np
     import onnxruntime as ort
 
-    model = detector.export_image_model()
-    image = _batch()["image"]
-    path = tmp_path / "sjedd.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
-            (image,),
+            (example,),
             str(path),
             input_names=["image"],
             output_names=["prob", "logit", "node_probs", "explanation", "embedding"],
@@ -233,7 +231,16 @@ def test_image_only_export_runs_in_onnxruntime(detector, tmp_path):
             dynamo=False,
         )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {"image": image[:3].numpy()})
+    return session.run(None, {"image": batch.numpy()})
+
+
+def test_image_only_export_runs_in_onnxruntime(detector, tmp_path):
+    import numpy as np
+
+    model = detector.export_image_model()
+    image = _batch()["image"]
+    path = tmp_path / "sjedd.onnx"
+    outputs = _onnx_run(model, image, path, image[:3])
     with torch.no_grad():
         expected = model(image[:3])
     for got, want in zip(outputs, expected, strict=True):
@@ -286,10 +293,7 @@ def test_conv_tower_forward_contract_and_spatial_explanation(rn_detector):
 
 
 def test_conv_tower_export_matches_and_runs_in_onnxruntime(rn_detector, tmp_path):
-    import warnings
-
     import numpy as np
-    import onnxruntime as ort
 
     image = _batch(size=64)["image"]
     full = rn_detector.predict(image)
@@ -301,20 +305,7 @@ def test_conv_tower_export_matches_and_runs_in_onnxruntime(rn_detector, tmp_path
     ):
         assert torch.allclose(got, want, atol=1e-5)
     path = tmp_path / "sjedd_rn.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (image,),
-            str(path),
-            input_names=["image"],
-            output_names=["prob", "logit", "node_probs", "explanation", "embedding"],
-            dynamic_axes={"image": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {"image": image[:3].numpy()})
+    outputs = _onnx_run(model, image, path, image[:3])
     for got, want in zip(outputs, expected, strict=True):
         assert np.allclose(got, want[:3].numpy(), atol=1e-4)
 
