@@ -67,6 +67,33 @@ def video_auc(labels: Sequence[float], probs: Sequence[float], video_ids: Sequen
     return frame_auc(video_label, video_prob)
 
 
+def auc_standard_error(
+    labels: Sequence[float],
+    probs: Sequence[float],
+    groups: Sequence[str] | None = None,
+    *,
+    resamples: int = 200,
+    seed: int = 0,
+) -> float:
+    """Standard error of the frame AUC by a bootstrap over ``groups`` (videos: frames of one video are
+    not independent, so resampling frames would understate it); frames when ``groups`` is None.
+    Deterministic for a seed; nan when the AUC itself is undefined."""
+    y, p = _arrays(labels, probs)
+    if not _two_classes(y):
+        return NAN
+    keys = np.asarray(groups if groups is not None else np.arange(y.size)).astype(str)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(len(uniq))]
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(resamples):
+        pick = rng.integers(0, len(members), len(members))
+        index = np.concatenate([members[g] for g in pick])
+        if _two_classes(y[index]):
+            aucs.append(roc_auc_score(y[index], p[index]))
+    return float(np.std(aucs, ddof=1)) if len(aucs) > 1 else NAN
+
+
 def eer(labels: Sequence[float], probs: Sequence[float]) -> float:
     """Equal error rate: where the false-positive rate equals the false-negative rate (interpolated)."""
     y, p = _arrays(labels, probs)

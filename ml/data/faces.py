@@ -105,6 +105,11 @@ def sample_pose(rng: np.random.Generator) -> dict:
         "light": (u(-1, 1), u(-1, 1)),
         "light_k": u(0, 0.25),
         "noise_seed": int(rng.integers(1 << 30)),
+        # The camera of the video: optics blur (Gaussian sigma in px at 128 px) and sensor gain. Drawn
+        # widely, so that a frame's overall sharpness or noise tells nothing about whether it is forged:
+        # only a region that disagrees with the rest of its frame does.
+        "camera_blur": u(0.0, 1.2),
+        "noise_gain": u(0.5, 1.8),
     }
 
 
@@ -327,7 +332,7 @@ def _noise_bank(size: int) -> np.ndarray:
 
 
 def _finish(img: np.ndarray, idp: dict, pp: dict, size: int) -> np.ndarray:
-    """Lighting gradient, per-identity low-frequency skin texture, per-frame sensor noise."""
+    """Camera blur, lighting gradient, per-identity low-frequency skin texture, per-frame sensor noise."""
     g = np.linspace(-0.5, 0.5, size, dtype=np.float32)
     lx, ly = pp["light"]
     gain = 1 + pp["light_k"] * (lx * g[None, :] + ly * g[:, None])
@@ -339,6 +344,10 @@ def _finish(img: np.ndarray, idp: dict, pp: dict, size: int) -> np.ndarray:
     bank = _noise_bank(size)
     nrng = np.random.default_rng(pp["noise_seed"])
     oy, ox = (int(v) for v in nrng.integers(0, bank.shape[0] - size + 1, 2))
-    noise = bank[oy : oy + size, ox : ox + size] * np.float32(idp["tex_hi"])
-    x = img.astype(np.float32) * gain[..., None] + noise
+    noise = bank[oy : oy + size, ox : ox + size] * np.float32(idp["tex_hi"] * pp.get("noise_gain", 1.0))
+    x = img.astype(np.float32)
+    blur = float(pp.get("camera_blur", 0.0)) * size / 128
+    if blur > 0.05:
+        x = cv2.GaussianBlur(x, (0, 0), blur)
+    x = x * gain[..., None] + noise
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)

@@ -47,6 +47,28 @@ DONOR_CANDIDATES = 8
 PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
 
 
+ARTEFACT_KEYS = {
+    "blend": lambda v: v in ("alpha", "poisson"),
+    "feather": lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 20,
+    "colour_transfer": lambda v: isinstance(v, bool),
+    "jpeg_quality": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100),
+    "match_noise": lambda v: isinstance(v, bool),
+}
+
+
+def validate_artefacts(artefacts: dict | None) -> dict:
+    """The fixed artefact parameters, checked: unknown keys and bad values raise ValueError."""
+    if artefacts is not None and not isinstance(artefacts, dict):
+        raise ValueError("artefacts must be a JSON object of artefact parameters")
+    artefacts = dict(artefacts or {})
+    for key, value in artefacts.items():
+        if key not in ARTEFACT_KEYS:
+            raise ValueError(f"unknown artefact parameter {key!r}; expected one of {sorted(ARTEFACT_KEYS)}")
+        if not ARTEFACT_KEYS[key](value):
+            raise ValueError(f"invalid value {value!r} for artefact parameter {key!r}")
+    return artefacts
+
+
 def identity_name(i: int) -> str:
     return f"syn{i:05d}"
 
@@ -81,10 +103,18 @@ class _Plan:
     """Everything a worker needs to build video ``j`` deterministically."""
 
     def __init__(
-        self, out_dir: Path, count: int, size: int, seed: int, families: tuple[str, ...], frames: int
+        self,
+        out_dir: Path,
+        count: int,
+        size: int,
+        seed: int,
+        families: tuple[str, ...],
+        frames: int,
+        artefacts: dict | None = None,
     ):
         self.out_dir, self.count, self.size, self.seed = out_dir, count, size, seed
         self.families, self.frames = families, frames
+        self.artefacts = dict(artefacts or {})
         self.n_videos = math.ceil(count / frames)
         self.n_ids = max(MIN_IDENTITIES, math.ceil(self.n_videos / 3))
         by_split: dict[str, list[int]] = {}
@@ -107,7 +137,7 @@ def _video_rows(plan: _Plan, j: int) -> list[dict]:
     n_fam = len(plan.families)
     block = np.random.default_rng([seed, 5, pair // n_fam]).permutation(n_fam)
     family = plan.families[int(block[pair % n_fam])] if fake else "none"
-    params = sample_params(family, rng) if fake else {}
+    params = {**sample_params(family, rng), **plan.artefacts} if fake else {}
     donor_id = None
     if family in ("identity_swap", "region_swap"):
         pool = [i for i in plan.by_split[split] if i != ident] or [i for i in range(plan.n_ids) if i != ident]
@@ -147,7 +177,18 @@ def _video_rows(plan: _Plan, j: int) -> list[dict]:
             face = Face(img, lm, identity_name(ident))
             donor = rerendered = None
             if donor_idp is not None:
-                dpose = dict(donor_expr, dx=pose["dx"], dy=pose["dy"], scale=pose["scale"], rot=pose["rot"])
+                # The donor is the swap generator's output: the target frame's framing and optics, no
+                # sensor grain of its own (``match_noise``, on by default, re-grains it to the target's
+                # level; without it the pasted face stays clean, the classic global "smooth face" cue).
+                dpose = dict(
+                    donor_expr,
+                    dx=pose["dx"],
+                    dy=pose["dy"],
+                    scale=pose["scale"],
+                    rot=pose["rot"],
+                    camera_blur=pose["camera_blur"],
+                    noise_gain=0.0,
+                )
                 donor = Face(*F.render_face(donor_idp, dpose, size), identity_name(donor_id))
             if family == "expression" and params["method"] == "rerender":
                 rpose = dict(pose, mouth_open=max(0.0, params["mouth_open"]), smile=params["smile"])
@@ -229,6 +270,7 @@ def generate_dataset(
     progress: bool = False,
     real_photos: bool = False,
     lfw: int = 100,
+    artefacts: dict | None = None,
 ) -> Path:
     """Write ``count`` samples of ``size`` px to ``out_dir`` and return it (see module docstring).
 
@@ -238,6 +280,9 @@ def generate_dataset(
     ``real_photos`` appends the packaged real photos (``ml.data.real_photos``): each usable photo as a
     real row and one forged row, identity split by its index like procedural identities; photos
     without a usable face are listed in ``report.json`` under ``skipped`` with the reason.
+    ``artefacts`` fixes shared artefact parameters of every fake (``ARTEFACT_KEYS``), e.g.
+    ``{"match_noise": False, "jpeg_quality": 60}`` for forgeries that keep their compression and lost
+    grain (an easy task with a global cue); by default each is drawn per video.
     """
     if count < 1:
         raise ValueError("count must be >= 1")
@@ -250,9 +295,10 @@ def generate_dataset(
         raise FileExistsError(f"{out} already holds a dataset; choose an empty directory")
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
+    artefacts = validate_artefacts(artefacts)
     families = tuple(protocol_families(protocol)) if protocol else FAMILIES
     frames = frames_per_video or (1 if count < 100 else 4)
-    plan = _Plan(out, int(count), int(size), int(seed), families, int(frames))
+    plan = _Plan(out, int(count), int(size), int(seed), families, int(frames), artefacts)
     rows: list[dict] = []
     bar = tqdm(total=plan.count, desc="generate", unit="img", disable=not progress)
     if workers <= 1:
@@ -285,6 +331,7 @@ def generate_dataset(
         "identities": len({r["identity"] for r in rows}),
         "videos": len({r["video"] for r in rows}),
         "skipped": skipped,
+        "artefacts": artefacts,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return out

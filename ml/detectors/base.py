@@ -35,9 +35,21 @@ class DetectorOutput:
 
 
 class Detector(nn.Module):
-    """Base class. Subclasses set ``name`` and implement ``forward`` and ``losses``."""
+    """Base class. Subclasses set ``name`` and implement ``forward`` and ``losses``.
+
+    Optional hooks, with defaults here, so no code outside a detector's module branches on its name:
+        ``custom_step``            True: the trainer calls ``training_step(batch, optimizer, meta_batch)``
+                                   (own backward and optimizer step) instead of its default step
+        ``wants_meta_batches()``   True: the trainer feeds ``training_step`` a second, independently
+                                   shuffled batch each step (SJEDD's Auto-λ upper objective)
+        ``configure_optimizer(c)`` the optimizer for a ``TrainConfig`` (default: Adam, or AdamW when
+                                   ``c.optimizer == "adamw"``, over every trainable parameter)
+        ``training_state()`` / ``load_training_state(state)``: extra state a resume needs
+        ``export_model()``         the module an exported bundle runs (default: the detector itself)
+    """
 
     name: str = "detector"
+    custom_step: bool = False
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()
@@ -61,6 +73,34 @@ class Detector(nn.Module):
             "std": list(self.config.get("std", (0.5, 0.5, 0.5))),
             "crop": "face square crop, scale 1.3 around the landmarks' box",
         }
+
+    # ------------------------------------------------------------------------------ optional hooks
+    def wants_meta_batches(self) -> bool:
+        return False
+
+    def configure_optimizer(self, config: Any) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        kind = getattr(config, "optimizer", "adam")
+        if kind == "adamw":
+            return torch.optim.AdamW(
+                params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            )
+        if kind == "adam":
+            return torch.optim.Adam(
+                params, lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
+            )
+        raise ValueError(f"unknown optimizer {kind!r}; expected 'adam' or 'adamw'")
+
+    def training_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        return None
+
+    def export_model(self) -> nn.Module | None:
+        """A module for export whose forward returns (prob, logit, node_probs, explanation, embedding);
+        None: export runs the detector's own forward."""
+        return None
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor) -> DetectorOutput:

@@ -85,6 +85,7 @@ DEFAULTS: dict[str, Any] = {
     "width": 16,
     "latent_channels": 128,
     "groups": 8,
+    "latent_norm": "layer",  # "layer" | "none" | "group" (the old default; kept for ablations)
     "highpass": True,
     "classification": "activation",  # or "bce"
     "reconstruction_weight": 0.1,
@@ -117,8 +118,28 @@ class HighPassStem(nn.Module):
         return torch.cat([image, residual], dim=1)
 
 
+LATENT_NORMS = ("layer", "none", "group")
+
+
+def latent_norm_layer(kind: str, channels: int, groups: int) -> list[nn.Module]:
+    """Normalisation of the latent before its ReLU (see the module docstring for why ``layer``)."""
+    if kind == "layer":  # one group over every channel: per-sample scale fixed, halves free
+        return [nn.GroupNorm(1, channels)]
+    if kind == "group":
+        return [nn.GroupNorm(_groups(channels, groups), channels)]
+    if kind == "none":
+        return []
+    raise ValueError(f"latent_norm must be one of {LATENT_NORMS}, got {kind!r}")
+
+
 def build_encoder(
-    in_channels: int, width: int, depth: int, latent_channels: int, groups: int, highpass: bool = True
+    in_channels: int,
+    width: int,
+    depth: int,
+    latent_channels: int,
+    groups: int,
+    highpass: bool = True,
+    latent_norm: str = "group",
 ) -> nn.Sequential:
     """Strided conv encoder shared by LAE and the baseline (so they differ only in head and losses)."""
     layers: list[nn.Module] = []
@@ -136,7 +157,7 @@ def build_encoder(
         channels = out
     layers += [
         nn.Conv2d(channels, latent_channels, 3, padding=1),
-        nn.GroupNorm(_groups(latent_channels, groups), latent_channels),
+        *latent_norm_layer(latent_norm, latent_channels, groups),
         nn.ReLU(inplace=True),
     ]
     return nn.Sequential(*layers)
@@ -216,7 +237,12 @@ class LAE(Detector):
         if c["classification"] not in ("activation", "bce"):
             raise ValueError("classification must be 'activation' or 'bce'")
         args = (int(c["width"]), int(c["depth"]), int(c["latent_channels"]), int(c["groups"]))
-        self.encoder = build_encoder(3, *args, highpass=bool(c["highpass"]))
+        self.encoder = build_encoder(
+            3,
+            *args,
+            highpass=bool(c["highpass"]),
+            latent_norm=str(c["latent_norm"]),
+        )
         self.decoder = build_decoder(3, *args)
         self.half = int(c["latent_channels"]) // 2
 

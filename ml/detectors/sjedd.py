@@ -228,6 +228,14 @@ class SJEDD(Detector):
         return self.node_bias.detach().clone()
 
     # ------------------------------------------------------------------------------- training (Auto-λ)
+    custom_step = True
+
+    def wants_meta_batches(self) -> bool:
+        return bool(self.config.get("auto_lambda", True))
+
+    def export_model(self) -> nn.Module:
+        return self.export_image_model()
+
     def configure_optimizer(self, config) -> torch.optim.Optimizer:
         """AdamW over all trainable parameters (§6); λ is not a parameter and has its own Adam."""
         self._grad_clip = config.grad_clip

@@ -30,16 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from ml.detectors import Detector, create
+from ml.detectors import Detector
 from ml.training import (
     TrainConfig,
     distributed,
     load_detector,
     make_eval_loader,
-    make_train_loader,
+    pipeline,
     predict_loader,
-    seed_everything,
-    train,
 )
 from ml.training.evaluate import Predictions
 
@@ -98,11 +96,7 @@ def make_dataset(
     preload: bool = False,
 ):
     """The data engine's dataset; ``preload`` decodes every PNG once (small images, many epochs)."""
-    from ml.data.dataset import ForgeryDataset  # the data engine; imported late so ml.experiments stays light
-
-    return ForgeryDataset(
-        rows, dataset_dir, image_size, mask_ids=mask_ids or set(), augment=False, seed=0, preload=preload
-    )
+    return pipeline.make_dataset(rows, dataset_dir, image_size, mask_ids, preload=preload)
 
 
 def load_splits(dataset_dir: Path, protocol: str) -> dict[str, list[dict]]:
@@ -155,17 +149,17 @@ def evaluate_rows(
     device: str,
     batch_size: int,
 ) -> dict[str, Any]:
-    """Classification on ``rows`` + localization on every fake with a ground-truth mask."""
-    from ml import metrics
-
-    if not rows:
-        return {}
-    masked = {r["id"] for r in mask_pool(rows)}
-    dataset = make_dataset(rows, dataset_dir, image_size, mask_ids=masked)
-    pred = predict_loader(detector, make_eval_loader(dataset, batch_size), device)
-    out = metrics.classification_metrics(pred.labels, pred.probs, pred.video_ids, threshold)
-    out.update(metrics.mean_localization(pred.localization))
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+    """Classification (+ AUC standard error, P(fake) spread) on ``rows`` + localization on every fake
+    with a ground-truth mask (``ml.training.pipeline.evaluate``)."""
+    return pipeline.evaluate(
+        detector,
+        rows,
+        dataset_dir,
+        threshold=threshold,
+        image_size=image_size,
+        device=device,
+        batch_size=batch_size,
+    )
 
 
 def train_and_evaluate(
@@ -185,51 +179,44 @@ def train_and_evaluate(
     """Train ``detector`` from scratch with masks for ``mask_ids`` and evaluate it on both test splits."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     config = train_config or TrainConfig()
-    config = TrainConfig(**{**config.__dict__, "seed": seed})
-    seed_everything(seed)
-    model = create(detector, image_size=image_size, **dict(detector_config or {}))
-    train_rows = splits["train"]
-    train_set = make_dataset(train_rows, dataset_dir, image_size, mask_ids=mask_ids, preload=True)
-    has_mask = [r["id"] in mask_ids for r in train_rows]
-    val_set = make_dataset(
-        splits["val"],
-        dataset_dir,
-        image_size,
-        mask_ids={r["id"] for r in mask_pool(splits["val"])},
-        preload=True,
+    spec = pipeline.FitSpec(
+        detector=detector,
+        dataset_dir=dataset_dir,
+        rows=splits["train"],
+        val_rows=splits["val"],
+        detector_config=dict(detector_config or {}),
+        mask_ids=mask_ids,
+        epochs=config.epochs,
+        seed=seed,
+        optimizer=config.optimizer,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        schedule=config.schedule,
+        augment=config.augment,
+        image_size=image_size,
+        batch_size=batch_size,
+        patience=config.patience,
+        device=config.device,
+        workers=workers,
+        progress=config.progress,
     )
-    result = train(
-        model,
-        make_train_loader(train_set, batch_size, seed=seed, has_mask=has_mask, workers=workers),
-        make_eval_loader(val_set, batch_size * 2, workers=workers),
-        config,
-        out_dir,
-    )
+    fitted = pipeline.fit_detector(spec, out_dir)
+    model, result = fitted.detector, fitted.result
     if not distributed.current().is_main:  # data-parallel: rank 0 evaluates and writes eval.json
         return model, {}
     device = str(next(model.parameters()).device)
+    size = fitted.image_size
     evaluation = {
         "val_auc": result.best_val_auc if math.isfinite(result.best_val_auc) else None,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
         "threshold": result.threshold,
+        "seconds": round(fitted.seconds, 3),
         "seen": evaluate_rows(
-            model,
-            splits.get("test_seen", []),
-            dataset_dir,
-            image_size,
-            result.threshold,
-            device,
-            batch_size * 2,
+            model, splits.get("test_seen", []), dataset_dir, size, result.threshold, device, batch_size * 2
         ),
         "unseen": evaluate_rows(
-            model,
-            with_unseen_reals(splits),
-            dataset_dir,
-            image_size,
-            result.threshold,
-            device,
-            batch_size * 2,
+            model, with_unseen_reals(splits), dataset_dir, size, result.threshold, device, batch_size * 2
         ),
     }
     (out_dir / "eval.json").write_text(json.dumps(evaluation, indent=2, sort_keys=True) + "\n")

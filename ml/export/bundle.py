@@ -92,8 +92,9 @@ class _Holder(nn.Module):
 def image_side(detector: Detector) -> tuple[nn.Module, list[str]]:
     """(exportable module returning a tuple, output names)."""
     detector = detector.eval()
-    if hasattr(detector, "export_image_model"):
-        return _Holder(detector.export_image_model().eval()), [
+    exported = detector.export_model()
+    if exported is not None:
+        return _Holder(exported.eval()), [
             "prob", "logit", "node_probs", "explanation", "embedding",
         ]  # fmt: skip
     with torch.no_grad():

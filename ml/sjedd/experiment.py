@@ -91,56 +91,54 @@ def run_experiment(
     out_dir: Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    from ml.data.dataset import ForgeryDataset
-    from ml.detectors import create
     from ml.experiments.budget import load_splits
     from ml.sjedd.autolambda import split_meta_rows
-    from ml.training import TrainConfig, make_eval_loader, make_train_loader, seed_everything, train
+    from ml.training import make_eval_loader
+    from ml.training.pipeline import FitSpec, fit_detector, make_dataset
 
     if meta not in ("reshuffle", "holdout"):
         raise ValueError("meta must be 'reshuffle' or 'holdout'")
     dataset_dir = Path(dataset_dir)
     splits = load_splits(dataset_dir, protocol)
-    train_rows, meta_rows = splits["train"], splits["train"]
+    train_rows, meta_rows = splits["train"], None
     if meta == "holdout":
         train_rows, meta_rows = split_meta_rows(splits["train"], 0.1, seed=0)
-
-    def make_dataset(rows, root, size, mask_ids=None, augment=False):  # decoded once: compute-bound
-        return ForgeryDataset(
-            rows, root, size, mask_ids=mask_ids or set(), augment=augment, seed=0, preload=True
-        )
 
     test_sets = {k: splits[k] for k in ("test_seen", "test_unseen") if splits.get(k)}
     eval_loaders = {
         k: make_eval_loader(make_dataset(rows, dataset_dir, image_size, mask_ids={r["id"] for r in rows}), 64)
         for k, rows in test_sets.items()
     }
-    val_loader = make_eval_loader(make_dataset(splits["val"], dataset_dir, image_size), 64)
-    train_set = make_dataset(train_rows, dataset_dir, image_size, augment=augment)  # never eval/test
-    meta_set = make_dataset(meta_rows, dataset_dir, image_size, augment=augment)
+    # Decoded once and shared by every run (compute-bound); only the training data is perturbed.
+    shared = (
+        make_dataset(train_rows, dataset_dir, image_size, distortions=augment),
+        make_dataset(splits["val"], dataset_dir, image_size),
+    )
     runs: list[dict[str, Any]] = []
     for seed in seeds:
         for variant in variants:
             name, overrides = VARIANTS[variant]
-            seed_everything(seed)
-            detector = create(name, model=model, image_size=image_size, **overrides)
-            config = TrainConfig(
-                epochs=epochs, lr=lr, weight_decay=weight_decay, seed=seed, device="cpu", progress=progress
+            spec = FitSpec(
+                detector=name,
+                dataset_dir=dataset_dir,
+                rows=train_rows,
+                val_rows=splits["val"],
+                detector_config={"model": model, **overrides},
+                epochs=epochs,
+                seed=seed,
+                optimizer="adamw",
+                lr=lr,
+                weight_decay=weight_decay,
+                distortions=augment,
+                meta_rows=meta_rows,
+                image_size=image_size,
+                batch_size=batch_size,
+                device="cpu",
+                progress=progress,
             )
             run_dir = (out_dir or dataset_dir / "runs") / f"{variant}-seed{seed}"
-            meta_loader = (
-                make_train_loader(meta_set, batch_size, seed=seed + 7919)
-                if name == "sjedd" and overrides.get("auto_lambda")
-                else None
-            )
-            result = train(
-                detector,
-                make_train_loader(train_set, batch_size, seed=seed),
-                val_loader,
-                config,
-                run_dir,
-                meta_loader=meta_loader,
-            )
+            fitted = fit_detector(spec, run_dir, datasets=shared)
+            detector, result = fitted.detector, fitted.result
             record: dict[str, Any] = {
                 "variant": variant,
                 "seed": seed,

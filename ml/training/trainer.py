@@ -20,15 +20,16 @@ What it does
       ``data_s`` waiting for batches vs ``compute_s``).
     * tqdm progress bar with the running loss and the last validation AUC.
 
-Hooks for detectors that need more than ``losses(...).backward()`` (e.g. SJEDD's Auto-λ):
+Hooks for detectors that need more than ``losses(...).backward()`` (e.g. SJEDD's Auto-λ), declared
+with defaults on ``ml.detectors.Detector``:
     * ``detector.training_step(batch, optimizer, meta_batch=None) -> dict[str, Tensor | float]``: if the
-      detector defines it, the trainer calls it instead of the default step (zero_grad, forward,
+      detector sets ``custom_step = True``, the trainer calls it instead of the default step (zero_grad, forward,
       ``losses``, backward, clip, ``optimizer.step``). It must do its own backward and optimizer step(s)
       and return the loss parts (with ``"total"``) for logging. The batch is already on the device and
       the call runs inside the autocast context. ``meta_batch`` is the next batch of ``meta_loader``
       (cycled) when ``train(..., meta_loader=...)`` is given, else None.
-    * ``detector.configure_optimizer(config: TrainConfig) -> torch.optim.Optimizer`` replaces the default
-      Adam (e.g. parameter groups, separate learning rates).
+    * ``detector.configure_optimizer(config: TrainConfig) -> torch.optim.Optimizer`` (default: Adam or
+      AdamW per ``config.optimizer``; a detector may use parameter groups, separate learning rates).
     * ``detector.training_state() -> dict`` / ``detector.load_training_state(state)``: extra state that
       must survive a resume (e.g. an internal meta-optimizer's state); plain tensors/containers only.
     Exact resume covers the default step; a custom step is exact when its own state goes through the
@@ -54,6 +55,7 @@ from ml import metrics
 from ml.detectors import Detector
 from ml.training import checkpoint as ckpt
 from ml.training import distributed
+from ml.training.augment import flip_batch
 from ml.training.evaluate import autocast_context, predict_loader, to_device
 from ml.training.sampler import ResumableSampler
 
@@ -67,6 +69,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
+    optimizer: str = "adam"  # "adam" | "adamw" (the detector's ``configure_optimizer`` may override)
     grad_clip: float | None = 5.0
     patience: int = 3  # epochs without validation-AUC improvement before stopping
     min_delta: float = 1e-4
@@ -76,6 +79,16 @@ class TrainConfig:
     stop_after_steps: int | None = (
         None  # stop (after checkpointing) once this many steps ran; for tests/workers
     )
+    schedule: str = "constant"  # "constant" | "cosine" (per epoch, down to 5% of lr at the last epoch)
+    augment: bool = False  # random horizontal flips of image and mask (``ml.training.augment``)
+
+    def lr_at(self, epoch: int) -> float:
+        """Learning rate of ``epoch``: a pure function of the epoch, so a resumed run gets the same."""
+        if self.schedule == "constant" or self.epochs <= 1:
+            return self.lr
+        if self.schedule == "cosine":
+            return self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / (self.epochs - 1))))
+        raise ValueError(f"unknown schedule {self.schedule!r}; expected 'constant' or 'cosine'")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -125,12 +138,7 @@ class Trainer:
         self.model_path = self.out_dir / "model.pt"
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.detector.to(self.device)
-        if hasattr(detector, "configure_optimizer"):
-            self.optimizer = detector.configure_optimizer(config)
-        else:
-            self.optimizer = torch.optim.Adam(
-                detector.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay
-            )
+        self.optimizer = detector.configure_optimizer(config)
         sampler = getattr(train_loader, "sampler", None)
         self.sampler = sampler if isinstance(sampler, ResumableSampler) else None
         self.model: torch.nn.Module = detector  # what the default step calls: DDP-wrapped under torchrun
@@ -139,7 +147,7 @@ class Trainer:
             if self.sampler is None:
                 raise ValueError("data-parallel training needs a ResumableSampler (make_train_loader)")
             self.sampler.shard(self.dist.rank, self.dist.world_size)
-            if hasattr(detector, "training_step"):  # its own forward/backward: average at step()
+            if detector.custom_step:  # its own forward/backward: average at step()
                 distributed.broadcast_module_state(detector)
                 self.step_optimizer = distributed.GradientAveragingOptimizer(self.optimizer)
             else:
@@ -179,8 +187,7 @@ class Trainer:
             "state": json.loads(json.dumps(self.state)),
             "config": json.loads(json.dumps(asdict(self.config))),
         }
-        if hasattr(self.detector, "training_state"):
-            blob["detector_training_state"] = self.detector.training_state()
+        blob["detector_training_state"] = self.detector.training_state()
         ckpt.atomic_save(blob, self.checkpoint_path)
 
     def _try_resume(self) -> bool:
@@ -192,7 +199,7 @@ class Trainer:
         self.optimizer.load_state_dict(blob["optimizer"])
         if self.sampler is not None and blob.get("sampler"):
             self.sampler.load_state_dict(blob["sampler"])
-        if "detector_training_state" in blob and hasattr(self.detector, "load_training_state"):
+        if "detector_training_state" in blob:
             self.detector.load_training_state(blob["detector_training_state"])
         self.state.update(blob["state"])
         self._resume_rng = blob["rng"] if self.state["position"] else None
@@ -231,7 +238,7 @@ class Trainer:
             self.metrics_path.unlink()  # a fresh run never appends to an old run's log
         config, state = self.config, self.state
         meta_iter = self._meta_batches() if self.meta_loader is not None else None
-        custom_step = getattr(self.detector, "training_step", None)
+        custom_step = self.detector.training_step if self.detector.custom_step else None
         interrupted = False
         self.detector.train()
         while not state["finished"] and state["epoch"] < config.epochs:
@@ -239,6 +246,10 @@ class Trainer:
             if self.sampler is not None:
                 self.sampler.set_epoch(epoch)
                 self.sampler.set_position(state["position"])
+            for group in self.optimizer.param_groups:  # base lr of each group (a detector may set several)
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * (
+                    config.lr_at(epoch) / config.lr if config.lr else 1.0
+                )
             batches = iter(self.train_loader)  # created before seeding: its own RNG draws don't matter
             if self._resume_rng is not None:
                 ckpt.set_rng_state(self._resume_rng)
@@ -258,6 +269,8 @@ class Trainer:
             tick = time.perf_counter()
             for raw in bar:
                 batch = to_device(raw, self.device)
+                if config.augment:  # the RNG is the trainer's (seeded per epoch, checkpointed): exact resume
+                    batch = flip_batch(batch)
                 tock = time.perf_counter()
                 data_s += tock - tick
                 if custom_step is not None:
@@ -268,10 +281,9 @@ class Trainer:
                         # e.g. SJEDD's λ and calibrated bias: learnt from each rank's own batches;
                         # rank 0's are everyone's
                         distributed.broadcast_module_state(self.detector, parameters=False)
-                        if hasattr(self.detector, "training_state"):
-                            state_0 = distributed.broadcast_object(self.detector.training_state())
-                            if not self.dist.is_main:
-                                self.detector.load_training_state(state_0)
+                        state_0 = distributed.broadcast_object(self.detector.training_state())
+                        if not self.dist.is_main:
+                            self.detector.load_training_state(state_0)
                 else:
                     parts = self._default_step(batch)
                 values = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in parts.items()}

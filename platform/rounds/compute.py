@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -194,71 +193,80 @@ def _train_one(round_: Round, name: str, phase: str, rows: list[dict], val_rows:
     return train_fit(round_, name, phase, rows, val_rows, mask_ids, epochs, init_path, cache)
 
 
+def fit_spec(round_: Round, name: str, rows: list[dict], val_rows: list[dict], mask_ids: set[str],
+             epochs: int, init_path: Path | None):  # fmt: skip
+    """The round's config turned into the one training pipeline's spec (``ml.training.pipeline``)."""
+    from ml.training.pipeline import FitSpec
+
+    config = round_.config
+    return FitSpec(
+        detector=name,
+        dataset_dir=Path(settings.MEDIA_ROOT),
+        rows=rows,
+        val_rows=val_rows,
+        detector_config=dict(config["detector_config"].get(name, {})),
+        mask_ids=mask_ids,
+        epochs=epochs,
+        seed=int(config["seed"]),
+        optimizer=str(config.get("optimizer", "adam")),
+        lr=float(config["lr"]),
+        weight_decay=float(config.get("weight_decay", 0.0)),
+        schedule=str(config.get("schedule", "constant")),
+        augment=bool(config.get("augment", False)),
+        image_size=int(config["image_size"]),
+        batch_size=int(config["batch_size"]),
+        patience=None,
+        init_checkpoint=init_path,
+        device=str(_device(config)),
+    )
+
+
 def train_fit(round_: Round, name: str, phase: str, rows: list[dict], val_rows: list[dict],
               mask_ids: set[str], epochs: int, init_path: Path | None, cache: dict) -> dict[str, Any]:  # fmt: skip
     """Train one detector in this process; under torchrun (``workers.ddp_train``) this is one rank."""
-    from ml.data.dataset import ForgeryDataset
-    from ml.detectors import create
-    from ml.training import (
-        TrainConfig,
-        Trainer,
-        distributed,
-        load_detector,
-        make_eval_loader,
-        make_train_loader,
-        seed_everything,
-    )
+    from ml.training import distributed
+    from ml.training.pipeline import fit_detector, make_dataset
 
-    config = round_.config
-    device = _device(config)
-    root, size, batch = Path(settings.MEDIA_ROOT), int(config["image_size"]), int(config["batch_size"])
-    seed = int(config["seed"])
-    out_dir = round_dir(round_, phase, name)
-    seed_everything(seed)
-    if init_path is not None:
-        detector = load_detector(init_path, map_location="cpu")[0]
-    else:
-        detector = create(name, image_size=size, **config["detector_config"].get(name, {}))
-    size = int(detector.config.get("image_size") or size)
-    # Decoded images are shared by the detectors of one phase (same rows, masks and size): decode once.
-    key = (size, frozenset(mask_ids))
-    if key not in cache:
-        cache.clear()
-        cache[key] = (
-            ForgeryDataset(rows, root, size, mask_ids=mask_ids, preload=True),
-            ForgeryDataset(val_rows, root, size, mask_ids=set(), preload=True),
-        )
-    train_set, val_set = cache[key]
-    has_mask = [r["id"] in mask_ids for r in rows]
-    train_loader = make_train_loader(train_set, batch, seed=seed, has_mask=has_mask)
+    spec = fit_spec(round_, name, rows, val_rows, mask_ids, epochs, init_path)
+
+    def datasets(size: int):
+        # Decoded images are shared by the detectors of one phase (same rows, masks, size): decode once.
+        key = (size, frozenset(mask_ids))
+        if key not in cache:
+            cache.clear()
+            cache[key] = (
+                make_dataset(rows, spec.dataset_dir, size, mask_ids),
+                make_dataset(val_rows, spec.dataset_dir, size, set()),
+            )
+        return cache[key]
+
     main = distributed.current().is_main
-    loader = (
-        _ProgressLoader(train_loader, round_.pk, PHASE_STATES[phase], name, epochs) if main else train_loader
+    progress: list[_ProgressLoader] = []
+
+    def wrap(loader):
+        if not main:
+            return loader
+        progress.append(_ProgressLoader(loader, round_.pk, PHASE_STATES[phase], name, epochs))
+        return progress[0]
+
+    def attach(trainer) -> None:
+        if progress:
+            progress[0].trainer = trainer
+
+    fitted = fit_detector(
+        spec, round_dir(round_, phase, name), datasets=datasets, wrap_loader=wrap, on_trainer=attach
     )
-    meta_loader = None
-    if name == "sjedd" and detector.config.get("auto_lambda", True):
-        meta_loader = make_train_loader(train_set, batch, seed=seed + 7919)
-    train_config = TrainConfig(
-        epochs=epochs, seed=seed, lr=float(config["lr"]), device=str(device), progress=False, patience=epochs
-    )
-    trainer = Trainer(
-        detector, loader, make_eval_loader(val_set, batch * 2), train_config, out_dir, meta_loader
-    )
-    if main:
-        loader.trainer = trainer
-    t0 = time.time()
-    result = trainer.fit()
-    seconds = time.time() - t0
-    if main:
-        loader.report(force=True)
+    if progress:
+        progress[0].report(force=True)
+    summary = fitted.summary()
     return {
-        "model": _relative(result.model_path),
-        "threshold": result.threshold,
-        "val_auc": result.best_val_auc if math.isfinite(result.best_val_auc) else None,
-        "epochs_run": result.epochs_run,
+        "model": _relative(fitted.result.model_path),
+        "threshold": summary["threshold"],
+        "val_auc": summary["val_auc"],
+        "epochs_run": summary["epochs_run"],
         "masks": len([r for r in rows if r["id"] in mask_ids]),
-        "seconds": round(seconds, 3),
-        "image_size": size,
+        "seconds": summary["seconds"],
+        "image_size": fitted.image_size,
         "train_processes": distributed.current().world_size,
     }
 
@@ -510,9 +518,14 @@ def round_retrain(*, round_id: int) -> None:
     splits = protocol_splits(round_)
     train_rows = _training_targets(splits["train"], round_.config["region_targets"])
     masked = _masked(train_rows)
+    # Masks are an addition to a detector that already learned (LAE's loop: warm start, then masks):
+    # fine-tune the parent round's final model or, in a first round, this round's own scoring model.
+    # From scratch, the locality loss steers the evidence maps before there is any evidence to steer.
+    scoring = dict(((round_.progress or {}).get("models") or {}).get("scoring") or {})
     models, compute, cache = {}, 0.0, {}
     for name in round_.config["detectors"]:
-        init = Path(settings.MEDIA_ROOT) / parents[name]["model"] if name in parents else None
+        source = parents.get(name) or scoring.get(name) or {}
+        init = Path(settings.MEDIA_ROOT) / source["model"] if source.get("model") else None
         info = _train_one(round_, name, "retrain", train_rows, splits["val"], masked,
                           int(round_.config["retrain_epochs"]), init, cache)  # fmt: skip
         info["mask_ids"] = sorted(r["mask_pk"] for r in train_rows if r.get("mask_pk"))

@@ -150,6 +150,8 @@ def test_custom_training_step_hook_receives_meta_batches(tmp_path):
     calls = []
 
     class WithStep(type(tiny_lae())):
+        custom_step = True
+
         def training_step(self, batch, optimizer, meta_batch=None):
             calls.append(meta_batch is not None and meta_batch["image"].device == batch["image"].device)
             optimizer.zero_grad()
