@@ -46,7 +46,7 @@ BASELINE = {"depth": 3, "width": 16, "latent_channels": 64}
 DETECTORS = {
     "lae": ("lae", LAE),
     "baseline": ("baseline", BASELINE),
-    "sjedd": ("sjedd", {"model": "sjedd-small-rn"}),
+    "sjedd": ("sjedd", {"model": "sjedd-small-rn", "lambda_every": 4, "calibrate_bias": True}),
     "clip_binary": ("clip_binary", {"model": "sjedd-small-rn"}),
 }
 OLD_LAE = {**LAE, "latent_norm": "group", "classification": "activation", "groups": 8}

@@ -6,20 +6,39 @@ the paper builds on (Cozzolino et al. 2018); "[ours]" a decision of this impleme
 
 Architecture (paper: method section, "autoencoder" + "latent representation")
     * Encoder: ``depth`` blocks of Conv(k4, s2, p1) - GroupNorm - LeakyReLU(0.2), widths
-      ``width * 2**i``, then Conv(k3, s1) - GroupNorm - ReLU to ``latent_channels`` at
-      ``image_size / 2**depth`` (64 px, depth 3 -> 8x8 latent). [FT] strided conv stack; [ours] sizes
-      chosen for CPU training at 32-96 px, all configurable (``image_size``, ``depth``, ``width``,
-      ``latent_channels``).
+      ``width * 2**i``, then Conv(k3, s1) - LayerNorm over the whole latent - ReLU to
+      ``latent_channels`` at ``image_size / 2**depth`` (64 px, depth 3 -> 8x8 latent). [FT] strided conv
+      stack; [ours] sizes chosen for CPU training at 32-96 px, all configurable (``image_size``,
+      ``depth``, ``width``, ``latent_channels``).
     * Decoder: mirror with ConvTranspose(k4, s2, p1), Tanh output, images in [-1, 1] (mean = std = 0.5).
     * High-pass stem (``highpass=True``) [ours]: the encoder sees the RGB image plus a fixed residual
       (image minus its 3x3 box blur, x8), as forensic CNNs do with SRM / constrained first layers.
-      On the data engine's faces the forgery cues are blending seams, blur and noise-level changes;
-      from raw RGB a tiny network trained from scratch on ~2k images did not even fit its training
-      set in 8 epochs (train BCE 0.69 -> 0.65), with the residual it does. The decoder still
-      reconstructs RGB. The baseline shares the stem, so the comparison stays like for like.
-    * GroupNorm instead of BatchNorm [ours]: the locality loss must touch only the masked samples;
-      batch statistics would leak every masked sample's gradient into every other sample of the batch
-      (and make the trainer's exact-resume and small, over-sampled batches depend on batch composition).
+      The data engine's forgeries differ from their frame in seams, grain and compression: local,
+      high-frequency evidence. The decoder still reconstructs RGB. The baseline shares the stem, so the
+      comparison stays like for like.
+    * GroupNorm instead of BatchNorm in the hidden blocks [ours]: the locality loss must touch only the
+      masked samples; batch statistics would leak every masked sample's gradient into every other sample
+      of the batch (and make exact resume and small, over-sampled batches depend on batch composition).
+    * The latent's normalisation (``latent_norm``) [ours, measured]: the decision below is the *ratio*
+      of the two halves' mean activation, so the normalisation must leave that ratio free.
+      - ``"group"`` (the first version: GroupNorm with 8 groups, each half its own groups): every group
+        gets zero mean and unit variance per sample, so after the ReLU both halves' mean activation sits
+        near E[ReLU(N(0,1))] ~ 0.4 whatever the input. The decision cannot move unless a cue is so
+        strong that it reshapes the distribution inside a group: on the default (noise-matched) data
+        the mask-free model stayed at chance (P(fake) 0.5038 for every face in the demo), while on data
+        with a global "clean pasted face" cue it does learn. Kept only for ablations.
+      - ``"none"``: no normalisation; the halves are free but so is their scale, and training drifted
+        (lae_swap, 2,000 faces: validation AUC 0.59 -> 0.61 over 30 epochs).
+      - ``"layer"`` (default): one group over every channel. Each sample's latent keeps a fixed overall
+        scale (stable training, a decoder that sees comparable inputs), while the halves *compete* for
+        it: the share of the fake half is exactly what the decision reads. Mask-free on lae_swap
+        (6,000 faces, noise-matched, 30 epochs): validation AUC 0.89, seen test 0.886, unseen (Poisson)
+        0.83, where "group" stays at 0.43-0.55 (see ``bench/results/learning.json``).
+      Also tried with "layer": a signed latent without the ReLU, decided on |h| (FT's L1 norm): with the
+      activation loss it collapsed to a constant output (P(fake) std 0.0); with BCE it learned fast but
+      plateaued lower (seen 0.82) — the same as the ReLU latent with BCE (seen 0.79, training BCE -> 0.001
+      while validation stalled at 0.75: it memorises). The FT activation loss, bounded per sample, is
+      the better regulariser here and stays the default.
     * The decoder reconstructs from the *whole* latent [ours]. FT zeroes the half of the latent that
       does not belong to the true class before decoding. Combined with the locality loss that would be
       contradictory: the fake half is pushed to be active only inside the forgery mask, yet it alone would
@@ -61,6 +80,12 @@ Losses (``losses`` returns ``classification``, ``reconstruction``, ``locality``,
       the gradient than any single classification sample. 1 is the low end of the research note's
       suggested 1-10 range: the mask should steer where the evidence comes from without overriding the
       detection objective. Tune only on the seen manipulation's validation split.
+    * Masks are an addition to a model that learns [ours, measured]: from scratch, the locality loss
+      steers the evidence maps before there is evidence to steer, and training can sit at chance for
+      many epochs (easy task, 3% masks, 3 seeds: one stuck at AUC 0.57 after 15 epochs; the same seed
+      without masks, or with the locality weight at 0, learned in 3 epochs). As in LAE's loop (warm
+      start, then masks), the platform fine-tunes the already trained model with the masks (the
+      round's retrain phase) and the studies do the same.
     * total = classification + reconstruction_weight * reconstruction + locality_weight * locality.
 
 Which samples get masks (the active-learning part of the paper) is not the detector's business: the

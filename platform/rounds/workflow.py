@@ -66,6 +66,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "threads": 1,
     "train_processes": None,  # data-parallel ranks per detector (torchrun); null: one per visible GPU
     "lr": 1e-3,
+    "optimizer": "adam",  # adam | adamw (``ml.training.pipeline.FitSpec``)
+    "weight_decay": 0.0,
+    "schedule": "constant",  # constant | cosine (per epoch)
+    "augment": True,  # random horizontal flips of image and mask during training
     "region_targets": "masks",
     "scoring": "distributed",  # workers.tasks.scoring (sharded chord) | "in_process" (rounds.compute)
     "labeling": "label_studio",  # push the selection to Label Studio | "none" (masks arrive otherwise)
@@ -152,6 +156,15 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
     lr = out["lr"]
     if not isinstance(lr, int | float) or not 0 < lr < 1:
         errors["lr"] = "A learning rate in (0, 1)."
+    if out["optimizer"] not in ("adam", "adamw"):
+        errors["optimizer"] = "'adam' or 'adamw'."
+    decay = out["weight_decay"]
+    if not isinstance(decay, int | float) or isinstance(decay, bool) or not 0 <= decay < 1:
+        errors["weight_decay"] = "A weight decay in [0, 1)."
+    if out["schedule"] not in ("constant", "cosine"):
+        errors["schedule"] = "'constant' or 'cosine'."
+    if not isinstance(out["augment"], bool):
+        errors["augment"] = "true or false."
     if out["region_targets"] not in ("masks", "manifest"):
         errors["region_targets"] = "'masks' (from collected masks) or 'manifest' (dataset labels)."
     if out["scoring"] not in ("distributed", "in_process"):
