@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from ml.detectors import available
 from ml.experiments.budget import (
     BUILTIN_SELECTORS,
     SelectionContext,
@@ -34,7 +35,7 @@ from ml.training import TrainConfig, distributed
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ml.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--detector", required=True, choices=["lae", "baseline", "sjedd"])
+    parser.add_argument("--detector", required=True, choices=available())
     parser.add_argument(
         "--manifest", required=True, type=Path, help="DIR/manifest.jsonl of a generated dataset"
     )
@@ -48,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--optimizer", choices=["adam", "adamw"], default="adam")
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument("--augment", action="store_true", help="random horizontal flips of image and mask")
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -82,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     config = TrainConfig(
         epochs=args.epochs,
         lr=args.lr,
+        optimizer=args.optimizer,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        augment=args.augment,
         patience=args.patience,
         seed=args.seed,
         device=args.device,
