@@ -270,6 +270,14 @@ class LAE(Detector):
         )
         self.decoder = build_decoder(3, *args)
         self.half = int(c["latent_channels"]) // 2
+        # Calibration [ours]: P(fake) = sigmoid(exp(t) * log-ratio). Only the calibration loss (BCE on the
+        # detached log-ratio) trains t, so the ranking and the decomposition stay the activation rule's.
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        if "log_temperature" not in state_dict:  # a model saved before calibration existed: t = 0
+            state_dict = {**state_dict, "log_temperature": torch.zeros(())}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(self, image: torch.Tensor) -> DetectorOutput:
         latent = self.encoder(image)
@@ -279,7 +287,8 @@ class LAE(Detector):
         attribution = fake_half.abs().mean(dim=1)  # (B,h,w): exact decomposition of a_fake
         a_real = real_half.abs().mean(dim=(1, 2, 3))
         a_fake = attribution.mean(dim=(1, 2))
-        logit = torch.log(a_fake + EPS) - torch.log(a_real + EPS)
+        ratio = torch.log(a_fake + EPS) - torch.log(a_real + EPS)
+        logit = ratio * self.log_temperature.float().exp()
         return DetectorOutput(
             logit=logit,
             prob=torch.sigmoid(logit),
@@ -290,6 +299,7 @@ class LAE(Detector):
                 "attribution": attribution,
                 "activation_real": a_real,
                 "activation_fake": a_fake,
+                "log_ratio": ratio,
             },
         )
 
@@ -308,14 +318,18 @@ class LAE(Detector):
         subset = locality_subset(batch, device)
         if subset.numel():
             locality = mask_locality_loss(extras["attribution"][subset], batch["mask"].to(device)[subset])
+        scale = self.log_temperature.float().exp()
+        calibration = F.binary_cross_entropy_with_logits(extras["log_ratio"].detach() * scale, label)
         total = (
             classification
+            + calibration
             + float(self.config["reconstruction_weight"]) * reconstruction
             + float(self.config["locality_weight"]) * locality
         )
         return {
             "total": total,
             "classification": classification,
+            "calibration": calibration,
             "reconstruction": reconstruction,
             "locality": locality,
         }
