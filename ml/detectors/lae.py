@@ -23,22 +23,29 @@ Architecture (paper: method section, "autoencoder" + "latent representation")
       of the two halves' mean activation, so the normalisation must leave that ratio free.
       - ``"group"`` (the first version: GroupNorm with 8 groups, each half its own groups): every group
         gets zero mean and unit variance per sample, so after the ReLU both halves' mean activation sits
-        near E[ReLU(N(0,1))] ~ 0.4 whatever the input. The decision cannot move unless a cue is so
-        strong that it reshapes the distribution inside a group: on the default (noise-matched) data
-        the mask-free model stayed at chance (P(fake) 0.5038 for every face in the demo), while on data
-        with a global "clean pasted face" cue it does learn. Kept only for ablations.
+        near E[ReLU(N(0,1))] ~ 0.4 whatever the input, and the ratio can only move when a cue reshapes
+        the distribution inside a group. Measured: at chance in short runs (2,000 noise-matched swaps,
+        8 epochs: validation AUC 0.55 -> 0.43; the demo gave every face P(fake) 0.5038), but it does
+        learn with more data, flips and epochs (4,000 swaps, 20 epochs: seen AUC 0.75, the same as
+        "layer" in that run, ``bench/results/learning.quick.json``). Kept for ablations.
       - ``"none"``: no normalisation; the halves are free but so is their scale, and training drifted
-        (lae_swap, 2,000 faces: validation AUC 0.59 -> 0.61 over 30 epochs).
+        (2,000 swaps: validation AUC 0.59 -> 0.61 over 30 epochs).
       - ``"layer"`` (default): one group over every channel. Each sample's latent keeps a fixed overall
-        scale (stable training, a decoder that sees comparable inputs), while the halves *compete* for
-        it: the share of the fake half is exactly what the decision reads. Mask-free on lae_swap
-        (6,000 faces, noise-matched, 30 epochs): validation AUC 0.89, seen test 0.886, unseen (Poisson)
-        0.83, where "group" stays at 0.43-0.55 (see ``bench/results/learning.json``).
+        scale while the halves *compete* for it: the share of the fake half is what the decision reads.
+        Mask-free on 6,000 noise-matched swaps, 30 epochs: validation AUC 0.89, seen test 0.886, unseen
+        (Poisson) 0.83. It learns from the first epochs where "group" needs a strong cue, but on the
+        harder data it is not better than "group" at equal budget (see the bench).
       Also tried with "layer": a signed latent without the ReLU, decided on |h| (FT's L1 norm): with the
       activation loss it collapsed to a constant output (P(fake) std 0.0); with BCE it learned fast but
       plateaued lower (seen 0.82) — the same as the ReLU latent with BCE (seen 0.79, training BCE -> 0.001
       while validation stalled at 0.75: it memorises). The FT activation loss, bounded per sample, is
       the better regulariser here and stays the default.
+    * Calibration [ours, measured]: under the activation loss the halves' ratio moves little, so P(fake)
+      ranked faces well (AUC 0.74) while staying within 0.5 +- 0.005 (std over a test split < 0.005):
+      useless for uncertainty, thresholds and the dashboard. ``logit = exp(t) * log(a_1 / a_0)`` with
+      one learned temperature ``t``, trained only by a BCE on the *detached* log-ratio: the ranking, the
+      decision's sign and its spatial decomposition are unchanged, P(fake) spreads out (same run:
+      std 0.23). Models saved before it load with t = 0.
     * The decoder reconstructs from the *whole* latent [ours]. FT zeroes the half of the latent that
       does not belong to the true class before decoding. Combined with the locality loss that would be
       contradictory: the fake half is pushed to be active only inside the forgery mask, yet it alone would
@@ -47,7 +54,8 @@ Architecture (paper: method section, "autoencoder" + "latent representation")
 Decision in the latent space (paper: "fine-grained representation learning"; [FT] activation rule)
     * Latent ``h`` (C x h x w, C even, non-negative after ReLU) is split into a "real" half (channels
       ``0..C/2-1``) and a "fake" half. Activations ``a_c = mean |h_c|`` (c = 0 real, 1 fake).
-    * ``logit = log(a_1 + eps) - log(a_0 + eps)``, ``prob = sigmoid(logit) ~= a_1 / (a_0 + a_1)``.
+    * ``logit = exp(t) * (log(a_1 + eps) - log(a_0 + eps))``, ``prob = sigmoid(logit)``; at t = 0
+      ``prob ~= a_1 / (a_0 + a_1)`` (t: the calibration temperature above).
     * Chosen over an FC head on the latent [ours]: the activation split makes the decision a *sum over
       latent positions*, so the interpretation map below decomposes it exactly. A head plus Grad-CAM
       would need double back-propagation for the locality loss and only approximates the decision.
@@ -86,7 +94,9 @@ Losses (``losses`` returns ``classification``, ``reconstruction``, ``locality``,
       without masks, or with the locality weight at 0, learned in 3 epochs). As in LAE's loop (warm
       start, then masks), the platform fine-tunes the already trained model with the masks (the
       round's retrain phase) and the studies do the same.
-    * total = classification + reconstruction_weight * reconstruction + locality_weight * locality.
+    * calibration = BCE(exp(t) * detach(log a_1/a_0), y): trains only the temperature t (weight 1).
+    * total = classification + calibration + reconstruction_weight * reconstruction
+      + locality_weight * locality.
 
 Which samples get masks (the active-learning part of the paper) is not the detector's business: the
 batch's ``has_mask`` says so (see ``ml.experiments`` and the active-learning engine).
