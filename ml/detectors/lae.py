@@ -27,7 +27,7 @@ Architecture (paper: method section, "autoencoder" + "latent representation")
         the distribution inside a group. Measured: at chance in short runs (2,000 noise-matched swaps,
         8 epochs: validation AUC 0.55 -> 0.43; the demo gave every face P(fake) 0.5038), but it does
         learn with more data, flips and epochs (4,000 swaps, 20 epochs: seen AUC 0.75, the same as
-        "layer" in that run, ``bench/results/learning.quick.json``). Kept for ablations.
+        "layer" in that run, ``bench/results/learning_quick_run1.json``). Kept for ablations.
       - ``"none"``: no normalisation; the halves are free but so is their scale, and training drifted
         (2,000 swaps: validation AUC 0.59 -> 0.61 over 30 epochs).
       - ``"layer"`` (default): one group over every channel. Each sample's latent keeps a fixed overall
