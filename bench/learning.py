@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -82,7 +83,7 @@ def fit_and_score(
 
     fakes = sorted(r["id"] for r in splits["train"] if r["label"] == "fake" and r.get("mask_path"))
     k = int(round(mask_fraction * len(splits["train"])))
-    mask_ids = set(__import__("random").Random(seed).sample(fakes, min(k, len(fakes)))) if k else set()
+    mask_ids = set(random.Random(seed).sample(fakes, min(k, len(fakes)))) if k else set()
     spec = FitSpec(
         detector=detector,
         dataset_dir=root,
