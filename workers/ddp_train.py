@@ -1,9 +1,9 @@
 """One rank of a round's data-parallel training: ``torchrun ... -m workers.ddp_train JOB.json``.
 
-Started by ``rounds.compute`` inside a GPU worker's training task when ``train_processes`` > 1 (by default
-on nodes with several GPUs). Every rank sets up Django (reads the round's config, reports progress from
-rank 0), joins the process group and runs ``rounds.compute.train_fit`` on its share of each epoch; rank 0
-writes ``result.json`` next to the model. See ``ml.training.distributed``.
+Started by ``rounds.phases.training`` inside a GPU worker's training task when ``train_processes`` > 1
+(by default on nodes with several GPUs). Every rank sets up Django (reads the round's config, reports
+progress from rank 0), joins the process group and runs ``rounds.phases.training.train_fit`` on its share
+of each epoch; rank 0 writes ``result.json`` next to the model. See ``ml.training.distributed``.
 """
 
 from __future__ import annotations
@@ -32,19 +32,21 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
     from ml.training import distributed
-    from rounds import compute, selectors
+    from rounds import selectors
+    from rounds.phases.common import round_dir
+    from rounds.phases.training import train_fit
 
     spec = json.loads(Path(argv[0]).read_text())
     context = distributed.init_from_env()
     try:
         round_ = selectors.round_get(round_id=int(spec["round_id"]))
         init = Path(spec["init_path"]) if spec["init_path"] else None
-        info = compute.train_fit(round_, spec["name"], spec["phase"], spec["rows"], spec["val_rows"],
-                                 set(spec["mask_ids"]), int(spec["epochs"]), init, {})  # fmt: skip
+        info = train_fit(round_, spec["name"], spec["phase"], spec["rows"], spec["val_rows"],
+                         set(spec["mask_ids"]), int(spec["epochs"]), init, {})  # fmt: skip
         if context.is_main:
             from catalog.storage import atomic_write_bytes
 
-            out = compute.round_dir(round_, spec["phase"], spec["name"]) / "result.json"
+            out = round_dir(round_, spec["phase"], spec["name"]) / "result.json"
             atomic_write_bytes(out, json.dumps(info).encode())
     finally:
         distributed.shutdown()

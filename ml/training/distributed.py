@@ -4,7 +4,7 @@ When it applies
     One large round on a node with several GPUs: ``torchrun --standalone --nproc_per_node=N`` starts N
     processes, one per GPU; each trains on its share of every epoch (``ResumableSampler.shard``), DDP
     averages the gradients, so N GPUs take a global batch of N x ``batch_size`` per step. Rounds use it
-    when ``config["train_processes"] > 1`` (``rounds.compute`` launches torchrun inside the GPU worker's
+    when ``config["train_processes"] > 1`` (``rounds.phases.training`` launches torchrun inside the GPU worker's
     task). Below a few thousand images at 128 px one GPU is faster: the all-reduce and the start-up of N
     processes cost more than they save. Scoring never needs it: it is sharded across Celery workers.
 

@@ -11,7 +11,7 @@ One round, DESIGN §3::
   that a round is running, and there is no hidden queue to reason about. Rounds of different datasets run
   side by side.
 * Phases are services too; the heavy ones (training, scoring fallback, retraining, evaluation) live in
-  ``rounds.compute`` and run in Celery tasks on the ``gpu`` queue (``workers/tasks/rounds.py``); this
+  ``rounds.phases`` and run in Celery tasks on the ``gpu`` queue (``workers/tasks/rounds.py``); this
   module holds the bookkeeping they share (progress, timings, failure) and never imports torch.
 * ``round_next_step`` says which task should run next for a round's state; tasks call it after each
   phase (services never schedule tasks themselves). The annotating phase is polled: it ends when every
@@ -71,7 +71,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "schedule": "constant",  # constant | cosine (per epoch)
     "augment": True,  # random horizontal flips of image and mask during training
     "region_targets": "masks",
-    "scoring": "distributed",  # workers.tasks.scoring (sharded chord) | "in_process" (rounds.compute)
+    "scoring": "distributed",  # workers.tasks.scoring (sharded chord) | "in_process" (rounds.phases.score)
     "labeling": "label_studio",  # push the selection to Label Studio | "none" (masks arrive otherwise)
     "active": {},  # passed to rounds.scoring (SCORING_DEFAULTS overrides), validated there
     "detector_config": {
@@ -432,7 +432,7 @@ def round_push(*, round_id: int) -> None:
     pushed: dict[str, Any] = {"tasks": 0}
     if round_.config.get("labeling") == "label_studio":
         from labeling.provisioning import round_push_tasks
-        from rounds.compute import write_drafts
+        from rounds.phases.drafts import write_drafts
 
         drafts = write_drafts(round_id=round_id)  # the model's draft masks ride along as predictions
         pushed = {**round_push_tasks(round_id=round_id), "drafts": drafts}

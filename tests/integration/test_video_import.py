@@ -373,8 +373,9 @@ def test_video_dataset_rounds_evaluate_per_video_and_cap_selection_per_video(
     from ml.experiments.budget import evaluate_rows
     from ml.training.evaluate import predict_loader
     from ml.training.loaders import make_eval_loader
-    from rounds.compute import dataset_rows, video_level
     from rounds.models import Round, Selection
+    from rounds.phases.common import dataset_rows
+    from rounds.phases.evaluation import video_level
     from rounds.scoring import score_upsert, scoring_pool, selection_run
 
     root = celery_worker_proc.media_root / "eval-folder"

@@ -53,7 +53,7 @@ def preload_compute_modules(sender=None, **kwargs) -> None:
         import ml.data.dataset  # noqa: F401
         import ml.detectors  # noqa: F401
         import ml.training  # noqa: F401
-        from rounds import compute  # noqa: F401
+        from rounds.phases import drafts, evaluation, score, training  # noqa: F401
 
         logger.info("compute modules preloaded for the gpu queue")
 
@@ -101,7 +101,7 @@ def send(task, round_id: int, countdown: float | None = None) -> bool:
 
 def _run_phase(round_id: int, phase: str, fn) -> None:
     """Run one phase service; failures go to the round (``failed``), cancellation stops quietly."""
-    from rounds.compute import RoundStopped
+    from rounds.phases.common import RoundStopped
     from rounds.recovery import round_lock
     from rounds.workflow import round_fail, round_is_live
 
@@ -138,14 +138,14 @@ def round_start(round_id: int) -> None:
 
 @app.task(ignore_result=True, name="workers.tasks.rounds.round_train")
 def round_train(round_id: int) -> None:
-    from rounds.compute import round_train as train
+    from rounds.phases.training import round_train as train
 
     _run_phase(round_id, "training", train)
 
 
 @app.task(ignore_result=True, name="workers.tasks.rounds.round_score_in_process")
 def round_score_in_process(round_id: int) -> None:
-    from rounds.compute import round_score
+    from rounds.phases.score import round_score
 
     _run_phase(round_id, "scoring", round_score)
 
@@ -235,14 +235,14 @@ def _resend_lost_scoring(round_id: int) -> None:
 
 @app.task(ignore_result=True, name="workers.tasks.rounds.round_retrain")
 def round_retrain(round_id: int) -> None:
-    from rounds.compute import round_retrain as retrain
+    from rounds.phases.training import round_retrain as retrain
 
     _run_phase(round_id, "retraining", retrain)
 
 
 @app.task(ignore_result=True, name="workers.tasks.rounds.round_evaluate")
 def round_evaluate(round_id: int) -> None:
-    from rounds.compute import round_evaluate as evaluate
+    from rounds.phases.evaluation import round_evaluate as evaluate
 
     _run_phase(round_id, "evaluating", evaluate)
 
