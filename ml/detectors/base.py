@@ -46,10 +46,13 @@ class Detector(nn.Module):
                                    ``c.optimizer == "adamw"``, over every trainable parameter)
         ``training_state()`` / ``load_training_state(state)``: extra state a resume needs
         ``export_model()``         the module an exported bundle runs (default: the detector itself)
+        ``saved_defaults``         config values a checkpoint saved before a key existed was trained with
+                                   (``load_detector`` fills them in, so an old model rebuilds as it was)
     """
 
     name: str = "detector"
     custom_step: bool = False
+    saved_defaults: dict[str, Any] = {}
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()
@@ -133,11 +136,15 @@ def available() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create(name: str, **config: Any) -> Detector:
+def registered_class(name: str) -> Callable[..., Detector]:
     _import_builtin()
     if name not in _REGISTRY:
         raise KeyError(f"unknown detector {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](config)
+    return _REGISTRY[name]
+
+
+def create(name: str, **config: Any) -> Detector:
+    return registered_class(name)(config)
 
 
 def _import_builtin() -> None:

@@ -6,7 +6,7 @@ the paper builds on (Cozzolino et al. 2018); "[ours]" a decision of this impleme
 
 Architecture (paper: method section, "autoencoder" + "latent representation")
     * Encoder: ``depth`` blocks of Conv(k4, s2, p1) - GroupNorm - LeakyReLU(0.2), widths
-      ``width * 2**i``, then Conv(k3, s1) - LayerNorm over the whole latent - ReLU to
+      ``width * 2**i``, then Conv(k3, s1) - LayerNorm over the whole latent - Softplus to
       ``latent_channels`` at ``image_size / 2**depth`` (64 px, depth 3 -> 8x8 latent). [FT] strided conv
       stack; [ours] sizes chosen for CPU training at 32-96 px, all configurable (``image_size``,
       ``depth``, ``width``, ``latent_channels``).
@@ -35,17 +35,26 @@ Architecture (paper: method section, "autoencoder" + "latent representation")
         Mask-free on 6,000 noise-matched swaps, 30 epochs: validation AUC 0.89, seen test 0.886, unseen
         (Poisson) 0.83. It learns from the first epochs where "group" needs a strong cue, but on the
         harder data it is not better than "group" at equal budget (see the bench).
+    * The latent's activation (``latent_activation``) [ours, measured]: ``softplus`` (default) or
+      ``relu``. With the ReLU, a half can die: in the first quick benchmark run, two of the seven
+      mask-free LAE runs ended with the whole fake half at exactly 0 for every face (P(fake) standard
+      deviation 0.0, an all-zero interpretation map, the AUC of 0.76 coming from the real half alone), and
+      a dead ReLU gets no gradient to come back. Softplus is non-negative and smooth, so the decision's
+      decomposition is unchanged and no channel can stop learning. Checkpoints saved before this key
+      existed rebuild with ``relu`` (``saved_defaults``).
       Also tried with "layer": a signed latent without the ReLU, decided on |h| (FT's L1 norm): with the
       activation loss it collapsed to a constant output (P(fake) std 0.0); with BCE it learned fast but
       plateaued lower (seen 0.82) — the same as the ReLU latent with BCE (seen 0.79, training BCE -> 0.001
-      while validation stalled at 0.75: it memorises). The FT activation loss, bounded per sample, is
-      the better regulariser here and stays the default.
+      while validation stalled at 0.75: it memorises). Those runs used the ReLU; with the softplus latent
+      BCE is the better loss (see "classification" below).
     * Calibration [ours, measured]: under the activation loss the halves' ratio moves little, so P(fake)
       ranked faces well (AUC 0.74) while staying within 0.5 +- 0.005 (std over a test split < 0.005):
       useless for uncertainty, thresholds and the dashboard. ``logit = exp(t) * log(a_1 / a_0)`` with
-      one learned temperature ``t``, trained only by a BCE on the *detached* log-ratio: the ranking, the
-      decision's sign and its spatial decomposition are unchanged, P(fake) spreads out (same run:
-      std 0.23). Models saved before it load with t = 0.
+      one learned temperature ``t``, trained by a BCE on the *detached* log-ratio (and, under the BCE
+      classification loss, by that loss too): the ranking, the decision's sign and its spatial
+      decomposition are unchanged, P(fake) spreads out (same run: std 0.23). ``t`` has its own
+      learning rate (``temperature_lr`` = 0.05): at the network's 1e-3 per Adam step it could not follow
+      the ratio's scale within a short training. Models saved before it load with t = 0.
     * The decoder reconstructs from the *whole* latent [ours]. FT zeroes the half of the latent that
       does not belong to the true class before decoding. Combined with the locality loss that would be
       contradictory: the fake half is pushed to be active only inside the forgery mask, yet it alone would
@@ -69,8 +78,15 @@ Interpretation map (paper: "local interpretation" regularised by a pixel-wise ma
       it lies in [0, 1] as the detector interface requires.
 
 Losses (``losses`` returns ``classification``, ``reconstruction``, ``locality``, ``total``)
-    * classification = FT activation loss ``|a_1 - y| + |a_0 - (1 - y)|`` (batch mean) [FT]. Optional
-      ``classification="bce"`` on the logit [ours], kept for ablations.
+    * classification = BCE on the logit ``exp(t) * log(a_1 / a_0)`` (``classification="bce"``, default)
+      [ours, measured] or FT's activation loss ``|a_1 - y| + |a_0 - (1 - y)|`` (``"activation"``) [FT].
+      Same data (4,000 noise-matched swaps, 64 px, seed 0, softplus latent, 20 epochs): BCE seen test AUC
+      0.81 (P(fake) std 0.36), activation loss 0.67 (std 0.004: the temperature, fitted on the training
+      set, shrinks towards 0.5 because the ratio ranks poorly); at 12 epochs 0.75 vs 0.61. The activation
+      loss targets fixed levels of each half, which under the LayerNorm's fixed scale cannot both be
+      met (softplus of a unit-variance latent never reaches 0 or 1 together), so most of its gradient
+      chases the levels rather than the ranking. BCE only asks the *ratio* to separate the classes. The
+      decision, its exact spatial decomposition and the locality loss are the same under either.
     * reconstruction = mean L1 ``|x - D(E(x))|`` [FT], weight ``reconstruction_weight = 0.1``: [FT]
       keeps the reconstruction term small next to the activation loss; the AE's role is to shape the
       representation, not to win on pixel fidelity.
@@ -82,8 +98,8 @@ Losses (``losses`` returns ``classification``, ``reconstruction``, ``locality``,
       reasons" / CREX form from the authors' precursor work). Averaged over the masked subset only; the
       other samples are indexed away before it is computed, so they receive exactly no locality
       gradient, and a batch with no masked fake adds a constant 0 with no graph.
-      Real images get no locality term: the activation loss already drives their fake half to zero.
-    * ``locality_weight = 1.0``: L_loc and the activation loss are both O(1) per sample, and averaging
+      Real images get no locality term: the classification loss already drives their fake half down.
+    * ``locality_weight = 1.0``: L_loc and the classification loss are both O(1) per sample, and averaging
       over the (small, over-sampled) masked subset already gives each masked sample a larger share of
       the gradient than any single classification sample. 1 is the low end of the research note's
       suggested 1-10 range: the mask should steer where the evidence comes from without overriding the
@@ -94,7 +110,7 @@ Losses (``losses`` returns ``classification``, ``reconstruction``, ``locality``,
       without masks, or with the locality weight at 0, learned in 3 epochs). As in LAE's loop (warm
       start, then masks), the platform fine-tunes the already trained model with the masks (the
       round's retrain phase) and the studies do the same.
-    * calibration = BCE(exp(t) * detach(log a_1/a_0), y): trains only the temperature t (weight 1).
+    * calibration = BCE(exp(t) * detach(log a_1/a_0), y): trains the temperature t only (weight 1).
     * total = classification + calibration + reconstruction_weight * reconstruction
       + locality_weight * locality.
 
@@ -121,10 +137,12 @@ DEFAULTS: dict[str, Any] = {
     "latent_channels": 128,
     "groups": 8,
     "latent_norm": "layer",  # "layer" | "none" | "group" (the old default; kept for ablations)
+    "latent_activation": "softplus",  # or "relu" (can die: see the module docstring)
     "highpass": True,
-    "classification": "activation",  # or "bce"
+    "classification": "bce",  # or "activation" (FT's; measured worse, see the module docstring)
     "reconstruction_weight": 0.1,
     "locality_weight": 1.0,
+    "temperature_lr": 0.05,
     "mean": (0.5, 0.5, 0.5),
     "std": (0.5, 0.5, 0.5),
 }
@@ -154,6 +172,16 @@ class HighPassStem(nn.Module):
 
 
 LATENT_NORMS = ("layer", "none", "group")
+LATENT_ACTIVATIONS = ("softplus", "relu")
+
+
+def latent_activation_layer(kind: str) -> nn.Module:
+    """Non-negative activation of the latent (see the module docstring for why ``softplus``)."""
+    if kind == "softplus":
+        return nn.Softplus()
+    if kind == "relu":
+        return nn.ReLU(inplace=True)
+    raise ValueError(f"latent_activation must be one of {LATENT_ACTIVATIONS}, got {kind!r}")
 
 
 def latent_norm_layer(kind: str, channels: int, groups: int) -> list[nn.Module]:
@@ -175,6 +203,7 @@ def build_encoder(
     groups: int,
     highpass: bool = True,
     latent_norm: str = "group",
+    latent_activation: str = "relu",
 ) -> nn.Sequential:
     """Strided conv encoder shared by LAE and the baseline (so they differ only in head and losses)."""
     layers: list[nn.Module] = []
@@ -193,7 +222,7 @@ def build_encoder(
     layers += [
         nn.Conv2d(channels, latent_channels, 3, padding=1),
         *latent_norm_layer(latent_norm, latent_channels, groups),
-        nn.ReLU(inplace=True),
+        latent_activation_layer(latent_activation),
     ]
     return nn.Sequential(*layers)
 
@@ -263,6 +292,9 @@ def mask_locality_loss(attribution: torch.Tensor, mask: torch.Tensor) -> torch.T
 class LAE(Detector):
     """Locality-aware autoencoder; see the module docstring for every design choice."""
 
+    # Checkpoints written before these keys existed were trained with the per-half GroupNorm and a ReLU.
+    saved_defaults = {"latent_norm": "group", "latent_activation": "relu", "classification": "activation"}
+
     def __init__(self, config: dict[str, Any]):
         super().__init__({**DEFAULTS, **config})
         c = self.config
@@ -277,6 +309,7 @@ class LAE(Detector):
             *args,
             highpass=bool(c["highpass"]),
             latent_norm=str(c["latent_norm"]),
+            latent_activation=str(c["latent_activation"]),
         )
         self.decoder = build_decoder(3, *args)
         self.half = int(c["latent_channels"]) // 2
@@ -288,6 +321,22 @@ class LAE(Detector):
         if "log_temperature" not in state_dict:  # a model saved before calibration existed: t = 0
             state_dict = {**state_dict, "log_temperature": torch.zeros(())}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def configure_optimizer(self, config: Any) -> torch.optim.Optimizer:
+        """The default optimizer, with the calibration temperature in its own group at
+        ``temperature_lr``: a scalar that must follow the log-ratio's scale as it grows, which at the
+        network's learning rate (1e-3 per Adam step) it cannot within a short training."""
+        optimizer = super().configure_optimizer(config)
+        for group in optimizer.param_groups:
+            group["params"] = [p for p in group["params"] if p is not self.log_temperature]
+        optimizer.add_param_group(
+            {
+                "params": [self.log_temperature],
+                "lr": float(self.config["temperature_lr"]),
+                "weight_decay": 0.0,
+            }
+        )
+        return optimizer
 
     def forward(self, image: torch.Tensor) -> DetectorOutput:
         latent = self.encoder(image)

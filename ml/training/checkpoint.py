@@ -118,6 +118,13 @@ def _reason(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {text.splitlines()[0] if text else ''}"[:300]
 
 
+def saved_config(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config with the values of keys added after it was written (``Detector.saved_defaults``)."""
+    from ml.detectors.base import registered_class
+
+    return {**getattr(registered_class(name), "saved_defaults", {}), **config}
+
+
 def load_detector(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[Detector, dict]:
     """Rebuild a detector saved by ``save_detector``; returns (detector in eval mode, metadata).
 
@@ -134,7 +141,7 @@ def load_detector(path: str | os.PathLike, map_location: str | torch.device = "c
             f"{name} is not a loadable detector checkpoint: not a saved detector ({FORMAT})"
         )
     try:
-        detector = create(blob["name"], **blob["config"])
+        detector = create(blob["name"], **saved_config(blob["name"], blob["config"]))
         detector.load_state_dict(blob["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{name} is not a loadable detector checkpoint: {_reason(exc)}") from None

@@ -124,3 +124,48 @@ def test_baseline_ignores_masks_by_default_and_uses_them_when_weighted():
     assert float(parts["total"]) == pytest.approx(
         float(parts["classification"] + parts["locality"]), rel=1e-5
     )
+
+
+def test_latent_cannot_die_a_fake_half_pushed_negative_still_gets_gradient():
+    """With the ReLU a half whose pre-activations are all negative outputs exactly 0 and gets no gradient
+    (the collapse measured in the learning benchmark); the default softplus keeps both alive."""
+    grads = {}
+    for activation, alive in (("softplus", True), ("relu", False)):
+        det = tiny(latent_activation=activation)
+        conv = det.encoder[-3]  # the latent conv, before the LayerNorm and the activation
+        with torch.no_grad():  # fake half: large negative bias, so every pre-activation is negative
+            conv.bias[det.half :] = -50.0
+            conv.weight[det.half :] = 0.0
+        out = det(torch.rand(4, 3, 32, 32) * 2 - 1)
+        det.losses(batch_of(), out)["total"].backward()
+        grads[activation] = conv.weight.grad[det.half :].abs().sum().item()
+        assert (out.extras["activation_fake"] > 0).all().item() is alive
+    # relu: only the LayerNorm's statistics still reach the dead half, a vanishing trickle
+    assert grads["softplus"] > 100 * grads["relu"], grads
+
+
+def test_checkpoint_saved_before_the_activation_key_rebuilds_with_relu(tmp_path):
+    from ml.training.checkpoint import load_detector, save_detector
+
+    det = tiny(latent_activation="relu", latent_norm="group", classification="activation")
+    path = save_detector(det, tmp_path / "old.pt")
+    blob = torch.load(path, weights_only=True)
+    for key in ("latent_activation", "latent_norm"):  # what a checkpoint of the first LAE lacks
+        del blob["config"][key]
+    torch.save(blob, path)
+    loaded, _ = load_detector(path)
+    assert loaded.config["latent_activation"] == "relu" and loaded.config["latent_norm"] == "group"
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(loaded.predict(x).logit, det.predict(x).logit)
+    assert create("lae").config["latent_activation"] == "softplus"
+
+
+def test_temperature_has_its_own_learning_rate():
+    from ml.training.trainer import TrainConfig
+
+    det = tiny()
+    optimizer = det.configure_optimizer(TrainConfig(lr=1e-3))
+    groups = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert groups[id(det.log_temperature)] == det.config["temperature_lr"] == 0.05
+    assert {lr for key, lr in groups.items() if key != id(det.log_temperature)} == {1e-3}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(det.parameters()))
