@@ -155,9 +155,11 @@ def run(quick: bool) -> dict:
         admin.groups.add(Group.objects.get_or_create(name="admin")[0])
         worker = _start_worker(env, media / "worker.log")
         _wait_ready(worker)  # the worker's start-up (Django, imports) is not part of a round
+        # The default 3% of the training data every round; no campaign cap (orchestration is measured).
         config = {"detectors": ["lae", "sjedd"], "epochs": epochs, "retrain_epochs": epochs, "image_size": size,
-                  "protocol": "cross_manipulation", "labeling": "none", "scoring": "in_process",
-                  "poll_interval_s": 0.5, "threads": max(1, (os.cpu_count() or 2) // 2)}  # fmt: skip
+                  "budget_total": 1.0, "protocol": "cross_manipulation", "labeling": "none",
+                  "scoring": "in_process", "poll_interval_s": 0.5,
+                  "threads": max(1, (os.cpu_count() or 2) // 2)}  # fmt: skip
         records = [_run_round(dataset, admin, config, timeout=1800) for _ in range(rounds)]
     finally:
         if worker is not None:

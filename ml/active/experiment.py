@@ -29,11 +29,12 @@ def score_pool(ctx, strategies: Sequence[str], batch_size: int = 128, seed: int 
     rows = sorted(ctx.candidates, key=lambda r: r["id"])
     dataset = make_dataset(rows, ctx.dataset_dir, ctx.image_size)
     model = ctx.model.to(ctx.device)
-    config = {"bald": {"seed": seed}}
+    config = {"bald": {"seed": seed}, "random": {"seed": seed}}
     parts = []
     for index in iter_batches(list(range(len(rows))), batch_size):
         image = torch.stack([dataset[i]["image"] for i in index]).to(ctx.device)
-        parts.append(score_batch(model, image, strategies, config=config, strict=True))
+        keys = [rows[i]["id"] for i in index]
+        parts.append(score_batch(model, image, strategies, config=config, strict=True, keys=keys))
     return rows, concat_scores(parts)
 
 

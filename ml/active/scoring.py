@@ -16,11 +16,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from ml.active.strategies import PRIMARY, Disagreement, MissingDetector, get_strategy
+from ml.active.strategies import PRIMARY, Disagreement, MissingDetector, RandomScore, get_strategy
 from ml.detectors.base import Detector
 
 DEFAULT_STRATEGIES = ("entropy", "bald", "map_entropy")
@@ -50,8 +51,10 @@ def score_batch(
     strategies: Sequence[str] = DEFAULT_STRATEGIES,
     config: Mapping[str, Mapping] | None = None,
     strict: bool = False,
+    keys: Sequence[Any] | None = None,
 ) -> BatchScores:
-    """Every strategy in ``strategies`` on one batch; with ``strict=False`` missing detectors are skipped."""
+    """Every strategy in ``strategies`` on one batch; with ``strict=False`` missing detectors are skipped.
+    ``keys``: the samples' ids, for ``random`` (its scores depend on the sample, not on the batch)."""
     if isinstance(detectors, torch.nn.Module):
         detectors = {PRIMARY: detectors}
     config = dict(config or {})
@@ -62,7 +65,11 @@ def score_batch(
     for name in strategies:
         strategy = get_strategy(name, **dict(config.get(name, {})))
         try:
-            if strategy.name in SHARED_OUTPUT and (
+            if isinstance(strategy, RandomScore):
+                if keys is None:
+                    raise MissingDetector("random needs the samples' keys (score_batch(..., keys=ids))")
+                scores[strategy.name] = strategy.from_keys(keys)
+            elif strategy.name in SHARED_OUTPUT and (
                 strategy.name != "node_entropy" or "sjedd" not in detectors
             ):
                 scores[strategy.name] = strategy.from_output(output)
@@ -156,4 +163,4 @@ def score_rows(
         batch = dataset.__getitems__(list(index))
         ids = [str(i) for i in batch["sample_id"]]
         config.setdefault("bald", {})["seed"] = base_seed + zlib.crc32(ids[0].encode())
-        yield ids, score_batch(detectors, batch["image"].to(device), strategies, config=config)
+        yield ids, score_batch(detectors, batch["image"].to(device), strategies, config=config, keys=ids)

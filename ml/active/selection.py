@@ -6,8 +6,8 @@ the order rows arrived in), a ``group`` (video or identity) and an ``embedding``
 
 Algorithm (``select`` for arrays in memory, ``StreamingSelector`` for chunks from a database cursor):
 
-1. **Budget** ``Budget(fraction=0.03)`` of the pool, or ``Budget(count=n)``; resolved against the pool
-   size (``budget.resolve(n)``) before streaming.
+1. **Budget** ``Budget(fraction=0.03)`` of the training data, or ``Budget(count=n)`` (``ml.active.budget``);
+   resolved against the pool size (``budget.resolve(n, training_size)``) before streaming.
 2. **Per-group cap**: walking the pool from most to least uncertain, a row is eligible only while fewer
    than ``per_group_cap`` rows of its group came before it. So at most ``cap`` rows of one video can be
    selected, and they are that video's most uncertain ones: the 3% is never 3% of one video.
@@ -44,37 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
-@dataclass(frozen=True)
-class Budget:
-    """How many rows to select: ``fraction`` of the pool (default 3%) or an absolute ``count``."""
-
-    fraction: float | None = 0.03
-    count: int | None = None
-
-    def __post_init__(self):
-        if self.count is not None:
-            if int(self.count) < 0:
-                raise ValueError(f"budget count must be >= 0, got {self.count}")
-        elif self.fraction is None or not 0 < float(self.fraction) <= 1:
-            raise ValueError(f"budget fraction must be in (0, 1], got {self.fraction}")
-
-    def resolve(self, pool_size: int) -> int:
-        if self.count is not None:
-            return min(int(self.count), pool_size)
-        # ceil would turn 0.03 x 10 into 1 of 10 = 10%; round keeps the fraction honest but >= 1 row.
-        return min(pool_size, max(1, int(round(float(self.fraction) * pool_size)))) if pool_size else 0
-
-    @classmethod
-    def parse(cls, value: str | float | int) -> Budget:
-        """'3%' or 0.03 -> fraction; an int >= 1 (or '150') -> count."""
-        text = str(value).strip()
-        if text.endswith("%"):
-            return cls(fraction=float(text[:-1]) / 100)
-        number = float(text)
-        if number >= 1 and number == int(number) and "." not in text:
-            return cls(fraction=None, count=int(number))
-        return cls(fraction=number)
+from ml.active.budget import Budget
 
 
 def _order(scores: np.ndarray, tie_keys: np.ndarray) -> np.ndarray:

@@ -38,6 +38,12 @@ Strategies (higher score = pick first):
     (``ml.labels`` order) divided by ``log 2`` (in [0, 1]). High when the model cannot tell which
     attribute/region is forged even if it is sure *that* the face is fake, which is what a mask answers.
 
+``random`` — the baseline every strategy has to beat: a uniform score in [0, 1) per sample, a pure
+    function of ``(seed, sample key)`` (BLAKE2b of both), so a pool scores the same however it is
+    sharded or batched and whichever worker scores it. It needs the samples' keys, not a detector
+    (``score_batch(..., keys=...)``); with the selection's diversity step on, it picks the k-center
+    spread of a random candidate set.
+
 ``combined`` — the documented combination rule, rank averaging: every component score is turned into
     its normalised rank in the pool (average rank for ties, 0 = least, 1 = most uncertain) and the ranks
     are averaged (optionally weighted). Ranks are scale-free, so an entropy in nats and a map entropy in
@@ -52,6 +58,7 @@ A strategy that needs a detector that is not present raises ``MissingDetector`` 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -156,6 +163,24 @@ class PredictiveEntropy(Strategy):
 
     def from_output(self, output: DetectorOutput) -> np.ndarray:
         return _numpy(binary_entropy(output.prob))
+
+
+@register_strategy
+class RandomScore(Strategy):
+    name = "random"
+    needs = ()
+
+    def __init__(self, seed: int = 0, **config: Any):
+        super().__init__(seed=int(seed), **config)
+
+    def from_keys(self, keys: Sequence[Any]) -> np.ndarray:
+        """Scores of the samples with these keys (ids), independent of batch and order."""
+        prefix = f"{self.config['seed']}:".encode()
+        digests = (hashlib.blake2b(prefix + str(k).encode(), digest_size=8).digest() for k in keys)
+        return np.fromiter((int.from_bytes(d, "little") / 2**64 for d in digests), dtype=np.float64)
+
+    def score(self, detectors: Mapping[str, Detector] | Detector, image: torch.Tensor) -> np.ndarray:
+        raise MissingDetector("random scores sample keys, not images: call score_batch(..., keys=ids)")
 
 
 _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.ELU)

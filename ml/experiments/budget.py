@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ml.active.selection import Budget
 from ml.detectors import Detector
 from ml.training import (
     TrainConfig,
@@ -116,20 +117,17 @@ def mask_pool(rows: Sequence[dict]) -> list[dict]:
 
 
 def budget_count(budget: float, train_rows: Sequence[dict]) -> int:
-    """Masks for ``budget`` of the training data (real + fake), at most the pool size; 1.0 = every fake."""
-    if not 0 <= budget <= 1:
-        raise ValueError(f"mask budget must be a fraction in [0, 1], got {budget}")
-    pool = len(mask_pool(train_rows))
-    return pool if budget >= 1 else min(pool, int(round(budget * len(train_rows))))
+    """Masks for ``budget`` of the training data (real + fake), at most the pool size; 1.0 = every fake
+    (``ml.active.Budget`` resolved against the training rows)."""
+    return Budget.parse(budget, counts=False).resolve(len(mask_pool(train_rows)), len(train_rows))
 
 
 def parse_budget(text: str | float) -> float:
-    """'3%' -> 0.03, '0.03' -> 0.03, '100%' -> 1.0."""
-    s = str(text).strip()
-    value = float(s[:-1]) / 100 if s.endswith("%") else float(s)
-    if not 0 <= value <= 1:
-        raise ValueError(f"mask budget {text!r} outside 0..100%")
-    return value
+    """'3%' -> 0.03, '0.03' -> 0.03, '100%' -> 1.0 (``ml.active.Budget.parse``, numbers as fractions)."""
+    try:
+        return Budget.parse(text, counts=False).fraction or 0.0
+    except ValueError as exc:
+        raise ValueError(f"mask budget {text!r}: {exc}") from None
 
 
 def with_unseen_reals(splits: dict[str, list[dict]]) -> list[dict]:

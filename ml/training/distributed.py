@@ -22,7 +22,7 @@ What the trainer does under DDP (``Trainer`` reads ``current()``)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,6 +117,23 @@ def die_with_parent(sig: int = 15) -> None:
             os.kill(os.getpid(), sig if sig else _signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def pdeathsig_preexec(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that does what ``die_with_parent(sig)`` does, prepared in the parent.
+
+    The child of a multi-threaded parent (a Celery worker with its preload thread) must not import or
+    ``dlopen`` between fork and exec: a lock another thread held at the fork stays held forever there
+    (seen as a torchrun launch that hung in a futex wait). So the modules and libc are loaded here, and
+    the returned function only calls into them."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+
+    return preexec
 
 
 def barrier() -> None:

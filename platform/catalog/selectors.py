@@ -44,8 +44,3 @@ def sample_get(*, sample_id: int) -> Sample:
     if sample is None:
         raise NotFound(f"Sample {sample_id} does not exist.")
     return sample
-
-
-def samples_unlabeled(*, dataset: Dataset, split: str = "train") -> QuerySet:
-    """The active-learning pool: samples of a split without an annotated mask."""
-    return Sample.objects.filter(dataset=dataset, split=split, has_mask=False).defer("gt_mask_path")

@@ -1,5 +1,6 @@
-"""Rounds API v1: launch, list, detail (state, progress, metrics), cancel, retry, close annotation,
-and the efficiency curve across a dataset's rounds (AUC vs % of the training pool masked) as JSON or PNG.
+"""Rounds API v1: launch, list, detail (state, progress, metrics, the campaign's mask budget spent/total),
+cancel, retry, close annotation, and the efficiency curve across a dataset's rounds (AUC vs % of the
+training pool masked) as JSON or PNG.
 
 Writes need the admin role; reads need any authenticated user. Views are thin: validate, call one
 service or selector of ``rounds.workflow``, serialize. Tasks are scheduled here (the entry point), never
@@ -43,7 +44,11 @@ class RoundOutputSerializer(serializers.Serializer):
     finished_at = serializers.DateTimeField(allow_null=True)
 
 
-def _round_body(round_) -> dict:
+def _round_body(round_, *, budget: bool = True) -> dict:
+    """The round as JSON; ``budget``: with the campaign's mask budget now (``rounds.scoring.budget_status``:
+    spent / total, remaining, this round's budget: three counts), left out of the list."""
+    from rounds.scoring import budget_status
+
     body = RoundOutputSerializer(round_).data
     progress = dict(body["progress"] or {})
     # t0 is an internal monotonic-ish stamp; clients get ISO times and seconds.
@@ -55,6 +60,8 @@ def _round_body(round_) -> dict:
     body["metrics"] = progress.get("metrics") or {}
     if round_.state == "annotating":
         body["annotation"] = selectors.annotation_status(round_)
+    if budget:
+        body["budget"] = budget_status(round_=round_)
     return body
 
 
@@ -84,7 +91,7 @@ class RoundListLaunchApi(APIView):
         rounds = selectors.round_list(dataset_id=filters.validated_data.get("dataset"))
         paginator = Pagination()
         page = paginator.paginate_queryset(rounds, request, view=self)
-        return paginator.get_paginated_response([_round_body(r) for r in page])
+        return paginator.get_paginated_response([_round_body(r, budget=False) for r in page])
 
     @extend_schema(request=InputSerializer, responses={201: RoundOutputSerializer})
     def post(self, request):

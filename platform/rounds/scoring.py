@@ -1,6 +1,8 @@
 """Scoring and selection services of a round (DESIGN §3: score the pool in shards, select the hardest ~3%).
 
-Flow (the Celery side is ``workers/tasks/scoring.py``; it only calls these functions):
+Flow (the Celery side is ``workers/tasks/scoring.py``; it only calls these functions; the in-process
+scorer, ``rounds.phases.score``, runs the same shard body over the same shards in one task):
+    ``scoring_pool``     the one pool every scorer reads (below)
     ``scoring_shards``   the unlabeled pool split into shards by sample-id range (boundaries computed in
                          SQL with ``row_number()``: only the boundaries leave the database)
     ``shard_rows``       one shard's samples as ``ml.data`` manifest rows (images under MEDIA_ROOT)
@@ -12,10 +14,13 @@ Flow (the Celery side is ``workers/tasks/scoring.py``; it only calls these funct
                          ``Selection`` rows in one transaction (idempotent: a rerun writes the same rows)
     ``selection_list`` / ``uncertainty_histogram``  reads for the API
 
-The round's ``config`` may override ``SCORING_DEFAULTS`` under the key ``"active"``. The pool is the
-round dataset's training samples without an annotated mask (``catalog.selectors.samples_unlabeled``),
-fakes only by default (a real face has no forged region to draw); the budget fraction is of *all*
-training samples, as in the LAE paper's "< 3% of the training data".
+The round's ``config`` may override ``SCORING_DEFAULTS`` under the key ``"active"``. The training data is
+the round protocol's ``train`` split (``ml.data.protocols``, here as a SQL filter: ``training_rows``), so
+under ``cross_manipulation`` the held-out families are never scored nor selected; a round without a
+protocol (one made outside the workflow) uses the dataset's ``train`` split as it is. The pool is the
+training data without an annotated mask, fakes only by default (a real face has no forged region to
+draw); the budget (``ml.active.budget.Budget``) is a fraction of *all* the training data, real and
+fake, as in the LAE paper's "< 3% of the training data", or a count.
 
 No torch at import time: numpy and ``ml.active.selection`` are imported inside the functions that need
 them, and this module never loads a detector (the worker does).
@@ -29,12 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from catalog.models import Sample
 from catalog.paths import PathError, check_relative, media_root
-from catalog.selectors import samples_unlabeled
 from forgery_site.errors import Conflict, InvalidInput, NotFound
+from ml.active.budget import Budget
 from poolscores.models import PoolScore
 from rounds.models import Round, Selection
 
@@ -50,6 +55,7 @@ SCORING_DEFAULTS: dict[str, Any] = {
     "pool_labels": ["fake"],
     "pool_split": "train",
     "bald": {"passes": 8, "p": 0.1, "seed": 0},
+    "random": {"seed": 0},  # the random baseline's seed (``ml.active.strategies.RandomScore``)
     "checkpoint": "",  # path relative to MEDIA_ROOT; default: the round's latest DetectorVersion
     "committee": {},  # other detectors for "disagreement": name -> checkpoint relative to MEDIA_ROOT
     "batch_pause_s": 0.0,  # pause between batches (share a device; tests use it to kill a shard mid-way)
@@ -71,7 +77,11 @@ def scoring_config(*, round_: Round) -> dict[str, Any]:
     ``budget_count``, ``seed``, ``batch_size``), then ``round.config["active"]``; unknown keys are an error.
     """
     round_config = dict(round_.config or {})
-    config = {**SCORING_DEFAULTS, "bald": dict(SCORING_DEFAULTS["bald"])}
+    config = {
+        **SCORING_DEFAULTS,
+        "bald": dict(SCORING_DEFAULTS["bald"]),
+        "random": dict(SCORING_DEFAULTS["random"]),
+    }
     strategy = round_config.get("strategy")
     if strategy and strategy != "combined":
         config["strategies"] = [strategy]
@@ -80,7 +90,7 @@ def scoring_config(*, round_: Round) -> dict[str, Any]:
     elif round_config.get("budget_fraction"):
         config["budget"] = float(round_config["budget_fraction"])
     if "seed" in round_config:
-        config["bald"]["seed"] = int(round_config["seed"])
+        config["bald"]["seed"] = config["random"]["seed"] = int(round_config["seed"])
     if "batch_size" in round_config:
         config["batch_size"] = int(round_config["batch_size"])
     given = dict(round_config.get("active") or {})
@@ -96,6 +106,7 @@ def scoring_config(*, round_: Round) -> dict[str, Any]:
         config["strategies"] = [s for s in config["strategies"] if s != "combined"] + components
     if int(config["shard_size"]) < 1 or int(config["batch_size"]) < 1:
         raise InvalidInput("shard_size and batch_size must be >= 1")
+    scoring_budget(config)  # a budget that cannot be resolved is refused here, not at selection time
     queue = config["queue"]
     if not (
         isinstance(queue, str) and 0 < len(queue) <= 64 and all(c.isalnum() or c in "-_." for c in queue)
@@ -104,17 +115,80 @@ def scoring_config(*, round_: Round) -> dict[str, Any]:
     return config
 
 
+def scoring_budget(config: dict[str, Any]) -> Budget:
+    """The round's budget: ``config["budget"]``, a fraction of the training data or a count (an int)."""
+    try:
+        return Budget.parse(config["budget"])
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"budget {config['budget']!r}: {exc}") from None
+
+
+def round_protocol(round_: Round) -> dict | None:
+    """The round's evaluation protocol (``ml.data.protocols``; the dataset's own protocol files first),
+    or None for a round without one."""
+    from ml.data.protocols import load_protocol
+
+    name = (round_.config or {}).get("protocol")
+    return load_protocol(media_root() / "datasets" / round_.dataset.name, name) if name else None
+
+
+def protocol_filter(protocol: dict, split: str) -> Q:
+    """``ml.data.protocols.split_rows`` for one split as a filter on ``Sample`` (the pool stays in SQL):
+    the identity split's reals, and its fakes of the selector's families and parameter values."""
+    from ml.data.protocols import ALL_FAMILIES
+
+    if split not in protocol["splits"]:
+        raise InvalidInput(f"protocol {protocol.get('name')!r} has no split {split!r}")
+    spec = protocol["splits"][split]
+    selector = spec.get("fake")
+    if selector is None:
+        return Q(pk__in=[])
+    fake = Q(label="fake", manipulation__in=list(selector.get("families", ALL_FAMILIES)))
+    for key, allowed in (selector.get("params") or {}).items():
+        if not str(key).isidentifier():
+            raise InvalidInput(f"protocol {protocol.get('name')!r}: bad parameter name {key!r}")
+        fake &= Q(**{f"params__{key}__in": list(allowed)})
+    return Q(split=spec["identity_split"]) & (Q(label="real") | fake)
+
+
+def training_rows(*, round_: Round, config: dict) -> QuerySet:
+    """The round's training data, masked or not: its protocol's ``pool_split`` split (``train``)."""
+    samples = Sample.objects.filter(dataset=round_.dataset)
+    protocol = round_protocol(round_)
+    split = config["pool_split"]
+    return samples.filter(protocol_filter(protocol, split) if protocol else Q(split=split))
+
+
 def scoring_pool(*, round_: Round, config: dict | None = None) -> QuerySet:
+    """The active-learning pool, the one every scorer reads: training rows without an annotated mask,
+    of the ``pool_labels`` (fakes)."""
     config = config or scoring_config(round_=round_)
-    qs = samples_unlabeled(dataset=round_.dataset, split=config["pool_split"])
+    qs = training_rows(round_=round_, config=config).filter(has_mask=False).defer("gt_mask_path")
     if config["pool_labels"]:
         qs = qs.filter(label__in=list(config["pool_labels"]))
     return qs
 
 
 def training_pool_size(*, round_: Round, config: dict) -> int:
-    """What a budget fraction is a fraction of: every training sample of the dataset."""
-    return Sample.objects.filter(dataset=round_.dataset, split=config["pool_split"]).count()
+    """What a budget fraction is a fraction of: all the round's training data, real and fake."""
+    return training_rows(round_=round_, config=config).count()
+
+
+def budget_status(*, round_: Round) -> dict[str, Any]:
+    """The campaign's mask budget as ``round_`` sees it (``ml.active.budget.Budget`` throughout): ``total``
+    masks for all the dataset's rounds together (``budget_total`` of the training data), ``spent`` (training
+    samples with a collected mask), ``remaining``, and the round's own budget ``round`` (``budget_count`` /
+    ``budget_fraction``) resolved against the current pool."""
+    from rounds.workflow import DEFAULT_CONFIG
+
+    config = scoring_config(round_=round_)
+    rows = training_rows(round_=round_, config=config)
+    training, spent = rows.count(), rows.filter(has_mask=True).count()
+    share = float((round_.config or {}).get("budget_total") or DEFAULT_CONFIG["budget_total"])
+    total = Budget(fraction=share).resolve(training)
+    this_round = scoring_budget(config).resolve(scoring_pool(round_=round_, config=config).count(), training)
+    return {"total_fraction": share, "training_pool": training, "total": total, "spent": spent,
+            "remaining": max(0, total - spent), "round": this_round}  # fmt: skip
 
 
 def scoring_shards(*, round_id: int) -> list[dict[str, int | None]]:
@@ -283,12 +357,7 @@ def selection_compute(*, round_id: int) -> dict[str, Any]:
     """The selection as data (no writes): ranked sample ids with their scores, and a summary."""
     import numpy as np
 
-    from ml.active.selection import (
-        Budget,
-        StreamingSelector,
-        kcenter_partitioned,
-        principal_projection,
-    )
+    from ml.active.selection import StreamingSelector, kcenter_partitioned, principal_projection
     from ml.active.strategies import combine_ranks
 
     round_ = round_get(round_id=round_id)
@@ -308,13 +377,8 @@ def selection_compute(*, round_id: int) -> dict[str, Any]:
     else:
         combined = combine_ranks(present, config["weights"]) if ids.size else np.empty(0)
         rule = "rank average: " + ", ".join(f"{k}x{config['weights'].get(k, 1.0):g}" for k in sorted(present))
-    budget_value = config["budget"]
-    budget = (
-        Budget(fraction=None, count=int(budget_value))
-        if isinstance(budget_value, int) and not isinstance(budget_value, bool) and budget_value >= 1
-        else Budget(fraction=float(budget_value))
-    )
-    count = min(budget.resolve(training_pool_size(round_=round_, config=config)), int(ids.size))
+    training = training_pool_size(round_=round_, config=config)
+    count = scoring_budget(config).resolve(int(ids.size), training)
     cap = config["per_video_cap"]
     diversity = bool(config["diversity"])
     keep = max(count, int(math.ceil(float(config["candidate_factor"]) * count))) if diversity else count
@@ -340,7 +404,7 @@ def selection_compute(*, round_id: int) -> dict[str, Any]:
     return {
         "round": round_id,
         "pool": int(ids.size),
-        "training_pool": training_pool_size(round_=round_, config=config),
+        "training_pool": training,
         "budget": count,
         "eligible_after_cap": int(ranked.eligible),
         "selected": len(picks),

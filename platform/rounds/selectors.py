@@ -22,15 +22,6 @@ def round_list(*, dataset_id: int | None = None):
     return rounds.filter(dataset_id=dataset_id) if dataset_id else rounds
 
 
-def round_budget_size(round_: Round, pool_size: int) -> int:
-    config = round_.config
-    if config.get("budget_count"):
-        return min(int(config["budget_count"]), pool_size)
-    return (
-        min(pool_size, max(1, int(round(float(config["budget_fraction"]) * pool_size)))) if pool_size else 0
-    )
-
-
 def annotation_status(round_: Round) -> dict[str, Any]:
     """Selected, masked and skipped counts of a round, and whether annotation is over (and why)."""
     selected_ids = list(Selection.objects.filter(round=round_).values_list("sample_id", flat=True))

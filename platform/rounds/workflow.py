@@ -6,6 +6,10 @@ One round, DESIGN §3::
                                                                    (failed | cancelled from any live state)
 
 * ``round_launch`` (admin only) validates the config (``validate_config``) and creates the round.
+  **The campaign's budget**: ``budget_total`` (default 3%) of the training data is all the masks the
+  dataset's rounds may ask for together; a launch whose own budget (``budget_count``, or
+  ``budget_fraction`` of the training data) plus the masks already collected would exceed it is refused
+  (400, with the numbers: ``rounds.scoring.budget_status``).
   **Per-dataset serialization**: the Dataset row is locked (``SELECT ... FOR UPDATE``) and a second
   launch while a round of that dataset is live is *refused* with 409 (not queued): an admin sees at once
   that a round is running, and there is no hidden queue to reason about. Rounds of different datasets run
@@ -51,7 +55,8 @@ PROTOCOLS = ("in_domain", "cross_manipulation", "lae_swap", "lae_reenact", "lae_
 # Small on purpose: the demo must finish 3 rounds of two detectors on 2 CPU cores in < 20 minutes.
 DEFAULT_CONFIG: dict[str, Any] = {
     "detectors": ["lae", "sjedd"],
-    "budget_fraction": 0.03,
+    "budget_total": 0.03,  # masks for all of the dataset's rounds together: a share of the training data
+    "budget_fraction": 0.03,  # this round's masks: a share of the training data (or budget_count)
     "budget_count": None,
     "strategy": "entropy",
     "epochs": 2,
@@ -75,8 +80,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "labeling": "label_studio",  # push the selection to Label Studio | "none" (masks arrive otherwise)
     "active": {},  # passed to rounds.scoring (SCORING_DEFAULTS overrides), validated there
     "detector_config": {
-        "lae": {"depth": 3, "width": 8, "latent_channels": 32, "groups": 4},
-        "sjedd": {"model": "sjedd-tiny-vit", "pretrained": None},
+        # Measured to learn on 64 px generated data (README, "Detectors that learn"): the learning
+        # benchmark's LAE, and the convolutional CLIP tower (a random-initialised tiny ViT does not learn).
+        "lae": {"depth": 3, "width": 16, "latent_channels": 64},
+        "sjedd": {"model": "sjedd-small-rn", "pretrained": None, "lambda_every": 4, "calibrate_bias": True},
     },
 }
 _INT_RANGES = {
@@ -129,9 +136,10 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
             or out["budget_count"] < 1
         ):
             errors["budget_count"] = "A positive integer (or null to use budget_fraction)."
-    fraction = out["budget_fraction"]
-    if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 < fraction <= 1:
-        errors["budget_fraction"] = "A fraction in (0, 1]."
+    for key in ("budget_fraction", "budget_total"):
+        fraction = out[key]
+        if not isinstance(fraction, int | float) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+            errors[key] = "A fraction in (0, 1] of the training data."
     if out["strategy"] not in STRATEGIES:
         errors["strategy"] = f"One of {list(STRATEGIES)}."
     if out["protocol"] not in PROTOCOLS:
@@ -177,6 +185,10 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
         problem = _active_problem(out)
         if problem:
             errors["active"] = problem
+        else:
+            problem = _strategy_problem(out)
+            if problem:
+                errors["strategy"] = problem
     if errors:
         raise InvalidInput("Invalid round config.", errors=errors)
     return out
@@ -216,6 +228,19 @@ def _active_problem(config: dict[str, Any]) -> str | None:
     return None
 
 
+def _strategy_problem(config: dict[str, Any]) -> str | None:
+    """A strategy the round's detectors cannot score is a 400 at launch (there is no fallback strategy)."""
+    from rounds.scoring import scoring_config
+
+    strategies = scoring_config(round_=Round(config=config))["strategies"]
+    detectors = set(config["detectors"]) | set(config["active"].get("committee") or {})
+    if "disagreement" in strategies and not {"lae", "sjedd"} <= detectors:
+        return "disagreement compares two detectors: it needs detectors ['lae', 'sjedd']."
+    if "node_entropy" in strategies and "sjedd" not in detectors:
+        return "node_entropy reads SJEDD's node probabilities: it needs the 'sjedd' detector."
+    return None
+
+
 def _require_admin(user) -> None:
     if not is_platform_admin(user):
         raise Forbidden("This action needs the admin role.")
@@ -235,6 +260,7 @@ def round_launch(*, dataset: Dataset, config: dict[str, Any] | None, user) -> Ro
         )
     if not Sample.objects.filter(dataset=dataset, split="train").exists():
         raise InvalidInput(f"Dataset {dataset.name!r} has no training samples to run a round on.")
+    budget = _budget_check(dataset, config)
     last = Round.objects.filter(dataset=dataset).order_by("-number").first()
     parent = Round.objects.filter(dataset=dataset, state=Round.State.DONE).order_by("-number").first()
     return Round.objects.create(
@@ -244,8 +270,24 @@ def round_launch(*, dataset: Dataset, config: dict[str, Any] | None, user) -> Ro
         detector_kind=config["detectors"][0],
         config=config,
         created_by=user if getattr(user, "is_authenticated", False) else None,
-        progress={"phase": "created", "phases": {}},
+        progress={"phase": "created", "phases": {}, "budget": budget},
     )
+
+
+def _budget_check(dataset: Dataset, config: dict[str, Any]) -> dict[str, Any]:
+    """The campaign's budget at launch (under the dataset's lock); refuses a round that would exceed it."""
+    from rounds.scoring import budget_status
+
+    budget = budget_status(round_=Round(dataset=dataset, config=config))
+    if budget["spent"] + budget["round"] > budget["total"]:
+        message = (
+            f"This round's budget of {budget['round']} masks would exceed the campaign's total: "
+            f"{budget['spent']} of {budget['total']} masks ({budget['total_fraction']:.1%} of the "
+            f"{budget['training_pool']} training samples) are already collected, {budget['remaining']} "
+            "remain. Lower budget_count or budget_fraction, or raise budget_total."
+        )
+        raise InvalidInput(message, errors={"budget_total": message})
+    return budget
 
 
 def round_cancel(*, round_id: int, user) -> Round:

@@ -155,13 +155,15 @@ CASES: list[Case] = [
          "`BundleError` `not safetensors`; payload never runs"),
     Case("bundle-traversal", "checkpoint", "bundle zip with a `../` entry", "`BundleError` `unexpected entry`; nothing extracted"),
     # -- rounds
-    Case("round-budget", "rounds", "`budget_fraction` 0, 1.5, `\"0.1\"`, `true`", "400 field error on `budget_fraction`; no `Round`"),
+    Case("round-budget", "rounds", "`budget_fraction` or `budget_total` 0, 1.5, `\"0.1\"`, `true`",
+         "400 field error on `budget_fraction` / `budget_total`; no `Round`"),
     Case("round-detector", "rounds", "unknown detector, empty list, a nested list", "400 field error on `detectors`; no `Round`"),
-    Case("round-strategy", "rounds", "unknown strategy", "400 field error on `strategy`; no `Round`"),
+    Case("round-strategy", "rounds", "unknown strategy; `disagreement` without both detectors, `node_entropy` without `sjedd`",
+         "400 field error on `strategy`; no `Round`"),
     Case("round-epochs", "rounds", "negative, fractional or string `epochs`", "400 field error on `epochs`; no `Round`"),
     Case("round-config-type", "rounds", "`config` a list or a string", "400 `config must be a JSON object`; no `Round`"),
     Case("round-unknown-key", "rounds", "unknown option / unknown detector in `detector_config`", "400 naming the key; no `Round`"),
-    Case("round-active", "rounds", "unknown or ill-typed `active` (scoring) settings, a `../` checkpoint path",
+    Case("round-active", "rounds", "unknown or ill-typed `active` (scoring) settings, a budget of 0 or 150%, a `../` checkpoint path",
          "400 on `active` at launch, not a failed round later"),
     Case("round-dataset", "rounds", "dataset id that does not exist / is not a number", "404 / 400; no `Round`"),
     # -- generic API

@@ -14,9 +14,13 @@ TINY_CONFIG = {
     "image_size": 32,
     "batch_size": 16,
     "budget_count": 4,
+    "budget_total": 1.0,  # tiny datasets: 4 masks a round is more than 3% of them
     "poll_interval_s": 0.5,
     "labeling": "none",
-    "detector_config": {"lae": {"depth": 2, "width": 4, "latent_channels": 8, "groups": 2}},
+    "detector_config": {
+        "lae": {"depth": 2, "width": 4, "latent_channels": 8, "groups": 2},
+        "sjedd": {"model": "sjedd-tiny-vit"},
+    },
     "active": {"strategies": ["entropy"], "shard_size": 32},
 }
 

@@ -863,15 +863,18 @@ def round_dataset(media):
 
 ROUNDS = {
     # case id: list of (config, field that must carry an error)
-    "round-budget": [({"budget_fraction": v}, "budget_fraction") for v in (0, 1.5, "0.1", True, -0.2)],
+    "round-budget": [({key: v}, key) for key in ("budget_fraction", "budget_total") for v in (0, 1.5, "0.1", True, -0.2)],
     "round-detector": [({"detectors": v}, "detectors") for v in (["xception"], [], "lae", [["lae"]], [{"a": 1}])],
-    "round-strategy": [({"strategy": v}, "strategy") for v in ("magic", ["entropy"], None)],
+    "round-strategy": [({"strategy": v}, "strategy") for v in ("magic", ["entropy"], None)]
+                      + [({"strategy": "disagreement", "detectors": ["lae"]}, "strategy"),
+                         ({"strategy": "node_entropy", "detectors": ["lae"]}, "strategy")],
     "round-epochs": [({"epochs": v}, "epochs") for v in (-1, 0, 1.5, "2", 10**9)],
     "round-config-type": [([["epochs", 2]], "config"), ("epochs=2", "config"), (7, "config")],
     "round-unknown-key": [({"epoch": 2}, "epoch"), ({"detector_config": {"xception": {}}}, "detector_config"),
                           ({"detector_config": {"lae": 3}}, "detector_config")],
     "round-active": [({"active": {"no_such_setting": 1}}, "active"), ({"active": {"shard_size": "big"}}, "active"),
                      ({"active": {"strategies": []}}, "active"), ({"active": []}, "active"),
+                     ({"active": {"budget": 0}}, "active"), ({"active": {"budget": 1.5}}, "active"),
                      ({"active": {"checkpoint": "../../etc/passwd"}}, "active"),
                      ({"active": {"committee": {"sjedd": "/etc/passwd"}}}, "active")],
 }  # fmt: skip

@@ -40,6 +40,20 @@ def test_budget_fraction_count_and_parse():
             Budget(**bad)
 
 
+def test_budget_is_a_share_of_the_training_data_capped_by_the_pool():
+    assert Budget(fraction=0.1).resolve(21, 58) == 6  # 10% of 58 training rows, from a pool of 21 fakes
+    assert Budget(fraction=0.5).resolve(21, 58) == 21 and Budget(fraction=1.0).resolve(21, 58) == 21
+    assert Budget(fraction=0.001).resolve(21, 58) == 1 and Budget(fraction=0.1).resolve(0, 58) == 0
+    assert Budget.parse(6) == Budget(fraction=None, count=6) and Budget.parse(0.03) == Budget(fraction=0.03)
+    # The mask-budget experiment quotes every number as a fraction: '1' is 100%, 0 is no masks.
+    assert Budget.parse("1") == Budget(fraction=None, count=1)
+    assert Budget.parse("1", counts=False) == Budget(fraction=1.0)
+    assert Budget.parse(0, counts=False).resolve(40, 100) == 0
+    for bad in ("150%", "-1", "nan", "inf", "x"):
+        with pytest.raises(ValueError):
+            Budget.parse(bad, counts=False)
+
+
 @pytest.mark.parametrize("k,block", [(40, 128), (300, 8), (600, 3)])
 def test_kcenter_greedy_is_exact(k, block):
     x = np.random.default_rng(k).standard_normal((1500, 6)).astype(np.float32)

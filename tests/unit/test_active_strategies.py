@@ -63,7 +63,7 @@ def _zero_head(model: MeanDetector) -> MeanDetector:
 
 
 def test_registry_and_aliases():
-    assert {"entropy", "bald", "map_entropy", "disagreement", "node_entropy", "combined"} <= set(
+    assert {"entropy", "bald", "map_entropy", "disagreement", "node_entropy", "combined", "random"} <= set(
         available_strategies()
     )
     # Binary output: least confidence and margin are the same ranking as entropy, so they are aliases.
@@ -169,6 +169,21 @@ def test_applicable_and_score_batch_skip_missing():
     assert out.embedding.shape == (4, 16) and out.embedding.dtype == np.float32
     with pytest.raises(MissingDetector):
         score_batch(model, _images(), ["disagreement"], strict=True)
+
+
+def test_random_is_a_strategy_of_the_sample_keys_not_of_the_batch():
+    keys = [str(i) for i in range(40)]
+    random = get_strategy("random", seed=3)
+    whole = random.from_keys(keys)
+    assert np.array_equal(whole, np.concatenate([random.from_keys(keys[:7]), random.from_keys(keys[7:])]))
+    assert ((whole >= 0) & (whole < 1)).all() and len(set(whole.tolist())) == 40
+    assert not np.array_equal(whole, get_strategy("random", seed=4).from_keys(keys))
+    model = _zero_head(MeanDetector())
+    out = score_batch(model, _images(), ["random", "entropy"], config={"random": {"seed": 3}}, keys=keys[:4])
+    assert np.array_equal(out.scores["random"], whole[:4]) and set(out.scores) == {"random", "entropy"}
+    assert set(score_batch(model, _images(), ["random"]).skipped) == {"random"}  # no keys: cannot score
+    with pytest.raises(MissingDetector, match="keys"):
+        score_batch(model, _images(), ["random"], strict=True)
 
 
 def test_combination_rule_is_rank_average():

@@ -49,7 +49,8 @@ def preload_compute_modules(sender=None, **kwargs) -> None:
         return
 
     def load() -> None:
-        import ml.active  # noqa: F401
+        import ml.active.scoring  # noqa: F401
+        import ml.active.selection  # noqa: F401
         import ml.data.dataset  # noqa: F401
         import ml.detectors  # noqa: F401
         import ml.training  # noqa: F401
@@ -165,9 +166,7 @@ def round_score(round_id: int) -> None:
         if round_.state != Round.State.SCORING:
             return
         scoring = (round_.progress.get("phases") or {}).get("scoring") or {}
-        distributed = (
-            round_.config.get("scoring") == "distributed" and round_.config.get("strategy") != "random"
-        )
+        distributed = round_.config.get("scoring") == "distributed"
         resumed = bool(scoring.get("sent"))  # a re-sent step (watchdog, redelivery): resume what was started
         if resumed:
             distributed = scoring.get("scorer") != "in-process"

@@ -40,23 +40,27 @@ def _threads() -> None:
         torch.set_num_threads(wanted)
 
 
-def load_detectors(paths: dict[str, Any]) -> dict[str, Any]:
-    """Detectors by role, loaded once per process (``weights_only`` loading: no pickle)."""
+def load_detectors(paths: dict[str, Any], device: Any = "cpu") -> dict[str, Any]:
+    """Detectors by role on ``device``, loaded once per process (``weights_only`` loading: no pickle)."""
     from ml.training.checkpoint import load_detector
 
     detectors = {}
     for role, path in paths.items():
-        key = (str(path), os.path.getmtime(path))
+        key = (str(path), os.path.getmtime(path), str(device))
         if key not in _DETECTORS:
             if len(_DETECTORS) >= 4:
                 _DETECTORS.clear()  # a long-lived worker scores many rounds; keep memory bounded
-            _DETECTORS[key] = load_detector(path)[0]
+            _DETECTORS[key] = load_detector(path, map_location=device)[0].to(device)
         detectors[role] = _DETECTORS[key]
     return detectors
 
 
-def score_shard_rows(round_id: int, index: int, lo: int, hi: int | None) -> dict[str, Any]:
-    """The body of ``score_shard`` (also used in-process by the scoring benchmark)."""
+def score_shard_rows(
+    round_id: int, index: int, lo: int, hi: int | None, device: Any = None
+) -> dict[str, Any]:
+    """The body of ``score_shard``; also run in process, shard after shard, by the in-process scoring phase
+    (``rounds.phases.score``, which passes the round's ``device``) and by the scoring benchmark.
+    Without ``device``: this worker's CPU, ``TORCH_NUM_THREADS`` threads."""
     from catalog.paths import media_root
     from ml.active.scoring import encode_embedding, score_rows
     from rounds.scoring import (
@@ -67,10 +71,11 @@ def score_shard_rows(round_id: int, index: int, lo: int, hi: int | None) -> dict
         shard_rows,
     )
 
-    _threads()
+    if device is None:
+        _threads()
     started = time.perf_counter()
     config = scoring_config(round_=round_get(round_id=round_id))
-    detectors = load_detectors(round_checkpoints(round_id=round_id))
+    detectors = load_detectors(round_checkpoints(round_id=round_id), device or "cpu")
     primary = detectors["primary"]
     rows = shard_rows(round_id=round_id, lo=lo, hi=hi)
     written = 0
@@ -82,8 +87,9 @@ def score_shard_rows(round_id: int, index: int, lo: int, hi: int | None) -> dict
         media_root(),
         primary.input_size,
         strategies=config["strategies"],
-        config={"bald": config["bald"]},
+        config={"bald": config["bald"], "random": config["random"]},
         batch_size=int(config["batch_size"]),
+        device=device or "cpu",
     ):
         skipped.update(batch.skipped)
         payload = [

@@ -13,9 +13,10 @@ never loads them. Each phase turns the round's rows into a spec for the Django-f
   (``round_retrain``): the round's config as a ``FitSpec`` (``fit_spec``), one detector trained in
   process (``train_fit``) or data-parallel under torchrun (``workers.ddp_train``) when
   ``train_processes`` > 1.
-* ``rounds.phases.score``: scoring → selecting in process (``round_score``, the fallback when the
-  distributed scoring of ``rounds.scoring`` is not used) and the scoring settings the training phase
-  leaves for ``rounds.scoring`` (``_configure_distributed_scoring``).
+* ``rounds.phases.score``: scoring → selecting in process (``round_score``, when the round says
+  ``scoring: in_process``: the distributed path's shard body over its shards in one task, then its
+  selection) and the scoring settings the training phase leaves for ``rounds.scoring``
+  (``_configure_distributed_scoring``).
 * ``rounds.phases.drafts``: draft masks for the selection (``write_drafts``), before it goes to
   Label Studio.
 * ``rounds.phases.evaluation``: evaluating → done: test metrics (``round_evaluate``, with

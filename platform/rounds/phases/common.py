@@ -53,12 +53,12 @@ def dataset_rows(dataset_id: int, *, ground_truth: bool) -> list[dict[str, Any]]
 
 
 def protocol_splits(round_: Round, *, ground_truth: bool = False) -> dict[str, list[dict]]:
-    from ml.data.protocols import load_protocol, split_rows
+    """The round's rows per protocol split (``rounds.scoring.round_protocol``: the protocol files that
+    travel with the imported dataset when present; built-in names work without them)."""
+    from ml.data.protocols import split_rows
+    from rounds.scoring import round_protocol
 
-    rows = dataset_rows(round_.dataset_id, ground_truth=ground_truth)
-    # Protocol files travel with the imported dataset when present; built-in names work without them.
-    proto_dir = Path(settings.MEDIA_ROOT) / "datasets" / round_.dataset.name
-    return split_rows(rows, load_protocol(proto_dir, round_.config["protocol"]))
+    return split_rows(dataset_rows(round_.dataset_id, ground_truth=ground_truth), round_protocol(round_))
 
 
 def _training_targets(rows: list[dict], mode: str) -> list[dict]:

@@ -133,22 +133,17 @@ def train_fit(round_: Round, name: str, phase: str, rows: list[dict], val_rows: 
     }
 
 
-def _torchrun_dies_with_worker() -> None:
-    import signal
-
-    from ml.training.distributed import die_with_parent
-
-    die_with_parent(signal.SIGKILL)
-
-
 def _train_one_torchrun(round_: Round, name: str, phase: str, rows: list[dict], val_rows: list[dict],
                         mask_ids: set[str], epochs: int, init_path: Path | None, processes: int) -> dict[str, Any]:  # fmt: skip
     """Data-parallel training of one detector inside this (GPU worker's) task: ``torchrun --standalone``
     starts ``processes`` ranks of ``workers.ddp_train`` (one per GPU; gloo on CPU-only nodes), each
     running ``train_fit`` on its share of every epoch; rank 0 writes the files and ``result.json``. The
     per-epoch checkpoint makes a redelivered task resume, as in the single-process path."""
+    import signal
     import subprocess
     import sys
+
+    from ml.training.distributed import pdeathsig_preexec
 
     out_dir = round_dir(round_, phase, name)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +173,7 @@ def _train_one_torchrun(round_: Round, name: str, phase: str, rows: list[dict], 
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
-            preexec_fn=_torchrun_dies_with_worker,  # noqa: PLW1509 - prctl only, no locks involved
+            preexec_fn=pdeathsig_preexec(signal.SIGKILL),  # noqa: PLW1509 - prctl only, prepared here
         )
     if proc.returncode != 0 or not result_path.exists():
         if not workflow.round_is_live(round_.pk, PHASE_STATES[phase]):

@@ -34,12 +34,23 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--dataset", default="demo")
         parser.add_argument("--rounds", type=int, default=int(os.environ.get("DEMO_ROUNDS", 3)))
-        parser.add_argument("--count", type=int, default=int(os.environ.get("DEMO_COUNT", 800)),
+        parser.add_argument("--count", type=int, default=int(os.environ.get("DEMO_COUNT", 1500)),
                             help="samples to generate when the dataset is missing")  # fmt: skip
         parser.add_argument("--size", type=int, default=int(os.environ.get("DEMO_SIZE", 64)))
         parser.add_argument("--protocol", default=os.environ.get("DEMO_PROTOCOL", "cross_manipulation"))
-        parser.add_argument("--epochs", type=int, default=int(os.environ.get("DEMO_EPOCHS", 5)))
-        parser.add_argument("--budget", type=float, default=float(os.environ.get("DEMO_BUDGET", 0.03)))
+        parser.add_argument("--epochs", type=int, default=int(os.environ.get("DEMO_EPOCHS", 8)))
+        parser.add_argument(
+            "--budget-total",
+            type=float,
+            default=float(os.environ.get("DEMO_BUDGET_TOTAL", 0.03)),
+            help="share of the training data masked over the whole demo (LAE's < 3%%)",
+        )
+        parser.add_argument(
+            "--budget",
+            type=float,
+            default=None,
+            help="share per round (default: the total spread evenly over the rounds)",
+        )
         parser.add_argument("--detectors", default=os.environ.get("DEMO_DETECTORS", "lae,sjedd"))
         parser.add_argument(
             "--labeling",
@@ -78,12 +89,13 @@ class Command(BaseCommand):
         rounds = []
         for index in range(opts["rounds"]):
             self.stdout.write(self.style.MIGRATE_HEADING(f"\n=== Round {index + 1}/{opts['rounds']} ==="))
-            round_ = self._run_round(Dataset.objects.get(pk=dataset.pk), admin, opts)
+            round_ = self._run_round(Dataset.objects.get(pk=dataset.pk), admin, opts, opts["rounds"] - index)
             rounds.append(round_)
             self._print_table(rounds)
         total = time.time() - started
         exported = self._export_best(rounds)
         report = self._report(dataset, rounds, out, total, exported, opts)
+        self.stdout.write(self.learning_verdict(rounds).replace("**", ""))
         self.stdout.write(self.style.SUCCESS(f"\nAll {len(rounds)} rounds done in {total / 60:.1f} min."))
         self.stdout.write(f"Report         {report}")
         self._print_urls()
@@ -128,21 +140,34 @@ class Command(BaseCommand):
             reason = str(exc)
         return f"Label Studio is not reachable at {settings.LABEL_STUDIO_URL} ({reason})"
 
-    def _run_round(self, dataset, admin, opts):
+    @staticmethod
+    def round_budget(dataset, config: dict, rounds_left: int, share: float | None) -> dict:
+        """This round's budget: ``share`` of the training data when given, else what remains of the
+        campaign's total spread evenly (as a count) over the rounds left, so the demo ends at the total."""
+        from rounds.models import Round
+        from rounds.scoring import budget_status
+
+        if share is not None:
+            return {"budget_fraction": share}
+        status = budget_status(round_=Round(dataset=dataset, config=config))
+        return {"budget_count": max(1, status["remaining"] // max(1, rounds_left))}
+
+    def _run_round(self, dataset, admin, opts, rounds_left: int = 1):
         from rounds.models import Round
         from rounds.workflow import round_launch
         from workers.tasks.rounds import dispatch
 
         config = {
             "detectors": [d.strip() for d in opts["detectors"].split(",") if d.strip()],
+            "protocol": opts["protocol"],
             "epochs": opts["epochs"],
             "retrain_epochs": opts["epochs"],
-            "budget_fraction": opts["budget"],
-            "protocol": opts["protocol"],
+            "budget_total": opts["budget_total"],
             "image_size": opts["size"],
             "labeling": opts["labeling"],
             "threads": max(1, (os.cpu_count() or 2) // 2),
         }
+        config.update(self.round_budget(dataset, config, rounds_left, opts["budget"]))
         round_ = round_launch(dataset=dataset, config=config, user=admin)
         dispatch(round_.pk)
         deadline = time.time() + opts["timeout"]
@@ -222,6 +247,31 @@ class Command(BaseCommand):
         return rows
 
     @staticmethod
+    def learning_verdict(rounds, goal: float = 0.8) -> str:
+        """Which detector learned most by the last round: seen AUC ± SE, distance from chance, spread."""
+        last = rounds[-1]
+        metrics = (last.progress or {}).get("metrics") or {}
+        best = None
+        for name in last.config["detectors"]:
+            seen = (metrics.get(name) or {}).get("seen") or {}
+            if seen.get("auc") is not None and (best is None or seen["auc"] > best[1]["auc"]):
+                best = (name, seen)
+        if best is None:
+            return "No detector was evaluated in the last round."
+        name, seen = best
+        details = []
+        if seen.get("auc_se"):
+            details.append(f"{(seen['auc'] - 0.5) / seen['auc_se']:.1f} standard errors above chance")
+        if seen.get("prob_std") is not None:
+            details.append(f"P(fake) std {seen['prob_std']:.3f}")
+        se = f" ± {seen['auc_se']:.3f}" if seen.get("auc_se") else ""
+        verdict = "meets" if seen["auc"] >= goal else "is below"
+        return (
+            f"Best detector in round {last.number}: **{name}**, seen AUC {seen['auc']:.3f}{se}"
+            f" ({'; '.join(details) or 'no standard error'}): {verdict} the {goal} goal."
+        )
+
+    @staticmethod
     def _fmt(value) -> str:
         if value is None:
             return "-"
@@ -273,7 +323,8 @@ class Command(BaseCommand):
             f"# Active-learning demo: dataset `{dataset.name}`",
             "",
             f"{len(rounds)} rounds in {total / 60:.1f} min; protocol `{opts['protocol']}`; detectors "
-            f"{opts['detectors']}; budget {opts['budget']:.0%} of the training pool per round; {opts['epochs']} "
+            f"{opts['detectors']}; masks for at most {opts['budget_total']:.0%} of the "
+            f"training data in total (spread over the rounds); {opts['epochs']} "
             f"epochs per training; annotation: "
             + (
                 "oracle through Label Studio (API → webhook → Mask rows)"
@@ -290,14 +341,16 @@ class Command(BaseCommand):
             "the training split with a collected mask after the round; phase times in seconds (annotating "
             "includes the oracle's answers and the webhook round trip).",
             "",
+            self.learning_verdict(rounds),
+            "",
             "![efficiency](efficiency.png)",
             "",
             "![phases](phases.png)",
             "",
             f"Exported detector: {json.dumps(exported) if exported else 'none'}",
             "",
-            "Models are tiny and randomly initialised, trained for a few epochs on procedural faces: the numbers "
-            "show the loop working, not detector quality.",
+            "Models are small and randomly initialised, trained for a few epochs on procedural faces: the "
+            "numbers show the loop working at demo scale; `python -m bench learning` measures detector quality.",
         ]
         report = out / "report.md"
         report.write_text("\n".join(lines) + "\n")
