@@ -6,7 +6,7 @@
 # 4. the demo dataset (python -m ml.data generate)   5. web server + Celery workers
 # 6. import through the REST API (a Celery task; progress printed)   7. URLs and an example curl
 #
-# Environment: DEMO_LABEL_STUDIO (1: annotate through a real Label Studio, default), DEMO_COUNT (samples, default 1500), DEMO_SIZE (pixels, default 64), WEB_HOST/WEB_PORT,
+# Environment: DEMO_LABEL_STUDIO (1: annotate through a real Label Studio, default), DEMO_COUNT (samples, default 1200), DEMO_SIZE (pixels, default 64), WEB_HOST/WEB_PORT,
 # DATABASE_URL, REDIS_URL, MEDIA_ROOT (see services.sh and platform/forgery_site/settings.py).
 set -euo pipefail
 
@@ -19,7 +19,7 @@ export MEDIA_ROOT="${MEDIA_ROOT:-$ROOT/var/media}"
 export HF_HUB_OFFLINE=1
 export WEB_HOST="${WEB_HOST:-127.0.0.1}"
 export WEB_PORT="${WEB_PORT:-8000}"
-DEMO_COUNT="${DEMO_COUNT:-1500}"
+DEMO_COUNT="${DEMO_COUNT:-1200}"
 DEMO_SIZE="${DEMO_SIZE:-64}"
 DEMO_DIR="$ROOT/var/demo"
 DATASET_DIR="$MEDIA_ROOT/datasets/demo"

@@ -148,6 +148,8 @@
     const extra = [];
     const training = round.progress.training;
     if (training && typeof training === "object") extra.push(`training: ${Object.entries(training).map(([k, v]) => `${k} ${typeof v === "number" ? v : JSON.stringify(v)}`).join(", ")}`);
+    const budget = round.budget;
+    if (budget && typeof budget === "object") extra.push(`mask budget: ${budget.spent} of ${budget.total} spent (${fmt(100 * budget.total_fraction, 1)}% of ${budget.training_pool} training samples), ${budget.remaining} remaining; this round ${budget.round}`);
     $("#round-detail-progress").replaceChildren(...extra.map((t) => el("p", { class: "muted", text: t })));
     const events = [];
     for (const [name, p] of Object.entries(phases)) {

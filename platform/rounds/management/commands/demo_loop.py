@@ -34,11 +34,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--dataset", default="demo")
         parser.add_argument("--rounds", type=int, default=int(os.environ.get("DEMO_ROUNDS", 3)))
-        parser.add_argument("--count", type=int, default=int(os.environ.get("DEMO_COUNT", 1500)),
+        parser.add_argument("--count", type=int, default=int(os.environ.get("DEMO_COUNT", 1200)),
                             help="samples to generate when the dataset is missing")  # fmt: skip
         parser.add_argument("--size", type=int, default=int(os.environ.get("DEMO_SIZE", 64)))
         parser.add_argument("--protocol", default=os.environ.get("DEMO_PROTOCOL", "cross_manipulation"))
-        parser.add_argument("--epochs", type=int, default=int(os.environ.get("DEMO_EPOCHS", 8)))
+        parser.add_argument("--epochs", type=int, default=int(os.environ.get("DEMO_EPOCHS", 6)))
         parser.add_argument(
             "--budget-total",
             type=float,
