@@ -48,7 +48,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--budget",
             type=float,
-            default=None,
+            default=float(os.environ["DEMO_BUDGET"]) if os.environ.get("DEMO_BUDGET") else None,
             help="share per round (default: the total spread evenly over the rounds)",
         )
         parser.add_argument("--detectors", default=os.environ.get("DEMO_DETECTORS", "lae,sjedd"))
