@@ -34,7 +34,7 @@ DETECTORS = {
         20,
         1e-3,
     ),
-    "clip_binary": ("clip_binary", {"model": "sjedd-small-rn"}, False, 20, 3e-3),
+    "clip_binary": ("clip_binary", {"model": "sjedd-small-rn"}, False, 20, 1e-3),
 }
 
 
