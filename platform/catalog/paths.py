@@ -44,6 +44,16 @@ def check_relative(relative: str) -> PurePosixPath:
     return pure
 
 
+def media_file(relative: str) -> Path:
+    """A stored path relative to the media root, resolved (symlinks followed) and confined to it."""
+    check_relative(relative)
+    root = media_root()
+    path = Path(os.path.realpath(root / relative))
+    if not path.is_relative_to(root):
+        raise PathError("the path escapes the media root")
+    return path
+
+
 def resolve_source(source: str) -> Path:
     """Resolve a user-given import source (absolute, or relative to the media root) inside an import root."""
     if not source or "\x00" in source:

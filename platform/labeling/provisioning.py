@@ -116,7 +116,9 @@ def project_ensure(*, round_id: int, client: LabelStudioClient | None = None) ->
 
 
 def _draft_mask(round_id: int, sample_id: int, width: int, height: int):
-    path = media_root() / "rounds" / str(round_id) / "drafts" / f"{sample_id}.png"
+    from rounds.phases.drafts import draft_relative
+
+    path = media_root() / draft_relative(round_id, sample_id)
     if not path.is_file():
         return None
     try:

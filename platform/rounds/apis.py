@@ -1,6 +1,6 @@
-"""Rounds API v1: launch, list, detail (state, progress, metrics, the campaign's mask budget spent/total),
-cancel, retry, close annotation, and the efficiency curve across a dataset's rounds (AUC vs % of the
-training pool masked) as JSON or PNG.
+"""Rounds API v1: launch, list, detail (state, progress, metrics, draft quality, the campaign's mask
+budget spent/total), cancel, retry, close annotation, and the efficiency curve across a dataset's rounds
+(AUC vs % of the training pool masked) as JSON or PNG.
 
 Writes need the admin role; reads need any authenticated user. Views are thin: validate, call one
 service or selector of ``rounds.workflow``, serialize. Tasks are scheduled here (the entry point), never
@@ -58,6 +58,8 @@ def _round_body(round_, *, budget: bool = True) -> dict:
     }
     body["progress"] = progress
     body["metrics"] = progress.get("metrics") or {}
+    # rounds.phases.draft_quality: {selected, computed_at, submitted, ground_truth}; None until annotation ends
+    body["draft_quality"] = progress.get("draft_quality")
     if round_.state == "annotating":
         body["annotation"] = selectors.annotation_status(round_)
     if budget:

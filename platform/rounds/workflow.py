@@ -417,10 +417,14 @@ def round_annotation_check(*, round_id: int) -> dict[str, Any]:
     status_ = annotation_status(round_)
     progress_update(round_id, annotation=status_)
     if status_["finished"]:
+        from rounds.phases.draft_quality import round_draft_quality
+
         if round_.config.get("labeling") == "label_studio":
             from labeling.provisioning import project_close
 
             project_close(round_id=round_id)
+        # Draft vs submitted masks now; ground truth is read when the round evaluates.
+        progress_update(round_id, draft_quality=round_draft_quality(round_id=round_id, ground_truth=False))
         phase_finished(round_id, "annotating", reason=status_["finished"])
         round_transition(round_id=round_id, to_state=Round.State.RETRAINING)
     return status_
@@ -466,18 +470,20 @@ def _scoring_compute(round_: Round) -> float:
 
 
 def round_push(*, round_id: int) -> None:
-    """selecting → annotating: the selection becomes Label Studio tasks (``labeling.provisioning``)."""
+    """selecting → annotating: draft masks for the selection (``rounds.phases.drafts``, whatever the
+    labeling: draft quality compares them with the masks that come back), then the selection becomes
+    Label Studio tasks (``labeling.provisioning``) with the drafts as predictions."""
+    from rounds.phases.drafts import write_drafts
+
     round_ = round_get(round_id=round_id)
     if round_.state != Round.State.SELECTING:
         return
     phase_started(round_id, "selecting")
-    pushed: dict[str, Any] = {"tasks": 0}
+    pushed: dict[str, Any] = {"tasks": 0, "drafts": write_drafts(round_id=round_id)}
     if round_.config.get("labeling") == "label_studio":
         from labeling.provisioning import round_push_tasks
-        from rounds.phases.drafts import write_drafts
 
-        drafts = write_drafts(round_id=round_id)  # the model's draft masks ride along as predictions
-        pushed = {**round_push_tasks(round_id=round_id), "drafts": drafts}
+        pushed = {**round_push_tasks(round_id=round_id), "drafts": pushed["drafts"]}
     if not phase_done(round_, "scoring"):
         phase_finished(round_id, "scoring", compute_seconds=0.0)
     progress_update(round_id, labeling=pushed)

@@ -74,3 +74,10 @@ def test_round_through_label_studio(labeling_live, platform_media_root, live_ser
     version = DetectorVersion.objects.get(round=r, kind="lae")
     assert sorted(version.config["lineage"]["masks"]) == sorted(masks.values_list("pk", flat=True))
     assert r.progress["metrics"]["lae"]["masks_used"] == 3
+    # Draft quality: the drafts against the masks that came back through Label Studio and the ground truth.
+    quality = r.progress["draft_quality"]
+    assert quality["selected"] == 3
+    for block in (quality["submitted"], quality["ground_truth"]):
+        assert block["count"] + block["skipped"] == 3, quality
+        assert set(block["skip_reasons"]) <= {"both_empty"}, quality
+        assert block["count"] == 0 or (0.0 <= block["mean"] <= 1.0 and 0.0 <= block["median"] <= 1.0), quality

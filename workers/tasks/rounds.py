@@ -4,7 +4,8 @@
     round_train        (gpu)      train each detector              → scoring
     round_score        (default)  send ``workers.tasks.scoring.launch_scoring`` (sharded chord on gpu),
                                   or score in process (gpu) when the round says ``scoring: in_process``
-    round_push         (default)  the selection → Label Studio tasks (``labeling.provisioning``) → annotating
+    round_push         (default)  draft masks, the selection → Label Studio tasks (``labeling.provisioning``)
+                                  → annotating
     round_watch        (default)  polls: scoring finished? annotation over (budget masked, deadline, closed)?
     round_retrain      (gpu)      retrain with the collected masks → evaluating
     round_evaluate     (gpu)      test metrics, DetectorVersions   → done

@@ -105,6 +105,8 @@
         const value = data.get(key);
         if (value !== null && value !== "") config[key] = Number(value);
       }
+      const totalPercent = data.get("budget_total_percent");
+      if (totalPercent !== null && totalPercent !== "") config.budget_total = Number(totalPercent) / 100;
       const extra = (data.get("extra") || "").trim();
       if (extra) {
         try {
@@ -161,6 +163,26 @@
     $("#round-log").replaceChildren(...(events.length ? events.map(([t, text]) => el("li", {}, el("time", { datetime: t, text: t ? new Date(t).toLocaleTimeString() : "" }), ` ${text}`)) : [el("li", { class: "empty", text: "Nothing has happened yet." })]));
     const annotation = round.annotation;
     $("#round-annotation").replaceChildren(...(annotation ? [el("p", { text: `Annotation: ${Object.entries(annotation).map(([k, v]) => `${k} ${v === null ? "–" : v}`).join(", ")}` })] : []));
+    renderDraftQuality(round);
+  }
+
+  /* Draft quality: IoU of the model's draft masks with the submitted and the ground-truth masks. */
+  function renderDraftQuality(round) {
+    const quality = round.draft_quality;
+    const box = $("#round-draft-quality");
+    if (!quality) {
+      box.replaceChildren(...(round.state === "annotating" ? [el("p", { class: "muted", text: "Draft quality: measured when annotation ends." })] : []));
+      return;
+    }
+    const skipped = (s) => (s.skipped ? `${s.skipped} (${Object.entries(s.skip_reasons).map(([k, n]) => `${k.replaceAll("_", " ")} ${n}`).join(", ")})` : "0");
+    const row = (label, s, pending) => (s ? [label, String(s.count), fmt(s.mean), fmt(s.median), skipped(s)] : [label, "–", "–", "–", pending]);
+    box.replaceChildren(
+      el("p", { text: `Draft quality: IoU of the model's draft masks, ${quality.selected} selected samples` }),
+      table(["draft vs", "compared", "mean IoU", "median IoU", "skipped"], [
+        row("submitted mask", quality.submitted, ""),
+        row("ground truth", quality.ground_truth, "after evaluation"),
+      ]),
+    );
   }
 
   function renderMetrics(round) {

@@ -18,7 +18,9 @@ never loads them. Each phase turns the round's rows into a spec for the Django-f
   selection) and the scoring settings the training phase leaves for ``rounds.scoring``
   (``_configure_distributed_scoring``).
 * ``rounds.phases.drafts``: draft masks for the selection (``write_drafts``), before it goes to
-  Label Studio.
+  Label Studio (or, with ``labeling: none``, to whatever brings the masks).
+* ``rounds.phases.draft_quality``: IoU of each draft with the submitted mask (when annotation ends)
+  and with the ground truth (when the round evaluates), per round: count, mean, median, skipped.
 * ``rounds.phases.evaluation``: evaluating → done: test metrics (``round_evaluate``, with
   ``video_level``) and one ``DetectorVersion`` per detector (``_register_versions``).
 
@@ -31,7 +33,7 @@ Data rules (DESIGN §3):
   (``ml.data.regions.region_targets_from_mask``); fakes without a mask only say "fake" (other nodes
   unknown) unless the round's ``region_targets`` is ``manifest``.
 * Evaluation runs on the protocol's ``test_seen`` and ``test_unseen`` splits; only here are the ground-
-  truth masks read (localization metrics).
+  truth masks read (localization metrics, and the drafts' IoU with the selection's ground truth).
 * Every training run writes ``checkpoint.pt`` each epoch under ``MEDIA_ROOT/rounds/...``; a redelivered
   task (killed worker, ``acks_late``) finds it and resumes where the last epoch ended.
 """

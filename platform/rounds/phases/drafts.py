@@ -14,12 +14,18 @@ from rounds.phases.common import _device
 DRAFT_THRESHOLD = 0.5  # explanation maps are max-normalised to [0, 1]; half the peak marks the draft
 
 
+def draft_relative(round_id: int, sample_id: int) -> str:
+    """Where the draft mask of a selected sample lives, relative to MEDIA_ROOT."""
+    return f"rounds/{round_id}/drafts/{sample_id}.png"
+
+
 def write_drafts(*, round_id: int) -> int:
     """Draft masks for the round's selection: the primary detector's explanation map, thresholded at
     half its peak and resized to the sample's resolution, written (temp file + rename) as
-    ``MEDIA_ROOT/rounds/<round id>/drafts/<sample id>.png`` where ``labeling.provisioning`` picks them
-    up as Label Studio predictions, so annotators correct a draft instead of drawing from nothing.
-    Idempotent: existing drafts are kept. Returns the number written."""
+    ``MEDIA_ROOT/rounds/<round id>/drafts/<sample id>.png`` (``draft_relative``) where
+    ``labeling.provisioning`` picks them up as Label Studio predictions, so annotators correct a draft
+    instead of drawing from nothing, and ``rounds.phases.draft_quality`` compares them with the masks
+    that come back. Idempotent: existing drafts are kept. Returns the number written."""
     import cv2
     import numpy as np
     import torch
@@ -32,9 +38,9 @@ def write_drafts(*, round_id: int) -> int:
     primary = round_.config["detectors"][0]
     if primary not in models:
         return 0
-    out_dir = Path(settings.MEDIA_ROOT) / "rounds" / str(round_id) / "drafts"
+    root = Path(settings.MEDIA_ROOT)
     picked = list(Selection.objects.filter(round_id=round_id).select_related("sample").order_by("rank"))
-    todo = [sel.sample for sel in picked if not (out_dir / f"{sel.sample_id}.png").is_file()]
+    todo = [sel.sample for sel in picked if not (root / draft_relative(round_id, sel.sample_id)).is_file()]
     if not todo:
         return 0
     device = _device(round_.config)
@@ -42,8 +48,7 @@ def write_drafts(*, round_id: int) -> int:
     size = int(models[primary].get("image_size") or round_.config["image_size"])
     rows = [{"id": s.external_id, "path": s.path, "label": s.label, "video": s.video, "mask_path": None,
              "region_targets": s.region_targets} for s in todo]  # fmt: skip
-    dataset = ForgeryDataset(rows, Path(settings.MEDIA_ROOT), size)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset = ForgeryDataset(rows, root, size)
     written = 0
     for start in range(0, len(todo), 32):
         chunk = range(start, min(len(todo), start + 32))
@@ -56,8 +61,7 @@ def write_drafts(*, round_id: int) -> int:
             encoded, png = cv2.imencode(".png", draft)
             if not encoded:
                 raise RuntimeError(f"could not encode the draft mask of sample {sample.pk}")
-            atomic_write_bytes(
-                out_dir / f"{sample.pk}.png", png.tobytes(), what=f"the draft of sample {sample.pk}"
-            )
+            target = root / draft_relative(round_id, sample.pk)
+            atomic_write_bytes(target, png.tobytes(), what=f"the draft of sample {sample.pk}")
             written += 1
     return written

@@ -15,6 +15,7 @@ from modelhub.models import DetectorVersion
 from rounds import selectors, workflow
 from rounds.models import Round
 from rounds.phases.common import _device, protocol_splits
+from rounds.phases.draft_quality import round_draft_quality
 from rounds.services import round_transition
 
 
@@ -41,7 +42,8 @@ def video_level(rows: list[dict], metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def round_evaluate(*, round_id: int) -> None:
-    """evaluating → done: test metrics per detector, one DetectorVersion each (idempotent by tag)."""
+    """evaluating → done: test metrics per detector, one DetectorVersion each (idempotent by tag), and
+    the round's draft quality against the submitted and the ground-truth masks."""
     from ml.experiments.budget import evaluate_rows, with_unseen_reals
     from ml.training import load_detector
 
@@ -69,7 +71,8 @@ def round_evaluate(*, round_id: int) -> None:
             "masked_fraction": round_.progress.get("masked_fraction"),
         }  # fmt: skip
         metrics_all[name] = json.loads(json.dumps(metrics, default=float))
-    workflow.progress_update(round_id, metrics=metrics_all)
+    quality = round_draft_quality(round_id=round_id, ground_truth=True)  # masks are final by now
+    workflow.progress_update(round_id, metrics=metrics_all, draft_quality=quality)
     workflow.phase_finished(round_id, "evaluating", compute_seconds=time.time() - t0)
     _register_versions(round_id)
     round_transition(round_id=round_id, to_state=Round.State.DONE)
