@@ -85,6 +85,7 @@ class Command(BaseCommand):
             if problem:
                 raise CommandError(f"{problem}. Start it with `deploy/labelstudio/ls.sh start` (and set "
                                    "WEBHOOK_SECRET), or run with --labeling none.")  # fmt: skip
+        self._top_up_budget(dataset, opts)
         started = time.time()
         rounds = []
         for index in range(opts["rounds"]):
@@ -140,6 +141,34 @@ class Command(BaseCommand):
             reason = str(exc)
         return f"Label Studio is not reachable at {settings.LABEL_STUDIO_URL} ({reason})"
 
+    def _top_up_budget(self, dataset, opts) -> None:
+        """A repeated ``make demo`` finds the dataset's campaign budget spent by the earlier run: this run
+        gets ``budget_total`` more of the training data on top of what is already masked (said, not
+        hidden), so the loop runs again instead of every launch being refused."""
+        from rounds.models import Round
+        from rounds.scoring import budget_status
+
+        status = budget_status(round_=Round(dataset=dataset, config=self._config(opts)))
+        if status["spent"] and status["training_pool"]:
+            share = min(1.0, (status["spent"] + status["total"]) / status["training_pool"])
+            self.stdout.write(self.style.WARNING(
+                f"The dataset already has {status['spent']} masks from earlier runs; this run may add "
+                f"{status['total']} more (budget_total raised to {share:.1%} for its rounds)."))  # fmt: skip
+            opts["budget_total"] = share
+
+    @staticmethod
+    def _config(opts) -> dict:
+        return {
+            "detectors": [d.strip() for d in opts["detectors"].split(",") if d.strip()],
+            "protocol": opts["protocol"],
+            "epochs": opts["epochs"],
+            "retrain_epochs": opts["epochs"],
+            "budget_total": opts["budget_total"],
+            "image_size": opts["size"],
+            "labeling": opts["labeling"],
+            "threads": max(1, (os.cpu_count() or 2) // 2),
+        }
+
     @staticmethod
     def round_budget(dataset, config: dict, rounds_left: int, share: float | None) -> dict:
         """This round's budget: ``share`` of the training data when given, else what remains of the
@@ -157,16 +186,7 @@ class Command(BaseCommand):
         from rounds.workflow import round_launch
         from workers.tasks.rounds import dispatch
 
-        config = {
-            "detectors": [d.strip() for d in opts["detectors"].split(",") if d.strip()],
-            "protocol": opts["protocol"],
-            "epochs": opts["epochs"],
-            "retrain_epochs": opts["epochs"],
-            "budget_total": opts["budget_total"],
-            "image_size": opts["size"],
-            "labeling": opts["labeling"],
-            "threads": max(1, (os.cpu_count() or 2) // 2),
-        }
+        config = self._config(opts)
         config.update(self.round_budget(dataset, config, rounds_left, opts["budget"]))
         round_ = round_launch(dataset=dataset, config=config, user=admin)
         dispatch(round_.pk)
@@ -323,7 +343,7 @@ class Command(BaseCommand):
             f"# Active-learning demo: dataset `{dataset.name}`",
             "",
             f"{len(rounds)} rounds in {total / 60:.1f} min; protocol `{opts['protocol']}`; detectors "
-            f"{opts['detectors']}; masks for at most {opts['budget_total']:.0%} of the "
+            f"{opts['detectors']}; masks for at most {opts['budget_total']:.1%} of the "
             f"training data in total (spread over the rounds); {opts['epochs']} "
             f"epochs per training; annotation: "
             + (
