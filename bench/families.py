@@ -97,10 +97,9 @@ def run(quick: bool) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tqdm import tqdm
 
-    from bench.learning import _splits
+    from bench.learning import _splits, fit
     from ml.data.generate import generate_dataset
     from ml.data.manipulations import FAMILIES
-    from ml.training.pipeline import FitSpec, fit_detector
 
     torch.set_num_threads(int(os.environ.get("LEARNING_THREADS", "2")))
     count, epochs, n_signal = (6000, 20, 100) if quick else (12000, 30, 300)
@@ -118,21 +117,9 @@ def run(quick: bool) -> dict:
         splits = _splits(root, "in_domain")
         train_fakes = Counter(r["manipulation"] for r in splits["train"] if r["label"] == "fake")
         for name in ("baseline", "lae"):
-            spec = FitSpec(
-                detector=name,
-                dataset_dir=root,
-                rows=splits["train"],
-                val_rows=splits["val"],
-                detector_config=CONFIG,
-                epochs=epochs,
-                seed=0,
-                lr=1e-3,
-                augment=True,
-                image_size=SIZE,
-                batch_size=64,
-                device="cpu",
+            fitted = fit(
+                root, splits, name, CONFIG, seed=0, epochs=epochs, lr=1e-3, out=Path(tmp) / "runs" / name
             )
-            fitted = fit_detector(spec, Path(tmp) / "runs" / name)
             detection[name] = {
                 "val_auc": round(fitted.summary()["val_auc"], 4),
                 "best_epoch": fitted.result.best_epoch,

@@ -83,22 +83,18 @@ def _splits(root: Path, protocol: str) -> dict:
     return split_rows(read_manifest(root / "manifest.jsonl"), load_protocol(root, protocol))
 
 
-def fit_and_score(
-    root, splits, detector, config, *, seed, epochs, lr, out, mask_fraction=0.0, init=None
-) -> dict:
-    from ml.experiments.budget import with_unseen_reals
-    from ml.training.pipeline import FitSpec, evaluate, fit_detector
+def fit(root, splits, detector, config, *, seed, epochs, lr, out, mask_ids=frozenset(), init=None):
+    """The benchmarks' one training call: ``splits["train"]`` with ``splits["val"]`` for the best epoch,
+    64 px, batch 64, flips, no early stop (``ml.training.pipeline``) -> ``Fitted``."""
+    from ml.training.pipeline import FitSpec, fit_detector
 
-    fakes = sorted(r["id"] for r in splits["train"] if r["label"] == "fake" and r.get("mask_path"))
-    k = int(round(mask_fraction * len(splits["train"])))
-    mask_ids = set(random.Random(seed).sample(fakes, min(k, len(fakes)))) if k else set()
     spec = FitSpec(
         detector=detector,
         dataset_dir=root,
         rows=splits["train"],
         val_rows=splits["val"],
         detector_config=config,
-        mask_ids=mask_ids,
+        mask_ids=set(mask_ids),
         epochs=epochs,
         seed=seed,
         lr=lr,
@@ -108,7 +104,20 @@ def fit_and_score(
         device="cpu",
         init_checkpoint=init,
     )
-    fitted = fit_detector(spec, out)
+    return fit_detector(spec, out)
+
+
+def fit_and_score(
+    root, splits, detector, config, *, seed, epochs, lr, out, mask_fraction=0.0, init=None
+) -> dict:
+    from ml.experiments.budget import with_unseen_reals
+    from ml.training.pipeline import evaluate
+
+    fakes = sorted(r["id"] for r in splits["train"] if r["label"] == "fake" and r.get("mask_path"))
+    k = int(round(mask_fraction * len(splits["train"])))
+    mask_ids = set(random.Random(seed).sample(fakes, min(k, len(fakes)))) if k else set()
+    fitted = fit(root, splits, detector, config, seed=seed, epochs=epochs, lr=lr, out=out, mask_ids=mask_ids,
+                 init=init)  # fmt: skip
     threshold = fitted.result.threshold
     seen = evaluate(fitted.detector, splits["test_seen"], root, threshold=threshold)
     unseen_rows = with_unseen_reals(splits)

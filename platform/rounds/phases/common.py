@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 
 from catalog.models import Mask, Sample
-from rounds import workflow
+from rounds import selectors, workflow
 from rounds.models import Round
 
 PROGRESS_EVERY_S = 2.0
@@ -20,6 +20,16 @@ PROGRESS_EVERY_S = 2.0
 
 class RoundStopped(Exception):
     """The round was cancelled (or moved on) while a task was working on it."""
+
+
+def enter_phase(round_id: int, state: str, phase: str) -> Round | None:
+    """The round, with ``phase`` marked started, when it is in ``state``; None (nothing to do: a
+    redelivered or stale task) otherwise."""
+    round_ = selectors.round_get(round_id=round_id)
+    if round_.state != state:
+        return None
+    workflow.phase_started(round_id, phase)
+    return round_
 
 
 # ---------------------------------------------------------------------------------------------- rows

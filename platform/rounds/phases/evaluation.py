@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -11,20 +10,13 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from catalog.validation import file_sha256
 from modelhub.models import DetectorVersion
-from rounds import selectors, workflow
+from rounds import workflow
 from rounds.models import Round
-from rounds.phases.common import _device, protocol_splits
+from rounds.phases.common import _device, enter_phase, protocol_splits
 from rounds.phases.draft_quality import round_draft_quality
 from rounds.services import round_transition
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def video_level(rows: list[dict], metrics: dict[str, Any]) -> dict[str, Any]:
@@ -47,10 +39,9 @@ def round_evaluate(*, round_id: int) -> None:
     from ml.experiments.budget import evaluate_rows, with_unseen_reals
     from ml.training import load_detector
 
-    round_ = selectors.round_get(round_id=round_id)
-    if round_.state != Round.State.EVALUATING:
+    round_ = enter_phase(round_id, Round.State.EVALUATING, "evaluating")
+    if round_ is None:
         return
-    workflow.phase_started(round_id, "evaluating")
     t0 = time.time()
     device = _device(round_.config)
     splits = protocol_splits(round_, ground_truth=True)  # evaluation only: ground-truth masks allowed
@@ -85,7 +76,7 @@ def _register_versions(round_id: int) -> None:
     timings = {k: v.get("seconds") for k, v in (progress.get("phases") or {}).items()}
     for name, info in ((progress.get("models") or {}).get("final") or {}).items():
         path = Path(settings.MEDIA_ROOT) / info["model"]
-        checksum = _sha256(path)
+        checksum = file_sha256(path)
         parent = None
         if round_.parent_id:
             parent = DetectorVersion.objects.filter(round_id=round_.parent_id, kind=name).first()

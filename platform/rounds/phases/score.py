@@ -7,9 +7,9 @@ from typing import Any
 
 from django.db import transaction
 
-from rounds import selectors, workflow
+from rounds import workflow
 from rounds.models import Round
-from rounds.phases.common import _device
+from rounds.phases.common import _device, enter_phase
 from rounds.services import round_transition
 
 
@@ -38,10 +38,9 @@ def round_score(*, round_id: int) -> None:
     from rounds.scoring import scoring_shards, selection_run
     from workers.tasks.scoring import score_shard_rows
 
-    round_ = selectors.round_get(round_id=round_id)
-    if round_.state != Round.State.SCORING:
+    round_ = enter_phase(round_id, Round.State.SCORING, "scoring")
+    if round_ is None:
         return
-    workflow.phase_started(round_id, "scoring")
     t0 = time.time()
     device = _device(round_.config)
     for shard in scoring_shards(round_id=round_id):

@@ -25,6 +25,7 @@ from rounds.phases.common import (
     _ProgressLoader,
     _relative,
     _training_targets,
+    enter_phase,
     protocol_splits,
     round_dir,
 )
@@ -188,10 +189,9 @@ def _train_one_torchrun(round_: Round, name: str, phase: str, rows: list[dict], 
 def round_train(*, round_id: int) -> None:
     """training → scoring. Trains each detector on the train split with the masks collected so far;
     with warm start and a finished parent round, the parent's final models are the scoring models."""
-    round_ = selectors.round_get(round_id=round_id)
-    if round_.state != Round.State.TRAINING:
+    round_ = enter_phase(round_id, Round.State.TRAINING, "training")
+    if round_ is None:
         return
-    workflow.phase_started(round_id, "training")
     parents = _parent_models(round_)
     splits = protocol_splits(round_)
     train_rows = _training_targets(splits["train"], round_.config["region_targets"])
@@ -212,10 +212,9 @@ def round_train(*, round_id: int) -> None:
 
 def round_retrain(*, round_id: int) -> None:
     """retraining → evaluating: every detector again, now with all masks collected in this dataset."""
-    round_ = selectors.round_get(round_id=round_id)
-    if round_.state != Round.State.RETRAINING:
+    round_ = enter_phase(round_id, Round.State.RETRAINING, "retraining")
+    if round_ is None:
         return
-    workflow.phase_started(round_id, "retraining")
     parents = _parent_models(round_)
     splits = protocol_splits(round_)
     train_rows = _training_targets(splits["train"], round_.config["region_targets"])
