@@ -10,7 +10,6 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from catalog.validation import file_sha256
 from modelhub.models import DetectorVersion
 from rounds import workflow
 from rounds.models import Round
@@ -71,6 +70,10 @@ def round_evaluate(*, round_id: int) -> None:
 
 @transaction.atomic
 def _register_versions(round_id: int) -> None:
+    # Imported here, not at module level: the gpu worker's background preload imports this module, and
+    # it should not also load PIL (catalog.validation) in that thread while the worker serves tasks.
+    from catalog.validation import file_sha256
+
     round_ = Round.objects.select_for_update().get(pk=round_id)
     progress = round_.progress
     timings = {k: v.get("seconds") for k, v in (progress.get("phases") or {}).items()}
