@@ -1,7 +1,7 @@
 """Active learning: which unlabeled samples deserve a human forgery mask.
 
 * ``strategies`` — uncertainty strategies behind one interface, registered by name
-  (``entropy``, ``bald``, ``map_entropy``, ``disagreement``, ``node_entropy``, ``combined``, ``random``).
+  (``entropy``, ``bald``, ``map_entropy``, ``map_spread``, ``disagreement``, ``node_entropy``, ``combined``, ``random``).
 * ``scoring`` — score a batch with several strategies sharing forward passes; embedding codec.
 * ``budget`` — ``Budget``: how many samples get a mask (a share of the training data or a count).
 * ``selection`` — per-video cap, k-center greedy diversity; streaming and deterministic.
@@ -41,6 +41,7 @@ _MODULES = {
         "combine_ranks",
         "get_strategy",
         "map_entropy",
+        "map_spread",
         "mc_dropout",
         "normalized_ranks",
         "register_strategy",

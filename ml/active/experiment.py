@@ -6,10 +6,15 @@ mask-free model of the same seed, combines the strategies by rank averaging when
 and selects ``k`` with the per-video cap and k-center greedy diversity — the same ``ml.active.select``
 the platform runs after distributed scoring. Tie keys are the candidates' positions in id order, so a
 selection never depends on the order rows came in.
+
+A study runs many selectors against the same mask-free model (one per arm and budget): the pool's scores
+are cached per (model, seed, candidate ids), so each strategy scores the pool once per seed, and BALD's
+dropout passes, seeded by ``seed``, are the same whichever arm asks first.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
@@ -19,14 +24,29 @@ from ml.active.scoring import concat_scores, iter_batches, score_batch
 from ml.active.selection import select
 from ml.active.strategies import combine_ranks, get_strategy
 
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(seed, ids): BatchScores}
+
 
 def score_pool(ctx, strategies: Sequence[str], batch_size: int = 128, seed: int = 0):
-    """Score ``ctx.candidates`` (rows sorted by id) with ``ctx.model``; returns (rows, BatchScores)."""
-    from ml.experiments.budget import make_dataset
-
+    """Score ``ctx.candidates`` (rows sorted by id) with ``ctx.model``; returns (rows, BatchScores).
+    Strategies already scored for this model, seed and pool come from the cache."""
     if ctx.model is None:
         raise ValueError("active selection needs the mask-free model of the same seed")
     rows = sorted(ctx.candidates, key=lambda r: r["id"])
+    key = (int(seed), tuple(r["id"] for r in rows))
+    cached = _CACHE.setdefault(ctx.model, {}).get(key)
+    missing = [s for s in strategies if cached is None or s not in cached.scores]
+    if missing:
+        fresh = _score(ctx, rows, missing, batch_size, seed)
+        if cached is not None:
+            fresh.scores = {**cached.scores, **fresh.scores}
+        _CACHE[ctx.model][key] = cached = fresh
+    return rows, cached
+
+
+def _score(ctx, rows, strategies, batch_size, seed):
+    from ml.experiments.budget import make_dataset
+
     dataset = make_dataset(rows, ctx.dataset_dir, ctx.image_size)
     model = ctx.model.to(ctx.device)
     config = {"bald": {"seed": seed}, "random": {"seed": seed}}
@@ -35,7 +55,7 @@ def score_pool(ctx, strategies: Sequence[str], batch_size: int = 128, seed: int 
         image = torch.stack([dataset[i]["image"] for i in index]).to(ctx.device)
         keys = [rows[i]["id"] for i in index]
         parts.append(score_batch(model, image, strategies, config=config, strict=True, keys=keys))
-    return rows, concat_scores(parts)
+    return concat_scores(parts)
 
 
 def active_selector(

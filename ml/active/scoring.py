@@ -25,7 +25,7 @@ from ml.active.strategies import PRIMARY, Disagreement, MissingDetector, RandomS
 from ml.detectors.base import Detector
 
 DEFAULT_STRATEGIES = ("entropy", "bald", "map_entropy")
-SHARED_OUTPUT = {"entropy", "map_entropy", "node_entropy"}
+SHARED_OUTPUT = {"entropy", "map_entropy", "map_spread", "node_entropy"}
 
 
 @dataclass

@@ -30,6 +30,14 @@ Strategies (higher score = pick first):
     forgery is — exactly the samples whose mask teaches the locality loss the most (LAE, CIKM 2020 §3,
     active learning for "challenging candidates"). A map with no mass at all counts as fully diffuse (1).
 
+``map_spread`` — how far apart the interpretation map's evidence lies: the mass-weighted RMS distance
+    of the map's cells from the map's own centroid, divided by that of a uniform map (a single peak
+    scores 0, a uniform map 1, mass split between opposite corners up to ~1.7). It is aimed at locality,
+    not at the decision: entropy measures how *concentrated* the evidence is and is low for a map with
+    two sharp peaks on opposite sides of the face; spread is high for exactly those, the faces where the
+    model's evidence is in several places at once, which a mask of the one forged region corrects. An
+    empty map counts as uniform (1).
+
 ``disagreement`` — LAE–SJEDD disagreement ``|p_lae - p_sjedd|``: two detectors with different
     inductive biases (a pixel autoencoder vs. a CLIP tower with a label hierarchy) disagree where at
     least one of them is wrong — a query-by-committee of two. The pair is configurable.
@@ -262,6 +270,44 @@ class InterpretationMapEntropy(Strategy):
 
     def from_output(self, output: DetectorOutput) -> np.ndarray:
         return _numpy(map_entropy(output.explanation))
+
+
+def map_spread(explanation: torch.Tensor) -> torch.Tensor:
+    """Normalised spatial spread of (B,H,W) non-negative maps: the mass-weighted RMS distance from the
+    map's centroid over that of a uniform map (0 = one cell, 1 = uniform); an empty map counts as 1."""
+    flat = explanation.double().clamp_min(0)
+    if flat.dim() != 3 or flat.shape[1] * flat.shape[2] < 2:
+        raise ValueError("an interpretation map needs shape (B,H,W) with at least 2 cells")
+    b, h, w = flat.shape
+    ys = torch.linspace(0, 1, h, dtype=torch.float64).view(1, h, 1).expand(1, h, w)
+    xs = torch.linspace(0, 1, w, dtype=torch.float64).view(1, 1, w).expand(1, h, w)
+
+    def rms(weights: torch.Tensor) -> torch.Tensor:
+        total = weights.sum((1, 2))
+        q = weights / total.clamp_min(1e-12).view(-1, 1, 1)
+        cy, cx = (q * ys).sum((1, 2)), (q * xs).sum((1, 2))
+        d2 = (ys - cy.view(-1, 1, 1)) ** 2 + (xs - cx.view(-1, 1, 1)) ** 2
+        return (q * d2).sum((1, 2)).sqrt()
+
+    uniform = rms(torch.ones(1, h, w, dtype=torch.float64))
+    spread = rms(flat) / uniform
+    return torch.where(flat.sum((1, 2)) > 1e-12, spread, torch.ones_like(spread))
+
+
+@register_strategy
+class InterpretationMapSpread(Strategy):
+    name = "map_spread"
+    needs = ("lae",)
+
+    @torch.no_grad()
+    def score(self, detectors: Mapping[str, Detector] | Detector, image: torch.Tensor) -> np.ndarray:
+        if isinstance(detectors, nn.Module):
+            return self.from_output(detectors.predict(image))
+        model = _pick(detectors, "lae") if "lae" in detectors else _pick(detectors, PRIMARY)
+        return self.from_output(model.predict(image))
+
+    def from_output(self, output: DetectorOutput) -> np.ndarray:
+        return _numpy(map_spread(output.explanation))
 
 
 @register_strategy

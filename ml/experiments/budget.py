@@ -14,6 +14,11 @@ Reusable pieces (the active-learning engine plugs its strategies in here):
 
 Every run starts from scratch with the same seed, so runs differ only in which masks they get. The
 ``uncertainty`` selection scores the pool with the budget-0 model of the same seed (trained first).
+
+With ``finetune_epochs`` the runs follow LAE's loop instead: per seed a mask-free ``base`` model is
+trained from scratch, it scores the pool, and every budget (0% included, as the control) continues from
+the base's weights for ``finetune_epochs`` more epochs with its masks. Masks are then measured as an
+addition to a model that already learns; from scratch the locality loss slows LAE's start.
 Model selection (early stopping, threshold) uses the seen manipulation's validation split only; the
 unseen test split is never looked at during training.
 """
@@ -173,8 +178,11 @@ def train_and_evaluate(
     train_config: TrainConfig | None = None,
     batch_size: int = 64,
     workers: int = 0,
+    init_checkpoint: str | Path | None = None,
+    epochs: int | None = None,
 ) -> tuple[Detector, dict[str, Any]]:
-    """Train ``detector`` from scratch with masks for ``mask_ids`` and evaluate it on both test splits."""
+    """Train ``detector`` with masks for ``mask_ids`` (from scratch, or from ``init_checkpoint`` for
+    ``epochs`` epochs instead of the config's) and evaluate it on both test splits."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     config = train_config or TrainConfig()
     spec = pipeline.FitSpec(
@@ -184,7 +192,7 @@ def train_and_evaluate(
         val_rows=splits["val"],
         detector_config=dict(detector_config or {}),
         mask_ids=mask_ids,
-        epochs=config.epochs,
+        epochs=int(epochs or config.epochs),
         seed=seed,
         optimizer=config.optimizer,
         lr=config.lr,
@@ -197,6 +205,7 @@ def train_and_evaluate(
         device=config.device,
         workers=workers,
         progress=config.progress,
+        init_checkpoint=init_checkpoint,
     )
     fitted = pipeline.fit_detector(spec, out_dir)
     model, result = fitted.detector, fitted.result
@@ -210,6 +219,7 @@ def train_and_evaluate(
         "epochs_run": result.epochs_run,
         "threshold": result.threshold,
         "seconds": round(fitted.seconds, 3),
+        "model_path": str(result.model_path),
         "seen": evaluate_rows(
             model, splits.get("test_seen", []), dataset_dir, size, result.threshold, device, batch_size * 2
         ),
@@ -252,11 +262,14 @@ def run_budget_experiment(
     train_config: TrainConfig | None = None,
     batch_size: int = 64,
     on_record: Callable[[dict], None] | None = None,
+    finetune_epochs: int | None = None,
 ) -> list[dict[str, Any]]:
     """Every (budget x selection x seed) run; returns one record per run (also appended to results.jsonl).
 
     Budget 0 and 1.0 do not depend on the selection (recorded as "none" / "all"). Finished runs found in
-    ``out_dir/results.jsonl`` are reused, so an interrupted experiment continues where it stopped.
+    ``out_dir/results.jsonl`` are reused, so an interrupted experiment continues where it stopped. With
+    ``finetune_epochs`` (LAE's loop, module docstring) each seed's mask-free base is recorded too, as
+    selection "base" at budget 0, and every other run continues from it.
     """
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -270,13 +283,17 @@ def run_budget_experiment(
             done[(record["detector"], record["budget"], record["selection"], record["seed"])] = record
     records = []
 
-    def run(budget: float, selection: str, seed: int, mask_ids: set[str]) -> tuple[Detector | None, dict]:
+    def run(
+        budget: float, selection: str, seed: int, mask_ids: set[str], init: Path | None = None
+    ) -> tuple[Detector | None, dict]:
         key = (detector, budget, selection, seed)
         run_dir = out_dir / f"{detector}_b{budget:g}_{selection}_s{seed}"
         if key in done:
             model = load_detector(run_dir / "model.pt")[0] if (run_dir / "model.pt").exists() else None
             return model, done[key]
         model, evaluation = train_and_evaluate(
+            init_checkpoint=init,
+            epochs=finetune_epochs if init is not None else None,
             dataset_dir=dataset_dir,
             splits=splits,
             detector=detector,
@@ -296,6 +313,7 @@ def run_budget_experiment(
             "seed": seed,
             "n_masks": len(mask_ids),
             "n_train": len(splits["train"]),
+            "finetune_from": str(init) if init is not None else None,
             **evaluation,
         }
         with log.open("a") as handle:
@@ -306,8 +324,16 @@ def run_budget_experiment(
 
     for seed in seeds:
         needs_scorer = any(s in NEEDS_MODEL for s in selections) and any(0 < b < 1 for b in budgets)
-        scorer = None
-        if 0.0 in budgets or needs_scorer:
+        scorer, init = None, None
+        if finetune_epochs:
+            scorer, record = run(0.0, "base", seed, set())
+            records.append(record)
+            init = out_dir / f"{detector}_b0_base_s{seed}" / "model.pt"
+            if scorer is None or not init.exists():
+                raise FileNotFoundError(f"the base model of seed {seed} is missing: {init}")
+            if 0.0 in budgets:
+                records.append(run(0.0, "none", seed, set(), init)[1])
+        elif 0.0 in budgets or needs_scorer:
             scorer, record = run(0.0, "none", seed, set())
             if 0.0 in budgets:
                 records.append(record)
@@ -315,7 +341,7 @@ def run_budget_experiment(
             k = budget_count(budget, splits["train"])
             pool = mask_pool(splits["train"])
             if budget >= 1:
-                records.append(run(1.0, "all", seed, {r["id"] for r in pool})[1])
+                records.append(run(1.0, "all", seed, {r["id"] for r in pool}, init)[1])
                 continue
             for selection in selections:
                 context = SelectionContext(
@@ -331,5 +357,5 @@ def run_budget_experiment(
                 ids = set(table[selection](context))
                 if len(ids) != k or not ids <= {r["id"] for r in pool}:
                     raise ValueError(f"selector {selection!r} returned {len(ids)} ids, expected {k} pool ids")
-                records.append(run(budget, selection, seed, ids)[1])
+                records.append(run(budget, selection, seed, ids, init)[1])
     return records

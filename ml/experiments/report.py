@@ -102,3 +102,46 @@ def plot_budget_curves(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
+    """Mean of per-seed values with a Student-t confidence interval ``[lo, hi]`` (None for one value)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    if x.size == 0:
+        return {"n": 0, "mean": None, "sd": None, "ci95": None}
+    mean = float(x.mean())
+    if x.size < 2:
+        return {"n": 1, "mean": mean, "sd": None, "ci95": None}
+    sd = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + level / 2, x.size - 1)) * sd / math.sqrt(x.size)
+    return {"n": int(x.size), "mean": mean, "sd": sd, "ci95": [mean - half, mean + half]}
+
+
+def paired_comparison(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """``a - b`` over paired values (same seeds): mean difference, its t-interval and the two-sided
+    paired t-test p-value (None when fewer than 2 pairs or every difference is equal)."""
+    from scipy import stats
+
+    pairs = [
+        (float(x), float(y))
+        for x, y in zip(a, b, strict=True)
+        if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
+    ]
+    diffs = [x - y for x, y in pairs]
+    out = mean_ci(diffs)
+    p_value = None
+    if len(diffs) >= 2 and float(np.std(diffs)) > 0:
+        p_value = float(stats.ttest_rel([x for x, _ in pairs], [y for _, y in pairs]).pvalue)
+    return {"n": out["n"], "diff": out["mean"], "ci95": out["ci95"], "p_value": p_value}
+
+
+def holm(p_values: dict[str, float | None]) -> dict[str, float | None]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone), for several arms tested against one."""
+    named = sorted(((p, k) for k, p in p_values.items() if p is not None), key=lambda t: t[0])
+    m, running, out = len(named), 0.0, {k: None for k in p_values}
+    for i, (p, k) in enumerate(named):
+        running = max(running, min(1.0, (m - i) * p))
+        out[k] = running
+    return out

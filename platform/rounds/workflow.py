@@ -50,7 +50,16 @@ class Forbidden(DomainError):
 
 LIVE_STATES = ("created", "training", "scoring", "selecting", "annotating", "retraining", "evaluating")
 DETECTORS = ("lae", "sjedd")
-STRATEGIES = ("entropy", "bald", "map_entropy", "disagreement", "node_entropy", "combined", "random")
+STRATEGIES = (
+    "entropy",
+    "bald",
+    "map_entropy",
+    "map_spread",
+    "disagreement",
+    "node_entropy",
+    "combined",
+    "random",
+)
 PROTOCOLS = ("in_domain", "cross_manipulation", "lae_swap", "lae_reenact", "lae_inpaint")
 # Small on purpose: the demo must finish 3 rounds of two detectors on 2 CPU cores in < 20 minutes.
 DEFAULT_CONFIG: dict[str, Any] = {

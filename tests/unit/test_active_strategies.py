@@ -14,6 +14,7 @@ from ml.active import (
     combine_ranks,
     get_strategy,
     map_entropy,
+    map_spread,
     normalized_ranks,
     score_batch,
 )
@@ -137,6 +138,29 @@ def test_map_entropy_diffuse_above_peaked():
     lae = create("lae", image_size=32, width=8, latent_channels=16, groups=4)
     scores = get_strategy("map_entropy").score({"lae": lae}, torch.randn(3, 3, 32, 32))
     assert ((scores >= 0) & (scores <= 1)).all()
+
+
+def test_map_spread_separates_far_apart_evidence_from_one_region():
+    one = torch.zeros(1, 8, 8)
+    one[0, 3, 4] = 1.0
+    blob = torch.zeros(1, 8, 8)
+    blob[0, 2:5, 2:5] = 1.0
+    two_corners = torch.zeros(1, 8, 8)
+    two_corners[0, 0, 0] = two_corners[0, 7, 7] = 1.0
+    uniform = torch.ones(1, 8, 8)
+    empty = torch.zeros(1, 8, 8)
+    spread = map_spread(torch.cat([one, blob, two_corners, uniform, empty])).numpy()
+    assert spread[0] == pytest.approx(0.0, abs=1e-9)
+    assert spread[0] < spread[1] < spread[3] < spread[2]  # two far peaks spread wider than uniform
+    assert spread[3] == pytest.approx(1.0) and spread[4] == 1.0
+    # What entropy cannot see: two sharp far-apart peaks are nearly as concentrated as one blob.
+    entropy = map_entropy(torch.cat([blob, two_corners])).numpy()
+    assert entropy[1] < entropy[0] and spread[2] > spread[1]
+    lae = create("lae", image_size=32, width=8, latent_channels=16, groups=4)
+    scores = get_strategy("map_spread").score({"lae": lae}, torch.randn(3, 3, 32, 32))
+    assert scores.shape == (3,) and np.isfinite(scores).all() and (scores >= 0).all()
+    batch = score_batch(lae, torch.randn(3, 3, 32, 32), ["map_spread"], strict=True)
+    assert batch.scores["map_spread"].shape == (3,)
 
 
 def test_node_entropy_and_missing_detector():

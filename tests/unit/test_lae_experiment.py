@@ -100,3 +100,81 @@ def test_summary_and_plot(tmp_path):
     assert zero["unseen_auc"] == pytest.approx(0.61) and zero["seeds"] == 3 and zero["unseen_iou"] is None
     path = plot_budget_curves(records, tmp_path / "curve.png")
     assert path.stat().st_size > 1000
+
+
+def test_mean_ci_paired_comparison_and_holm():
+    from ml.experiments.report import holm, mean_ci, paired_comparison
+
+    ci = mean_ci([0.70, 0.72, 0.74, 0.76, 0.78])
+    assert ci["mean"] == pytest.approx(0.74) and ci["n"] == 5
+    lo, hi = ci["ci95"]
+    assert lo < 0.74 < hi and hi - 0.74 == pytest.approx(
+        2.776 * np.std([0.70, 0.72, 0.74, 0.76, 0.78], ddof=1) / 5**0.5, rel=1e-3
+    )
+    assert mean_ci([0.5])["ci95"] is None and mean_ci([])["mean"] is None
+    # Same seeds, a consistent +0.02 with a little noise: a paired test finds it, an unpaired view would not.
+    random_arm = [0.60, 0.75, 0.68, 0.81, 0.70]
+    active = [v + d for v, d in zip(random_arm, [0.021, 0.019, 0.020, 0.022, 0.018], strict=True)]
+    cmp = paired_comparison(active, random_arm)
+    assert cmp["diff"] == pytest.approx(0.02) and cmp["p_value"] < 1e-4 and cmp["ci95"][0] > 0
+    assert paired_comparison([0.5, 0.6], [0.4, 0.5])["p_value"] is None  # identical differences
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": None})
+    assert adjusted == {
+        "a": pytest.approx(0.03),
+        "b": pytest.approx(0.06),
+        "c": pytest.approx(0.06),
+        "d": None,
+    }
+
+
+def test_finetune_study_follows_lae_loop_and_resumes(tmp_path, monkeypatch):
+    """Per seed a mask-free base, every arm continued from it; the pool scored once; a rerun trains nothing."""
+    from ml.active import experiment
+    from ml.active.experiment import active_selector
+    from ml.data.generate import generate_dataset
+    from ml.experiments import run_budget_experiment
+    from ml.training import TrainConfig
+
+    scored = []
+    original = experiment._score
+    monkeypatch.setattr(
+        experiment,
+        "_score",
+        lambda ctx, rows, names, *a: scored.append(tuple(names)) or original(ctx, rows, names, *a),
+    )
+    data = tmp_path / "data"
+    generate_dataset(data, 160, 32, seed=0, protocol="lae_swap", frames_per_video=2, workers=1)
+    arms = {
+        name: active_selector((name,), per_video_cap=2, diversity=False) for name in ("random", "entropy")
+    }
+    kwargs = dict(
+        budgets=(0.0, 0.05, 1.0),
+        selections=tuple(arms),
+        seeds=(0,),
+        selector=arms,
+        out_dir=tmp_path / "runs",
+        image_size=32,
+        detector_config={"depth": 2, "width": 4, "latent_channels": 8},
+        train_config=TrainConfig(epochs=1, patience=1, progress=False, device="cpu"),
+        finetune_epochs=1,
+    )
+    records = run_budget_experiment(data, "lae_swap", "lae", **kwargs)
+    by = {(r["budget"], r["selection"]): r for r in records}
+    assert set(by) == {(0.0, "base"), (0.0, "none"), (0.05, "random"), (0.05, "entropy"), (1.0, "all")}
+    base_model = by[(0.0, "base")]["model_path"]
+    assert by[(0.0, "base")]["finetune_from"] is None
+    for key, record in by.items():
+        if key != (0.0, "base"):
+            assert record["finetune_from"] == base_model, key
+    assert (
+        by[(0.0, "none")]["n_masks"] == 0
+        and by[(0.05, "random")]["n_masks"] == by[(0.05, "entropy")]["n_masks"] > 0
+    )
+    pool = [r for r in records if r["selection"] == "all"][0]["n_masks"]
+    assert pool > by[(0.05, "random")]["n_masks"]
+    # Each strategy scores the pool once per seed, whichever arm asks (the scores are cached per model).
+    assert sorted(scored) == [("entropy",), ("random",)]
+    lines = (tmp_path / "runs" / "results.jsonl").read_text().splitlines()
+    again = run_budget_experiment(data, "lae_swap", "lae", **kwargs)  # resumed: nothing retrained
+    assert (tmp_path / "runs" / "results.jsonl").read_text().splitlines() == lines
+    assert [r["unseen"]["auc"] for r in again] == [r["unseen"]["auc"] for r in records]
