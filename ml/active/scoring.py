@@ -70,14 +70,16 @@ def score_batch(
                     raise MissingDetector("random needs the samples' keys (score_batch(..., keys=ids))")
                 scores[strategy.name] = strategy.from_keys(keys)
             elif strategy.name in SHARED_OUTPUT and (
-                strategy.name != "node_entropy" or "sjedd" not in detectors
+                strategy.name != "node_entropy" or detectors.get("sjedd", primary) is primary
             ):
                 scores[strategy.name] = strategy.from_output(output)
+            elif strategy.name == "node_entropy":  # SJEDD scores beside another primary detector
+                scores[strategy.name] = strategy.from_output(_predict_as(detectors["sjedd"], image, primary))
             elif isinstance(strategy, Disagreement):
                 a, b = strategy.needs
                 outs = {PRIMARY: output, getattr(primary, "name", PRIMARY): output}
-                pa = outs[a] if a in outs else _needed(detectors, a).predict(image)
-                pb = outs[b] if b in outs else _needed(detectors, b).predict(image)
+                pa = outs[a] if a in outs else _predict_as(_needed(detectors, a), image, primary)
+                pb = outs[b] if b in outs else _predict_as(_needed(detectors, b), image, primary)
                 scores[strategy.name] = strategy.from_outputs(pa, pb)
             else:
                 scores[strategy.name] = strategy.score({PRIMARY: primary, **detectors}, image)
@@ -99,6 +101,22 @@ def _needed(detectors: Mapping[str, Detector], name: str) -> Detector:
             f"the {name!r} detector is not available (have: {', '.join(sorted(detectors))})"
         )
     return detectors[name]
+
+
+def _named(detectors: Mapping[str, Detector] | Detector) -> Mapping[str, Detector]:
+    return {PRIMARY: detectors} if isinstance(detectors, torch.nn.Module) else detectors
+
+
+def _predict_as(detector: Detector, image: torch.Tensor, primary: Detector):
+    """``detector``'s output on a batch prepared for ``primary``'s input contract: the pixels are
+    re-normalised (and resized) to ``detector``'s own contract first."""
+    from ml.data.dataset import renormalize
+
+    x = renormalize(image, primary.preprocessing(), detector.preprocessing())
+    size = detector.input_size
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return detector.predict(x)
 
 
 def iter_batches(items: Sequence, size: int) -> Iterable[Sequence]:
@@ -156,7 +174,9 @@ def score_rows(
 
     from ml.data.dataset import ForgeryDataset
 
-    dataset = ForgeryDataset(list(rows), root, image_size)
+    dataset = ForgeryDataset(
+        list(rows), root, image_size, normalization=_primary(_named(detectors)).preprocessing()
+    )
     config = {k: dict(v) for k, v in dict(config or {}).items()}
     base_seed = int(config.get("bald", {}).get("seed", 0))
     for index in iter_batches(list(range(len(rows))), batch_size):

@@ -1,7 +1,10 @@
 """Torch dataset and loader over manifest rows, yielding the batch contract of DESIGN §2.
 
 Each item (and, collated, each batch) is a dict:
-  image           (3,H,W) float32, RGB normalised with mean = std = 0.5, i.e. ``x/127.5 - 1`` in [-1, 1]
+  image           (3,H,W) float32, RGB scaled to [0, 1] and normalised per channel with the detector's
+                  ``mean``/``std`` (``normalization=detector.preprocessing()``; the exported bundle and
+                  the inference API apply the same contract). Without one: mean = std = 0.5, i.e.
+                  ``x/127.5 - 1`` in [-1, 1], the contract of every detector trained from scratch
   label           float32, 1 = fake, 0 = real
   mask            (1,H,W) float32 in [0,1]: the ground-truth soft mask *only* for ids in ``mask_ids``
                   (the mask budget); zeros otherwise
@@ -38,6 +41,45 @@ from torch.utils.data import DataLoader, Dataset
 
 from ml.data.manifest import resolve_in_root
 
+DEFAULT_MEAN = DEFAULT_STD = (0.5, 0.5, 0.5)
+
+
+class Normalizer:
+    """uint8 RGB (...,3,H,W) tensors -> float32 normalised as a detector's preprocessing contract says:
+    ``(x / 255 - mean) / std`` per channel, the same arithmetic as the bundle's ``preprocess``. The
+    default (mean = std = 0.5) is computed as ``x / 127.5 - 1``, which it equals."""
+
+    def __init__(self, preprocessing=None):
+        pre = dict(preprocessing or {})
+        self.mean = tuple(float(v) for v in pre.get("mean") or DEFAULT_MEAN)
+        self.std = tuple(float(v) for v in pre.get("std") or DEFAULT_STD)
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"normalisation needs 3 means and 3 positive stds, got {self.mean} / {self.std}")
+        self.default = self.mean == DEFAULT_MEAN and self.std == DEFAULT_STD
+        self._mean = torch.tensor(self.mean, dtype=torch.float32).view(3, 1, 1)
+        self._std = torch.tensor(self.std, dtype=torch.float32).view(3, 1, 1)
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.float()
+        if self.default:
+            return x.div_(127.5).sub_(1.0)
+        return x.div_(255.0).sub_(self._mean).div_(self._std)
+
+    def as_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+
+def renormalize(image: torch.Tensor, source, target) -> torch.Tensor:
+    """A batch normalised for one detector's contract -> the same pixels under another's (a committee
+    scoring one batch: LAE and a pretrained CLIP tower expect different inputs)."""
+    src, dst = Normalizer(source), Normalizer(target)
+    if src.mean == dst.mean and src.std == dst.std:
+        return image
+    shape = (1, 3, 1, 1)
+    pixels = image * src._std.view(shape).to(image) + src._mean.view(shape).to(image)
+    return (pixels - dst._mean.view(shape).to(image)) / dst._std.view(shape).to(image)
+
+
 MEAN = STD = 0.5
 AUG_PROB = 0.3
 
@@ -47,9 +89,13 @@ def read_rgb(path: Path, size: int) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
         raise ValueError(f"cannot read image {path.name}")
+    img = np.ascontiguousarray(img[..., ::-1])
     if img.shape[0] != size or img.shape[1] != size:
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return img[..., ::-1]
+        # The preprocessing contract's resize (Pillow bilinear), the one the exported bundle applies.
+        from ml.export.standalone import _resize
+
+        img = np.array(_resize(img, size))
+    return img
 
 
 def read_mask(path: Path, size: int) -> np.ndarray:
@@ -111,8 +157,10 @@ class ForgeryDataset(Dataset):
         seed: int = 0,
         *,
         preload: bool = False,
+        normalization=None,
     ):
         self.rows = list(rows)
+        self.normalize = Normalizer(normalization)
         self.root = Path(root)
         self.size = int(image_size)
         self.augment = bool(augment)
@@ -183,7 +231,7 @@ class ForgeryDataset(Dataset):
         img, mask = self._raw(k)
         if self.augment:
             img, mask = augment_pair(img, mask, self._rng)
-        image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+        image = self.normalize(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1))
         has = bool(self.has_mask[k])
         m = (
             torch.from_numpy(np.ascontiguousarray(mask)).float().div_(255.0).unsqueeze(0)
@@ -212,7 +260,7 @@ class ForgeryDataset(Dataset):
         if len(rows_with):
             mask[rows_with] = self.masks[idx[rows_with]].float().div_(255.0)
         return {
-            "image": self.images[idx].float().div_(127.5).sub_(1.0),
+            "image": self.normalize(self.images[idx]),
             "label": self.labels[idx],
             "mask": mask,
             "has_mask": has,

@@ -64,7 +64,10 @@ class SelectionContext:
         if self.model is None:
             raise ValueError("this selector needs the mask-free model")
         dataset = make_dataset(
-            list(rows if rows is not None else self.candidates), self.dataset_dir, self.image_size
+            list(rows if rows is not None else self.candidates),
+            self.dataset_dir,
+            self.image_size,
+            normalization=self.model.preprocessing(),
         )
         return predict_loader(self.model, make_eval_loader(dataset, batch_size), self.device)
 
@@ -100,9 +103,13 @@ def make_dataset(
     image_size: int,
     mask_ids: set[str] | None = None,
     preload: bool = False,
+    normalization: dict | None = None,
 ):
-    """The data engine's dataset; ``preload`` decodes every PNG once (small images, many epochs)."""
-    return pipeline.make_dataset(rows, dataset_dir, image_size, mask_ids, preload=preload)
+    """The data engine's dataset; ``preload`` decodes every PNG once (small images, many epochs);
+    ``normalization``: the detector's ``preprocessing()``."""
+    return pipeline.make_dataset(
+        rows, dataset_dir, image_size, mask_ids, preload=preload, normalization=normalization
+    )
 
 
 def load_splits(dataset_dir: Path, protocol: str) -> dict[str, list[dict]]:

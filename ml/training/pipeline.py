@@ -144,8 +144,10 @@ def make_dataset(
     *,
     preload: bool = True,
     distortions: bool = False,
+    normalization: dict | None = None,
 ):
-    """The data engine's dataset over ``rows`` (decoded once when ``preload``)."""
+    """The data engine's dataset over ``rows`` (decoded once when ``preload``), normalised as
+    ``normalization`` (a detector's ``preprocessing()``; default mean = std = 0.5) says."""
     from ml.data.dataset import ForgeryDataset  # late: keeps ``ml.training`` importable without OpenCV
 
     return ForgeryDataset(
@@ -156,7 +158,23 @@ def make_dataset(
         augment=distortions,
         seed=0,
         preload=preload,
+        normalization=normalization,
     )
+
+
+def check_contract(detector: Detector, *datasets: Any) -> None:
+    """Refuse to train or evaluate ``detector`` on data normalised for another contract (the train/serve
+    skew of a pretrained tower fine-tuned on inputs it never saw)."""
+    from ml.data.dataset import Normalizer
+
+    want = Normalizer(detector.preprocessing())
+    for dataset in datasets:
+        have = getattr(dataset, "normalize", None)
+        if have is not None and (have.mean, have.std) != (want.mean, want.std):
+            raise ValueError(
+                f"the data is normalised with mean {list(have.mean)} / std {list(have.std)} but the "
+                f"{detector.name} detector expects mean {list(want.mean)} / std {list(want.std)}"
+            )
 
 
 def _fakes_with_masks(rows: Sequence[dict]) -> set[str]:
@@ -174,21 +192,32 @@ def fit_detector(
     """Train (or resume) the spec's detector in ``out_dir``; the returned detector has the best weights.
 
     ``datasets``: (train, val) datasets already decoded for this spec, or a function of the detector's
-    input size returning them (the round shares them between the detectors of one phase); ``wrap_loader``: wraps the training loader (progress reporting);
+    input size and preprocessing contract returning them (they must follow that contract) (the round shares them between the detectors of one phase); ``wrap_loader``: wraps the training loader (progress reporting);
     ``on_trainer``: called with the trainer before it runs.
     """
     seed_everything(spec.seed)
     detector = build_detector(spec)
     size = int(detector.config.get("image_size") or spec.image_size)
+    pre = detector.preprocessing()
     if callable(datasets):
-        datasets = datasets(size)
+        datasets = datasets(size, pre)
     if datasets is None:
         datasets = (
-            make_dataset(spec.rows, spec.dataset_dir, size, spec.mask_ids, distortions=spec.distortions),
+            make_dataset(
+                spec.rows,
+                spec.dataset_dir,
+                size,
+                spec.mask_ids,
+                distortions=spec.distortions,
+                normalization=pre,
+            ),  # fmt: skip
             # Validation fakes with a mask give the per-epoch localization metrics (never a loss).
-            make_dataset(spec.val_rows, spec.dataset_dir, size, _fakes_with_masks(spec.val_rows)),
+            make_dataset(
+                spec.val_rows, spec.dataset_dir, size, _fakes_with_masks(spec.val_rows), normalization=pre
+            ),  # fmt: skip
         )
     train_set, val_set = datasets
+    check_contract(detector, train_set, val_set)
     has_mask = [str(r["id"]) in spec.mask_ids for r in spec.rows]
     loader = make_train_loader(
         train_set, spec.batch_size, seed=spec.seed, has_mask=has_mask, workers=spec.workers
@@ -199,7 +228,9 @@ def fit_detector(
     if detector.wants_meta_batches():
         meta_set = train_set
         if spec.meta_rows is not None:
-            meta_set = make_dataset(spec.meta_rows, spec.dataset_dir, size, distortions=spec.distortions)
+            meta_set = make_dataset(
+                spec.meta_rows, spec.dataset_dir, size, distortions=spec.distortions, normalization=pre
+            )
         meta_loader = make_train_loader(meta_set, spec.batch_size, seed=spec.seed + 7919)
     val_loader = (
         make_eval_loader(val_set, spec.batch_size * 2, workers=spec.workers) if len(val_set) else None
@@ -229,7 +260,9 @@ def evaluate(
         return {}
     size = int(image_size or detector.input_size)
     device = device or str(next(detector.parameters()).device)
-    dataset = make_dataset(rows, dataset_dir, size, _fakes_with_masks(rows))
+    dataset = make_dataset(
+        rows, dataset_dir, size, _fakes_with_masks(rows), normalization=detector.preprocessing()
+    )
     pred = predict_loader(detector, make_eval_loader(dataset, batch_size), device)
     out = metrics.classification_metrics(pred.labels, pred.probs, pred.video_ids, threshold)
     out["auc_se"] = metrics.auc_standard_error(pred.labels, pred.probs, pred.video_ids, seed=seed)

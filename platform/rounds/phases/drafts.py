@@ -48,7 +48,7 @@ def write_drafts(*, round_id: int) -> int:
     size = int(models[primary].get("image_size") or round_.config["image_size"])
     rows = [{"id": s.external_id, "path": s.path, "label": s.label, "video": s.video, "mask_path": None,
              "region_targets": s.region_targets} for s in todo]  # fmt: skip
-    dataset = ForgeryDataset(rows, root, size)
+    dataset = ForgeryDataset(rows, root, size, normalization=detector.preprocessing())
     written = 0
     for start in range(0, len(todo), 32):
         chunk = range(start, min(len(todo), start + 32))

@@ -92,14 +92,15 @@ def train_fit(round_: Round, name: str, phase: str, rows: list[dict], val_rows: 
 
     spec = fit_spec(round_, name, rows, val_rows, mask_ids, epochs, init_path)
 
-    def datasets(size: int):
-        # Decoded images are shared by the detectors of one phase (same rows, masks, size): decode once.
-        key = (size, frozenset(mask_ids))
+    def datasets(size: int, preprocessing: dict):
+        # Decoded images are shared by the detectors of one phase (same rows, masks, size and input
+        # contract): decode once.
+        key = (size, frozenset(mask_ids), repr(preprocessing.get("mean")), repr(preprocessing.get("std")))
         if key not in cache:
             cache.clear()
             cache[key] = (
-                make_dataset(rows, spec.dataset_dir, size, mask_ids),
-                make_dataset(val_rows, spec.dataset_dir, size, set()),
+                make_dataset(rows, spec.dataset_dir, size, mask_ids, normalization=preprocessing),
+                make_dataset(val_rows, spec.dataset_dir, size, set(), normalization=preprocessing),
             )
         return cache[key]
 
