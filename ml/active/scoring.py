@@ -173,6 +173,7 @@ def score_rows(
     import zlib
 
     from ml.data.dataset import ForgeryDataset
+    from ml.training.evaluate import autocast_context
 
     dataset = ForgeryDataset(
         list(rows), root, image_size, normalization=_primary(_named(detectors)).preprocessing()
@@ -183,4 +184,8 @@ def score_rows(
         batch = dataset.__getitems__(list(index))
         ids = [str(i) for i in batch["sample_id"]]
         config.setdefault("bald", {})["seed"] = base_seed + zlib.crc32(ids[0].encode())
-        yield ids, score_batch(detectors, batch["image"].to(device), strategies, config=config, keys=ids)
+        device = torch.device(device)
+        image = batch["image"].to(device, non_blocking=device.type == "cuda")
+        with autocast_context(device):  # bf16 on CUDA, plain fp32 on the CPU
+            scored = score_batch(detectors, image, strategies, config=config, keys=ids)
+        yield ids, scored

@@ -28,6 +28,7 @@ One round, DESIGN §3::
 from __future__ import annotations
 
 import copy
+import re
 import time
 from typing import Any
 
@@ -78,6 +79,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "annotation_deadline_s": None,
     "poll_interval_s": 0.5,
     "threads": 1,
+    "device": "auto",  # auto: CUDA when the worker has one | cpu | cuda / cuda:N (fails without a GPU)
     "train_processes": None,  # data-parallel ranks per detector (torchrun); null: one per visible GPU
     "lr": 1e-3,
     "optimizer": "adam",  # adam | adamw (``ml.training.pipeline.FitSpec``)
@@ -162,6 +164,8 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
         not isinstance(processes, int) or isinstance(processes, bool) or not 1 <= processes <= 64
     ):
         errors["train_processes"] = "An integer in [1, 64], or null for one per visible GPU."
+    if not (isinstance(out["device"], str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", out["device"])):
+        errors["device"] = "One of 'auto', 'cpu', 'cuda' or 'cuda:N' (as ml.training.devices reads it)."
     if not isinstance(out["warm_start"], bool):
         errors["warm_start"] = "true or false."
     deadline = out["annotation_deadline_s"]
@@ -496,7 +500,9 @@ def round_push(*, round_id: int) -> None:
     if not phase_done(round_, "scoring"):
         phase_finished(round_id, "scoring", compute_seconds=0.0)
     progress_update(round_id, labeling=pushed)
-    phase_finished(round_id, "selecting")
+    from rounds.phases.common import device_label
+
+    phase_finished(round_id, "selecting", device=device_label(round_.config))  # the drafts' device
     round_transition(round_id=round_id, to_state=Round.State.ANNOTATING)
     phase_started(round_id, "annotating")
 

@@ -144,6 +144,15 @@ def test_full_round_loop_with_a_worker(celery_worker_proc, platform_media_root, 
         phases = detail["progress"]["phases"]
         assert {"training", "scoring", "annotating", "retraining", "evaluating"} <= set(phases)
         assert all(p["seconds"] >= 0 for p in phases.values() if "seconds" in p)
+        # The worker's device (this machine has no GPU: the CPU) reached every compute phase.
+        devices = {name: phases[name].get("device", "") for name in ("selecting", "retraining", "evaluating")}
+        if number == 1:
+            devices["training"] = phases["training"].get("device", "")
+        if scoring == "in_process":
+            devices["scoring"] = phases["scoring"].get("device", "")
+        else:
+            devices["scoring"] = ", ".join(detail["progress"]["scoring"]["devices"])
+        assert all(d.startswith("cpu (") for d in devices.values()), devices
         for name in ("lae", "sjedd"):
             metrics = detail["metrics"][name]  # tiny models, 1 epoch: only well-formed here (see below)
             assert metrics["seen"]["auc"] is None or 0.0 <= metrics["seen"]["auc"] <= 1.0
@@ -158,6 +167,8 @@ def test_full_round_loop_with_a_worker(celery_worker_proc, platform_media_root, 
             if number == 2:
                 assert version.parent == versions[name]
             versions[name] = version
+            assert version.metrics["phase_devices"]["evaluating"].startswith("cpu (")
+            assert version.metrics["phase_devices"]["scoring"].startswith("cpu (")
         # Masks come from Mask rows: the mask files the retraining read are the collected ones.
         assert not any("gt" in m for m in Mask.objects.values_list("path", flat=True))
 

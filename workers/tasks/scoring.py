@@ -60,9 +60,12 @@ def score_shard_rows(
 ) -> dict[str, Any]:
     """The body of ``score_shard``; also run in process, shard after shard, by the in-process scoring phase
     (``rounds.phases.score``, which passes the round's ``device``) and by the scoring benchmark.
-    Without ``device``: this worker's CPU, ``TORCH_NUM_THREADS`` threads."""
+    Without ``device``: the device this worker chooses for the round's ``device`` setting
+    (``ml.training.devices``: CUDA when it has one under "auto"; on the CPU ``TORCH_NUM_THREADS``
+    threads)."""
     from catalog.paths import media_root
     from ml.active.scoring import encode_embedding, score_rows
+    from ml.training.devices import choose_device, describe
     from rounds.scoring import (
         round_checkpoints,
         round_get,
@@ -71,11 +74,13 @@ def score_shard_rows(
         shard_rows,
     )
 
+    round_ = round_get(round_id=round_id)
     if device is None:
         _threads()
+        device = choose_device((round_.config or {}).get("device", "auto"))
     started = time.perf_counter()
-    config = scoring_config(round_=round_get(round_id=round_id))
-    detectors = load_detectors(round_checkpoints(round_id=round_id), device or "cpu")
+    config = scoring_config(round_=round_)
+    detectors = load_detectors(round_checkpoints(round_id=round_id), device)
     primary = detectors["primary"]
     rows = shard_rows(round_id=round_id, lo=lo, hi=hi)
     written = 0
@@ -89,7 +94,7 @@ def score_shard_rows(
         strategies=config["strategies"],
         config={"bald": config["bald"], "random": config["random"]},
         batch_size=int(config["batch_size"]),
-        device=device or "cpu",
+        device=device,
     ):
         skipped.update(batch.skipped)
         payload = [
@@ -112,6 +117,7 @@ def score_shard_rows(
         "rows": written,
         "seconds": round(time.perf_counter() - started, 3),
         "skipped": skipped,
+        "device": describe(device),
     }
 
 
@@ -135,7 +141,11 @@ def select_round(self, shard_results: list[dict] | None, round_id: int) -> dict[
     summary = selection_run(round_id=round_id)
     summary["shards"] = len(shard_results or [])
     summary["workers"] = shard_workers(shard_results)
-    workflow.progress_update(round_id, scoring={"shards": summary["shards"], "workers": summary["workers"]})
+    summary["devices"] = sorted({str((r or {}).get("device") or "unknown") for r in shard_results or []})
+    workflow.progress_update(
+        round_id,
+        scoring={"shards": summary["shards"], "workers": summary["workers"], "devices": summary["devices"]},
+    )
     return summary
 
 

@@ -95,12 +95,17 @@ def _training_targets(rows: list[dict], mode: str) -> list[dict]:
 
 # -------------------------------------------------------------------------------------------- device
 def _device(config: dict[str, Any]):
-    import torch
+    """The device every phase of this round computes on in this worker (``ml.training.devices``)."""
+    from ml.training.devices import choose_device
 
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    torch.set_num_threads(int(config.get("threads", 1)))
-    return torch.device("cpu")
+    return choose_device(config.get("device", "auto"), threads=int(config.get("threads", 1)))
+
+
+def device_label(config: dict[str, Any]) -> str:
+    """What a phase records as its device in the round's progress (e.g. ``cpu (1 threads)``)."""
+    from ml.training.devices import describe
+
+    return describe(_device(config))
 
 
 def round_dir(round_: Round, *parts: str) -> Path:

@@ -13,7 +13,7 @@ from django.db import transaction
 from modelhub.models import DetectorVersion
 from rounds import workflow
 from rounds.models import Round
-from rounds.phases.common import _device, enter_phase, protocol_splits
+from rounds.phases.common import _device, device_label, enter_phase, protocol_splits
 from rounds.phases.draft_quality import round_draft_quality
 from rounds.services import round_transition
 
@@ -63,7 +63,8 @@ def round_evaluate(*, round_id: int) -> None:
         metrics_all[name] = json.loads(json.dumps(metrics, default=float))
     quality = round_draft_quality(round_id=round_id, ground_truth=True)  # masks are final by now
     workflow.progress_update(round_id, metrics=metrics_all, draft_quality=quality)
-    workflow.phase_finished(round_id, "evaluating", compute_seconds=time.time() - t0)
+    workflow.phase_finished(round_id, "evaluating", compute_seconds=time.time() - t0,
+                            device=device_label(round_.config))  # fmt: skip
     _register_versions(round_id)
     round_transition(round_id=round_id, to_state=Round.State.DONE)
 
@@ -77,6 +78,9 @@ def _register_versions(round_id: int) -> None:
     round_ = Round.objects.select_for_update().get(pk=round_id)
     progress = round_.progress
     timings = {k: v.get("seconds") for k, v in (progress.get("phases") or {}).items()}
+    devices = {k: v["device"] for k, v in (progress.get("phases") or {}).items() if v.get("device")}
+    if (progress.get("scoring") or {}).get("devices"):  # distributed scoring: the shards' devices
+        devices["scoring"] = ", ".join(progress["scoring"]["devices"])
     for name, info in ((progress.get("models") or {}).get("final") or {}).items():
         path = Path(settings.MEDIA_ROOT) / info["model"]
         checksum = file_sha256(path)
@@ -102,7 +106,11 @@ def _register_versions(round_id: int) -> None:
                         "masks": info.get("mask_ids", []),
                     },  # fmt: skip
                 },
-                "metrics": {**(progress.get("metrics") or {}).get(name, {}), "phase_seconds": timings},
+                "metrics": {
+                    **(progress.get("metrics") or {}).get(name, {}),
+                    "phase_seconds": timings,
+                    "phase_devices": devices,
+                },
                 "artifacts": {"model": info["model"]},
                 "checksum": checksum,
             },

@@ -9,7 +9,7 @@ from django.db import transaction
 
 from rounds import workflow
 from rounds.models import Round
-from rounds.phases.common import _device, enter_phase
+from rounds.phases.common import _device, device_label, enter_phase
 from rounds.services import round_transition
 
 
@@ -47,5 +47,6 @@ def round_score(*, round_id: int) -> None:
         score_shard_rows(round_id, shard["index"], shard["lo"], shard["hi"], device=device)
     summary = selection_run(round_id=round_id)
     workflow.phase_finished(round_id, "scoring", compute_seconds=time.time() - t0, pool=summary["pool"],
-                            budget=summary["budget"], scorer="in-process")  # fmt: skip
+                            budget=summary["budget"], scorer="in-process",
+                            device=device_label(round_.config))  # fmt: skip
     round_transition(round_id=round_id, to_state=Round.State.SELECTING)

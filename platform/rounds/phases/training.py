@@ -25,6 +25,7 @@ from rounds.phases.common import (
     _ProgressLoader,
     _relative,
     _training_targets,
+    device_label,
     enter_phase,
     protocol_splits,
     round_dir,
@@ -207,7 +208,7 @@ def round_train(*, round_id: int) -> None:
         compute += info["seconds"]
     workflow.progress_update(round_id, models={"scoring": models})
     _configure_distributed_scoring(round_id, models)
-    workflow.phase_finished(round_id, "training", compute_seconds=compute)
+    workflow.phase_finished(round_id, "training", compute_seconds=compute, device=device_label(round_.config))
     round_transition(round_id=round_id, to_state=Round.State.SCORING)
 
 
@@ -236,5 +237,6 @@ def round_retrain(*, round_id: int) -> None:
     done, total = selectors.dataset_mask_fraction(round_.dataset_id)
     workflow.progress_update(round_id, models={"final": models}, masked_fraction=done / max(total, 1),
                              masked_samples=done)  # fmt: skip
-    workflow.phase_finished(round_id, "retraining", compute_seconds=compute, masks=len(masked))
+    workflow.phase_finished(round_id, "retraining", compute_seconds=compute, masks=len(masked),
+                            device=device_label(round_.config))  # fmt: skip
     round_transition(round_id=round_id, to_state=Round.State.EVALUATING)
