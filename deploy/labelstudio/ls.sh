@@ -11,6 +11,10 @@
 #                                      (for `eval "$(deploy/labelstudio/ls.sh env)"` before starting the
 #                                      platform's web server and workers)
 #   deploy/labelstudio/ls.sh chromium  make sure Debian's chromium exists (apt-get when root)
+#   deploy/labelstudio/ls.sh reset-password EMAIL   set a member's password (LS_NEW_PASSWORD or a prompt):
+#                                      Label Studio Community has no reset by mail
+#   deploy/labelstudio/ls.sh restore-member EMAIL   restore a membership the platform removed (an
+#                                      annotator who got the role back)
 #
 # Environment (all optional):
 #   LS_PORT        port to listen on (default 8080); the server binds to LS_BIND (default 127.0.0.1)
@@ -102,31 +106,15 @@ EOF
     fi
 }
 
-cmd_start() {
-    cmd_install
-    mkdir -p "$LS_DATA" "$MEDIA"
-    if pid_alive && cmd_health; then
-        log "already running (pid $(cat "$PID_FILE")) at $LS_URL"
-        return 0
-    fi
-    if cmd_health; then
-        log "something else already answers at $LS_URL; not starting a second server"
-        return 0
-    fi
-    ensure_secret_file "$TOKEN_FILE" 20       # 40 hex chars: the longest DRF token key
-    ensure_secret_file "$SECRET_FILE" 32
-    ensure_secret_file "$WEBHOOK_SECRET_FILE" 16   # for the platform (ls.sh env); Label Studio never reads it
-    if [[ -n "${LS_ADMIN_PASSWORD:-}" ]]; then
-        (umask 077 && printf '%s' "$LS_ADMIN_PASSWORD" > "$PASSWORD_FILE")
-    else
-        ensure_secret_file "$PASSWORD_FILE" 12
-    fi
+# The server's curated environment (see the header) in the global array ENVV; the admin commands below
+# run Label Studio's own code with the same one, so they reach the same database.
+server_env() {
     local media_abs ssrf
     media_abs="$(cd "$MEDIA" && pwd)"
     # SSRF protection blocks webhooks to loopback; it is switched off only when nothing but this
     # machine can reach the server.
     if [[ "$LS_BIND" == "127.0.0.1" ]]; then ssrf=false; else ssrf=true; fi
-    local -a envv=(
+    ENVV=(
         "PATH=$LS_VENV/bin:/usr/local/bin:/usr/bin:/bin"
         "HOME=$LS_HOME"
         "LANG=C.UTF-8"
@@ -148,15 +136,90 @@ cmd_start() {
     )
     # Pass through TLS / proxy settings (the start-up version check reaches PyPI).
     for var in SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE HTTPS_PROXY https_proxy HTTP_PROXY http_proxy NO_PROXY no_proxy; do
-        if [[ -n "${!var:-}" ]]; then envv+=("$var=${!var}"); fi
+        if [[ -n "${!var:-}" ]]; then ENVV+=("$var=${!var}"); fi
     done
-    while IFS= read -r line; do envv+=("$line"); done < <(database_env)
+    while IFS= read -r line; do ENVV+=("$line"); done < <(database_env)
+}
+
+# Label Studio's Django, set up as its server is, running the Python on stdin (admin commands).
+ls_django() {
+    server_env
+    local pkg
+    pkg="$("$LS_VENV/bin/python" -c 'import label_studio, os; print(os.path.dirname(label_studio.__file__))')"
+    # From LS_HOME, not the repository: its ml/ package would shadow Label Studio's own "ml" app.
+    (cd "$LS_HOME" && env -i "${ENVV[@]}" "$@" PYTHONPATH="$pkg" PYTHONWARNINGS=ignore DJANGO_SETTINGS_MODULE=core.settings.label_studio \
+        "$LS_VENV/bin/python" -c 'import django, sys; django.setup(); exec(sys.stdin.read())')
+}
+
+# reset-password EMAIL: a person forgot their Label Studio password (Community has no reset by mail).
+# The new password comes from LS_NEW_PASSWORD or is asked for (never on the command line).
+cmd_reset_password() {
+    local email="${1:-}"
+    [[ -n "$email" ]] || { echo "usage: $0 reset-password EMAIL" >&2; exit 2; }
+    local password="${LS_NEW_PASSWORD:-}"
+    if [[ -z "$password" ]]; then
+        read -rs -p "New Label Studio password for $email: " password; echo >&2
+    fi
+    ls_django "LS_EMAIL=$email" "LS_PASSWORD=$password" <<'EOF'
+import os, sys
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from users.models import User
+user = User.objects.filter(email__iexact=os.environ["LS_EMAIL"]).first()
+if user is None:
+    sys.exit(f"[labelstudio] no Label Studio user with email {os.environ['LS_EMAIL']}")
+try:
+    validate_password(os.environ["LS_PASSWORD"], user)
+except ValidationError as exc:
+    sys.exit("[labelstudio] password rejected: " + " ".join(exc.messages))
+user.set_password(os.environ["LS_PASSWORD"])
+user.save(update_fields=["password"])
+print(f"[labelstudio] password of {user.email} changed", file=sys.stderr)
+EOF
+}
+
+# restore-member EMAIL: undo the removal of a member (the platform removes an annotator's membership when
+# the role is taken away; Label Studio Community's API cannot restore it).
+cmd_restore_member() {
+    local email="${1:-}"
+    [[ -n "$email" ]] || { echo "usage: $0 restore-member EMAIL" >&2; exit 2; }
+    ls_django "LS_EMAIL=$email" <<'EOF'
+import os, sys
+from organizations.models import OrganizationMember
+restored = OrganizationMember.objects.filter(user__email__iexact=os.environ["LS_EMAIL"], deleted_at__isnull=False)
+count = restored.update(deleted_at=None)
+if not count and not OrganizationMember.objects.filter(user__email__iexact=os.environ["LS_EMAIL"]).exists():
+    sys.exit(f"[labelstudio] {os.environ['LS_EMAIL']} is not a member of any organisation")
+print(f"[labelstudio] {os.environ['LS_EMAIL']}: {count} membership(s) restored", file=sys.stderr)
+EOF
+}
+
+cmd_start() {
+    cmd_install
+    mkdir -p "$LS_DATA" "$MEDIA"
+    if pid_alive && cmd_health; then
+        log "already running (pid $(cat "$PID_FILE")) at $LS_URL"
+        return 0
+    fi
+    if cmd_health; then
+        log "something else already answers at $LS_URL; not starting a second server"
+        return 0
+    fi
+    ensure_secret_file "$TOKEN_FILE" 20       # 40 hex chars: the longest DRF token key
+    ensure_secret_file "$SECRET_FILE" 32
+    ensure_secret_file "$WEBHOOK_SECRET_FILE" 16   # for the platform (ls.sh env); Label Studio never reads it
+    if [[ -n "${LS_ADMIN_PASSWORD:-}" ]]; then
+        (umask 077 && printf '%s' "$LS_ADMIN_PASSWORD" > "$PASSWORD_FILE")
+    else
+        ensure_secret_file "$PASSWORD_FILE" 12
+    fi
+    server_env
     log "starting Label Studio $LS_VERSION at $LS_URL (data $LS_DATA)"
     : > "$LOG_FILE"
     rm -f "$PID_FILE"
     # setsid may fork (when the caller leads its process group), so $! is not the server's pid: the
     # inner shell writes its own pid and then becomes the server with exec.
-    env -i "${envv[@]}" setsid bash -c 'echo $$ > "$0"; exec "$@"' "$PID_FILE" \
+    env -i "${ENVV[@]}" setsid bash -c 'echo $$ > "$0"; exec "$@"' "$PID_FILE" \
         "$LS_VENV/bin/label-studio" start --no-browser --internal-host "$LS_BIND" --port "$LS_PORT" \
         >>"$LOG_FILE" 2>&1 </dev/null &
     for _ in $(seq 1 50); do [[ -s "$PID_FILE" ]] && break; sleep 0.1; done
@@ -219,5 +282,7 @@ case "${1:-}" in
     status) cmd_status ;;
     env) cmd_env ;;
     chromium) cmd_chromium ;;
-    *) echo "usage: $0 {install|start|stop|restart|health|status|env|chromium}" >&2; exit 2 ;;
+    reset-password) shift; cmd_reset_password "$@" ;;
+    restore-member) shift; cmd_restore_member "$@" ;;
+    *) echo "usage: $0 {install|start|stop|restart|health|status|env|chromium|reset-password EMAIL|restore-member EMAIL}" >&2; exit 2 ;;
 esac

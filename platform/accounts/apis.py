@@ -19,9 +19,18 @@ class UserOutputSerializer(serializers.Serializer):
     username = serializers.CharField()
     email = serializers.CharField()
     role = serializers.SerializerMethodField()
+    label_studio = serializers.SerializerMethodField(
+        help_text="an annotator's Label Studio link: status (invited, joined, removed), user id, login email"
+    )
 
     def get_role(self, user) -> str | None:
         return user_role(user)
+
+    def get_label_studio(self, user) -> dict | None:
+        account = getattr(user, "ls_account", None)
+        if account is None:
+            return None
+        return {"status": account.status, "ls_user_id": account.ls_user_id, "email": account.ls_email}
 
 
 class UserListCreateApi(APIView):

@@ -46,7 +46,9 @@ def user_create(*, username: str, password: str, role: str, email: str = "", upd
     user.is_staff = role == ADMIN  # admins may use the Django admin site too
     user.set_password(password)
     user.save()
-    user.groups.remove(*Group.objects.filter(name__in=ROLES))
+    # Only the roles the user no longer has are removed: an annotator updated as an annotator keeps
+    # their Label Studio membership (leaving the role removes it, labeling.signals).
+    user.groups.remove(*Group.objects.filter(name__in=ROLES).exclude(pk=group.pk))
     user.groups.add(group)
     Token.objects.get_or_create(user=user)
     return user

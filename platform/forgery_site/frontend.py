@@ -255,28 +255,53 @@ PHASES = ("training", "scoring", "selecting", "annotating", "retraining", "evalu
 
 @page()
 def annotation(request):
-    """The annotator's queue: rounds waiting for masks, each with its Label Studio stream and tasks."""
-    from labeling.models import SampleAgreement
-    from labeling.provisioning import annotator_stream_url
+    """The annotator's queue: how to get into Label Studio, then the rounds waiting for masks, with the
+    caller's own counts (to do / done / skipped), the next-task button, the instructions and which
+    detector drew the drafts."""
+    from django.db.models import Count, Q
+
+    from labeling.apis import onboarding_state
+    from labeling.models import AnnotationRecord, AnnotatorAccount, SampleAgreement
+    from labeling.provisioning import INSTRUCTION, annotator_stream_url, round_model_version
     from rounds.models import AnnotationTask, Round
 
+    account = AnnotatorAccount.objects.filter(user=request.user).first()
+    joined = account is not None and account.status == AnnotatorAccount.Status.JOINED
+    onboarding = onboarding_state(request.user, link=not joined) if request.role == "annotator" else None
     open_rounds = Round.objects.filter(state="annotating").select_related("dataset").order_by("-id")
     queue = []
     for round_ in open_rounds:
-        tasks = AnnotationTask.objects.filter(round=round_)
+        per_task = int((round_.config or {}).get("annotators_per_task", 1))
+        tasks = AnnotationTask.objects.filter(round=round_).annotate(
+            answers=Count("ls_annotations", filter=Q(ls_annotations__deleted=False)),
+            mine=Count(
+                "ls_annotations",
+                filter=Q(ls_annotations__annotator=request.user, ls_annotations__deleted=False),
+            ),
+        )
+        records = AnnotationRecord.objects.filter(task__round=round_, annotator=request.user, deleted=False)
         queue.append(
             {
                 "round": round_,
                 "stream_url": annotator_stream_url(round_id=round_.pk),
-                "pending": tasks.filter(status__in=("pending", "created")).count(),
+                "annotators_per_task": per_task,
+                "todo": tasks.filter(mine=0, answers__lt=per_task).exclude(status="skipped").count(),
+                "done_by_me": records.filter(was_cancelled=False).count(),
+                "skipped_by_me": records.filter(was_cancelled=True).count(),
                 "done": tasks.filter(status="annotated").count(),
+                "total": tasks.count(),
+                "drafts_by": round_model_version(round_),
                 "tasks": tasks.select_related("sample").order_by("id")[:50],
             }
         )
     agreement = None
     if request.role == "admin":
         agreement = SampleAgreement.objects.select_related("sample", "round").order_by("mean_iou", "id")[:100]
-    return _render(request, "annotation.html", {"queue": queue, "agreement": agreement})
+    return _render(
+        request,
+        "annotation.html",
+        {"queue": queue, "agreement": agreement, "onboarding": onboarding, "instruction": INSTRUCTION},
+    )
 
 
 @page(admin=True)
@@ -305,9 +330,22 @@ def detector_try(request):
 
 @page(admin=True)
 def users(request):
-    from accounts.selectors import user_list
+    from django.db.models import Max
 
-    rows = [{"user": u, "role": _role(u)} for u in user_list()]
+    from accounts.selectors import user_list
+    from labeling.models import AnnotationRecord, AnnotatorAccount
+
+    accounts = {a.user_id: a for a in AnnotatorAccount.objects.all()}
+    last = dict(
+        AnnotationRecord.objects.filter(annotator__isnull=False)
+        .values_list("annotator")
+        .annotate(last=Max("created_at"))
+        .values_list("annotator", "last")
+    )
+    rows = [
+        {"user": u, "role": _role(u), "ls": accounts.get(u.pk), "last_annotation": last.get(u.pk)}
+        for u in user_list()
+    ]
     return _render(request, "users.html", {"users": rows})
 
 

@@ -135,6 +135,11 @@ SESSION_COOKIE_HTTPONLY = True
 # an HttpOnly CSRF cookie adds no protection, the token is in every form anyway).
 CSRF_COOKIE_HTTPONLY = False
 SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+# Own cookie names: browsers scope cookies by host, not port, so with Label Studio on the same host (the
+# local install: 127.0.0.1:8000 and :8080) its "sessionid"/"csrftoken" would overwrite ours, and an
+# annotator signing up in Label Studio would be logged out of the platform.
+SESSION_COOKIE_NAME = "forgerylab_session"
+CSRF_COOKIE_NAME = "forgerylab_csrftoken"
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 # Apps of the platform. Adding an app is one line here plus one line in forgery_site/urls.py.

@@ -19,8 +19,8 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
-from rest_framework.permissions import AllowAny
+from rest_framework import serializers, status
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -139,3 +139,66 @@ class LabelStudioWebhookApi(APIView):
                     duplicates += 1
             transaction.on_commit(lambda ids=tuple(created): _enqueue(list(ids)))
         return Response({"accepted": len(created), "duplicates": duplicates}, status=status.HTTP_200_OK)
+
+
+def onboarding_state(user, *, link: bool = False) -> dict:
+    """What an annotator needs to get into Label Studio (``GET/POST /api/v1/labeling/me``, queue page).
+
+    ``link``: ask Label Studio first whether the annotator has joined (one users call). Label Studio
+    being unreachable is reported in ``error``, never raised: the page still shows the stored state."""
+    from accounts.roles import ANNOTATOR
+    from labeling.client import LabelStudioError
+    from labeling.models import AnnotatorAccount
+    from labeling.provisioning import annotator_email, annotator_invite, invite_url, public_url
+
+    state: dict = {"annotator": user.groups.filter(name=ANNOTATOR).exists(), "error": ""}
+    account = AnnotatorAccount.objects.filter(user=user).first()
+    if state["annotator"] and (link or account is None):
+        try:
+            account = annotator_invite(user_id=user.pk)
+        except LabelStudioError as exc:
+            state["error"] = f"Label Studio cannot be reached right now ({exc})."
+    state.update(
+        status=account.status if account else ("invited" if state["annotator"] else None),
+        email=account.ls_email if account else annotator_email(user),
+        ls_user_id=account.ls_user_id if account else None,
+        label_studio_url=public_url(""),
+        invite_url=None,
+    )
+    if state["annotator"] and state["status"] == AnnotatorAccount.Status.INVITED and not state["error"]:
+        try:
+            state["invite_url"] = invite_url()
+        except LabelStudioError as exc:
+            state["error"] = f"Label Studio cannot be reached right now ({exc})."
+    return state
+
+
+class OnboardingOutputSerializer(serializers.Serializer):
+    annotator = serializers.BooleanField()
+    status = serializers.ChoiceField(choices=["invited", "joined", "removed"], allow_null=True)
+    email = serializers.EmailField()
+    ls_user_id = serializers.IntegerField(allow_null=True)
+    label_studio_url = serializers.CharField()
+    invite_url = serializers.CharField(allow_null=True)
+    error = serializers.CharField(allow_blank=True)
+
+
+class AnnotatorOnboardingApi(APIView):
+    """``GET``: the caller's Label Studio onboarding state; ``POST``: "I have signed up", link now."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=OnboardingOutputSerializer)
+    def get(self, request: Request) -> Response:
+        return Response(onboarding_state(request.user))
+
+    @extend_schema(request=None, responses=OnboardingOutputSerializer)
+    def post(self, request: Request) -> Response:
+        state = onboarding_state(request.user, link=True)
+        if not state["annotator"]:
+            return Response(
+                {"detail": "Only annotators join Label Studio."}, status=status.HTTP_403_FORBIDDEN
+            )
+        if state["error"]:
+            return Response({**state, "detail": state["error"]}, status=status.HTTP_503_SERVICE_UNAVAILABLE)
+        return Response(state)

@@ -123,10 +123,14 @@ class LabelStudioClient:
 
     # -- projects -------------------------------------------------------------------------------
     @_translate
-    def project_create(self, *, title: str, description: str, model_version: str) -> int:
+    def project_create(
+        self, *, title: str, description: str, model_version: str, instruction: str = ""
+    ) -> int:
         project = self._sdk.projects.create(
             title=title,
             description=description,
+            expert_instruction=instruction,
+            show_instruction=bool(instruction),
             label_config=LABEL_CONFIG,
             model_version=model_version,
             show_collab_predictions=True,
@@ -284,6 +288,34 @@ class LabelStudioClient:
     @_translate
     def user_update(self, user_id: int, **fields: Any) -> None:
         self._sdk.users.update(id=user_id, **fields)
+
+    @_translate
+    def invite_path(self) -> str:
+        """The organisation's invite link (``/user/signup/?token=...``): where a person signs up with a
+        password of their own choosing and joins the organisation."""
+        answer = self._sdk._client_wrapper.httpx_client.request("api/invite", method="GET")
+        if answer.status_code != 200:
+            raise LabelStudioRejected(f"no invite link ({answer.status_code})", answer.status_code)
+        return str(answer.json()["invite_url"])
+
+    @_translate
+    def organization_id(self) -> int:
+        return int(self.whoami()["active_organization"])
+
+    @_translate
+    def member_remove(self, user_id: int) -> bool:
+        """Remove a user from the organisation (Label Studio soft-deletes the membership: the account
+        stays, its projects and tasks answer 403). False when the user was not a member any more."""
+        org = self.organization_id()
+        answer = self._sdk._client_wrapper.httpx_client.request(
+            f"api/organizations/{org}/memberships/{int(user_id)}/", method="DELETE"
+        )
+        if answer.status_code == 404:
+            return False
+        if answer.status_code not in (200, 204):
+            raise LabelStudioRejected(f"membership of user {user_id} not removed ({answer.status_code})",
+                                      answer.status_code)  # fmt: skip
+        return True
 
 
 @functools.lru_cache(maxsize=4)

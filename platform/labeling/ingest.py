@@ -198,6 +198,8 @@ def annotation_ingest(annotation: dict) -> str:
     if not Selection.objects.filter(round_id=task.round_id, sample_id=task.sample_id).exists():
         raise AnnotationRejected(f"sample {task.sample_id} is not in round {task.round_id}")
 
+    if ls_user is not None and not AnnotatorAccount.objects.filter(ls_user_id=ls_user).exists():
+        _link_author(ls_user)  # a person who joined Label Studio but was not linked yet (outside the lock)
     with undo_on_error(), transaction.atomic():
         sample = Sample.objects.select_for_update().get(pk=task.sample_id)  # serialises mask versions
         record = AnnotationRecord.objects.filter(ls_annotation_id=annotation_id).first()
@@ -405,3 +407,16 @@ def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | N
         sync_state=LabelingProject.Sync.OK, sync_failures=0, last_sync_at=timezone.now(), last_sync_error=""
     )
     return counts
+
+
+def _link_author(ls_user: int) -> AnnotatorAccount | None:
+    """Link an annotation's Label Studio author by email (``provisioning.annotator_link_ls_user``); when
+    Label Studio cannot be asked right now the annotation keeps no author rather than failing."""
+    from labeling.client import LabelStudioRejected, LabelStudioUnavailable
+    from labeling.provisioning import annotator_link_ls_user
+
+    try:
+        return annotator_link_ls_user(ls_user_id=ls_user)
+    except (LabelStudioRejected, LabelStudioUnavailable) as exc:
+        logger.warning("annotation author not linked", extra={"ls_user": ls_user, "error": str(exc)})
+        return None

@@ -96,14 +96,31 @@ class AnnotationRecord(models.Model):
 
 
 class AnnotatorAccount(models.Model):
+    """A platform annotator's place in Label Studio (``labeling.provisioning``, "Onboarding").
+
+    ``invited``: the annotator has the organisation's invite link (on their queue page) and the email to
+    sign up with; no Label Studio user with that email exists yet. ``joined``: linked, by email, to the
+    Label Studio user the annotator created with their own password (``ls_user_id``). ``removed``: the
+    role was taken away or the user deactivated, and the Label Studio membership was removed.
+    """
+
+    class Status(models.TextChoices):
+        INVITED = "invited"
+        JOINED = "joined"
+        REMOVED = "removed"
+
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ls_account")
-    ls_user_id = models.BigIntegerField(unique=True)
-    ls_email = models.EmailField()
+    ls_user_id = models.BigIntegerField(unique=True, null=True, blank=True)
+    ls_email = models.EmailField(help_text="the email the annotator signs up and logs into Label Studio with")
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.INVITED, db_index=True)
     is_oracle = models.BooleanField(default=False)
+    joined_at = models.DateTimeField(null=True, blank=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+    last_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"{self.user_id} -> LS user {self.ls_user_id}"
+        return f"{self.user_id} -> LS user {self.ls_user_id} ({self.status})"
 
 
 class SampleAgreement(models.Model):

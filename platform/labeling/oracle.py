@@ -20,7 +20,7 @@ from catalog.paths import media_root
 from labeling import masks
 from labeling.client import LabelStudioClient, get_client
 from labeling.models import AnnotatorAccount
-from labeling.provisioning import annotator_provision
+from labeling.provisioning import service_annotator_provision
 from rounds.models import AnnotationTask
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ def oracle_account(*, client: LabelStudioClient | None = None) -> AnnotatorAccou
     if created:
         user.set_unusable_password()
         user.save(update_fields=["password"])
-    return annotator_provision(user_id=user.pk, is_oracle=True, client=client)
+    return service_annotator_provision(user_id=user.pk, is_oracle=True, client=client)
 
 
 def oracle_result(sample, *, dilate_px: int = 0, erode_px: int = 0) -> list[dict]:

@@ -36,6 +36,15 @@ from rounds.models import AnnotationTask, Round, Selection
 logger = logging.getLogger(__name__)
 
 TASK_IMPORT_BATCH = 500
+# What counts as the forged region: shown on the annotator's queue page and as the Label Studio
+# project's instructions (before each labeling session).
+INSTRUCTION = (
+    "Paint every pixel that was manipulated: the swapped or re-enacted face area, a replaced eye, mouth "
+    "or nose, an inpainted patch, including its blended border. Leave untouched background, hair and "
+    "neck unpainted. The drafted mask is the detector's guess: erase what is wrong and paint what is "
+    "missing. If nothing is forged choose 'real'; if you cannot tell, choose 'unsure' (no mask is kept); "
+    "skip a face you cannot judge at all."
+)
 
 
 def webhook_url() -> str:
@@ -87,8 +96,9 @@ def project_ensure(*, round_id: int, client: LabelStudioClient | None = None) ->
     storage_dir = _storage_dir(paths)
     project_id = client.project_create(
         title=f"{round_obj.dataset.name} · round {round_obj.number}"[:50],
-        description=f"Draw the forged region. Platform round {round_obj.pk}, detector {version}.",
+        description=f"Draw the forged region. Platform round {round_obj.pk}, drafts by detector {version}.",
         model_version=version,
+        instruction=INSTRUCTION,
     )
     try:
         storage_id = client.local_storage_create(project_id=project_id, path=str(storage_dir), title="media")
@@ -217,46 +227,169 @@ def project_close(*, round_id: int) -> None:
     LabelingProject.objects.filter(round_id=round_id).update(active=False)
 
 
-def annotator_provision(
-    *,
-    user_id: int,
-    password: str | None = None,
-    is_oracle: bool = False,
-    client: LabelStudioClient | None = None,
-) -> AnnotatorAccount:
-    """Give a platform annotator a Label Studio user (same email; idempotent).
+# -- annotators: onboarding and account lifecycle ---------------------------------------------------
+#
+# Label Studio Community keeps its own passwords: its users API ignores them, a person cannot change
+# theirs in the UI, and there is no reset without mail. So the platform never invents a password for a
+# person. An annotator joins the way Label Studio intends: through the organisation's invite link, shown
+# on their queue page with the email to use, choosing their own password. The platform then links the
+# two accounts by that email (``annotator_link``: on the queue page, from the "I have signed up" button,
+# and when an annotation by an unknown Label Studio user arrives). The simulated oracle annotator is the
+# one exception: a service account the platform creates and never logs in with
+# (``service_annotator_provision``).
+#
+# Lifecycle: losing the annotator role or being deactivated removes the Label Studio membership
+# (``annotator_remove``; Label Studio then answers 403 on every project). Getting the role back shows the
+# invite again; Label Studio Community has no API to restore a removed membership, so on a local install
+# the admin runs ``deploy/labelstudio/ls.sh restore-member EMAIL`` and the account links again.
+# Label Studio does not let anyone change a user's email (read-only in its API): a platform email change
+# keeps the link (by Label Studio user id) and ``ls_email`` stays the address to log in with.
 
-    The user joins through the organization's invite link (Label Studio's users API ignores
-    passwords). With ``password`` the annotator logs into Label Studio with it; without one (the
-    automatic path when an annotator is created) a random password is set and the annotator uses
-    Label Studio's own password reset, or an admin runs ``manage.py labeling_annotator USER --password``
-    before the first provisioning.
-    """
+
+def annotator_email(user) -> str:
+    """The email an annotator uses in Label Studio (a stable placeholder for users without one)."""
+    return (user.email or f"{user.username}@annotators.forgerylab.local").strip().lower()
+
+
+def public_url(path: str = "") -> str:
+    base = getattr(settings, "LABEL_STUDIO_PUBLIC_URL", "") or settings.LABEL_STUDIO_URL
+    return f"{base.rstrip('/')}{path}"
+
+
+def invite_url(*, client: LabelStudioClient | None = None) -> str:
+    """The organisation's invite link, as the annotator's browser reaches Label Studio."""
+    return public_url((client or get_client()).invite_path())
+
+
+def _account(user, *, is_oracle: bool = False) -> AnnotatorAccount:
+    account, _ = AnnotatorAccount.objects.get_or_create(
+        user=user, defaults={"ls_email": annotator_email(user), "is_oracle": is_oracle}
+    )
+    return account
+
+
+def annotator_invite(*, user_id: int, client: LabelStudioClient | None = None) -> AnnotatorAccount:
+    """The user became (or is again) an annotator: record the invitation and link at once when a Label
+    Studio member with their email exists already (idempotent; creates no Label Studio user)."""
     from django.contrib.auth import get_user_model
 
     user = get_user_model().objects.get(pk=user_id)
-    client = client or get_client()
-    ls_users = client.users_list()
-    account = AnnotatorAccount.objects.filter(user=user).first()
-    if account is not None and any(int(u["id"]) == account.ls_user_id for u in ls_users):
-        if password:
-            logger.warning(
-                "Label Studio keeps its own passwords: change it in Label Studio", extra={"user": user_id}
+    account = _account(user)
+    if account.status == AnnotatorAccount.Status.REMOVED and account.ls_user_id is None:
+        account.status = AnnotatorAccount.Status.INVITED
+        account.save(update_fields=["status"])
+    return annotator_link(user_id=user_id, client=client)
+
+
+def annotator_link(*, user_id: int, client: LabelStudioClient | None = None) -> AnnotatorAccount:
+    """Link the annotator to the Label Studio member with their email, if one has joined.
+
+    A removed account is linked again only once its membership is back (Label Studio lists a removed
+    member under the email "Deleted", so a member counts only under its own email); a joined account whose Label Studio user is gone (a fresh Label Studio database) goes back
+    to invited."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    user = get_user_model().objects.get(pk=user_id)
+    account = _account(user)
+    email = account.ls_email.lower()
+    members = [u for u in (client or get_client()).users_list() if (u.get("email") or "").lower() == email]
+    member = next((u for u in members if int(u["id"]) == account.ls_user_id), None) or next(
+        iter(members), None
+    )
+    now = timezone.now()
+    with transaction.atomic():
+        account = AnnotatorAccount.objects.select_for_update().get(pk=account.pk)
+        account.last_checked_at = now
+        if member is not None and (account.status != AnnotatorAccount.Status.REMOVED or _has_role(user)):
+            ls_id = int(member["id"])
+            AnnotatorAccount.objects.filter(ls_user_id=ls_id).exclude(pk=account.pk).update(ls_user_id=None)
+            if account.status != AnnotatorAccount.Status.JOINED or account.ls_user_id != ls_id:
+                account.joined_at = now
+            account.ls_user_id, account.status, account.removed_at = (
+                ls_id,
+                AnnotatorAccount.Status.JOINED,
+                None,
             )
+        elif member is None and account.status == AnnotatorAccount.Status.JOINED:
+            account.status = AnnotatorAccount.Status.INVITED  # its Label Studio user is gone
+            account.ls_user_id = None
+        account.save()
+    logger.info(
+        "annotator link checked",
+        extra={"user": user_id, "status": account.status, "ls_user": account.ls_user_id},
+    )
+    return account
+
+
+def annotator_link_ls_user(
+    *, ls_user_id: int, client: LabelStudioClient | None = None
+) -> AnnotatorAccount | None:
+    """An annotation by a Label Studio user no account is linked to: link it by email if that email
+    belongs to a platform annotator (None otherwise: the annotation keeps no author)."""
+    from django.contrib.auth import get_user_model
+
+    members = (client or get_client()).users_list()
+    member = next((u for u in members if int(u["id"]) == int(ls_user_id)), None)
+    if member is None or "@" not in (member.get("email") or ""):  # unknown, or a removed member
+        return None
+    email = member["email"].lower()
+    account = AnnotatorAccount.objects.filter(ls_email__iexact=email).select_related("user").first()
+    user = account.user if account else get_user_model().objects.filter(email__iexact=email).first()
+    if user is None or not _has_role(user):
+        return None
+    return annotator_link(user_id=user.pk, client=client)
+
+
+def annotator_remove(*, user_id: int, client: LabelStudioClient | None = None) -> AnnotatorAccount | None:
+    """The user lost the annotator role or was deactivated: remove their Label Studio membership."""
+    from django.utils import timezone
+
+    account = AnnotatorAccount.objects.filter(user_id=user_id).first()
+    if account is None or account.is_oracle or account.status == AnnotatorAccount.Status.REMOVED:
         return account
-    # no account yet, or its Label Studio user is gone (a fresh Label Studio database): (re)provision
-    email = user.email or f"{user.username}@annotators.forgerylab.local"
-    existing = next((u for u in ls_users if (u.get("email") or "").lower() == email.lower()), None)
+    if account.ls_user_id is not None:
+        (client or get_client()).member_remove(account.ls_user_id)
+    account.status, account.removed_at = AnnotatorAccount.Status.REMOVED, timezone.now()
+    account.save(update_fields=["status", "removed_at"])
+    logger.info("annotator removed from Label Studio", extra={"user": user_id, "ls_user": account.ls_user_id})
+    return account
+
+
+def _has_role(user) -> bool:
+    from accounts.roles import ANNOTATOR
+
+    return user.is_active and user.groups.filter(name=ANNOTATOR).exists()
+
+
+def service_annotator_provision(
+    *, user_id: int, is_oracle: bool = True, client: LabelStudioClient | None = None
+) -> AnnotatorAccount:
+    """A Label Studio user for a service annotator (the oracle): created through the invite link with
+    a random password nobody needs (it annotates through the API as ``completed_by``). Idempotent."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    user = get_user_model().objects.get(pk=user_id)
+    client = client or get_client()
+    account = _account(user, is_oracle=is_oracle)
+    members = client.users_list()
+    if any(
+        int(u["id"]) == account.ls_user_id and (u.get("email") or "").lower() == account.ls_email
+        for u in members
+    ):
+        return account
+    existing = next((u for u in members if (u.get("email") or "").lower() == account.ls_email), None)
     if existing is not None:
-        ls_id = int(existing["id"])  # adopted; its Label Studio password stays what it was
+        ls_id = int(existing["id"])
     else:
         ls_id = client.user_signup(
-            email=email, password=password or secrets.token_urlsafe(18), username=user.username
+            email=account.ls_email, password=secrets.token_urlsafe(18), username=user.username
         )
-    AnnotatorAccount.objects.filter(ls_user_id=ls_id).exclude(user=user).delete()  # stale, from an old LS
-    account, _ = AnnotatorAccount.objects.update_or_create(
-        user=user, defaults={"ls_user_id": ls_id, "ls_email": email, "is_oracle": is_oracle}
-    )
+    AnnotatorAccount.objects.filter(ls_user_id=ls_id).exclude(pk=account.pk).update(ls_user_id=None)
+    account.ls_user_id, account.status, account.is_oracle = ls_id, AnnotatorAccount.Status.JOINED, is_oracle
+    account.joined_at = account.joined_at or timezone.now()
+    account.save()
     return account
 
 
@@ -265,5 +398,4 @@ def annotator_stream_url(*, round_id: int) -> str | None:
     project = LabelingProject.objects.filter(round_id=round_id).first()
     if project is None:
         return None
-    base = getattr(settings, "LABEL_STUDIO_PUBLIC_URL", "") or settings.LABEL_STUDIO_URL
-    return f"{base.rstrip('/')}/projects/{project.ls_project_id}/data?labeling=1"
+    return public_url(f"/projects/{project.ls_project_id}/data?labeling=1")

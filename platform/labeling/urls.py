@@ -1,7 +1,8 @@
 from django.urls import path
 
-from labeling.apis import LabelStudioWebhookApi
+from labeling.apis import AnnotatorOnboardingApi, LabelStudioWebhookApi
 
 urlpatterns = [
     path("labeling/webhook", LabelStudioWebhookApi.as_view(), name="labeling-webhook"),
+    path("labeling/me", AnnotatorOnboardingApi.as_view(), name="labeling-me"),
 ]

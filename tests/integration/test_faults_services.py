@@ -93,7 +93,7 @@ def test_database_dropped_refused_or_silent_answers_503_and_recovers_without_res
     api = requests.Session()
     api.headers["Authorization"] = f"Token {user_token(user=user)}"
     browser = requests.Session()
-    browser.cookies.set("sessionid", _session_cookie(user))
+    browser.cookies.set("forgerylab_session", _session_cookie(user))
     dbname = connection.settings_dict["NAME"]
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")

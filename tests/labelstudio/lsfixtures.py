@@ -70,13 +70,19 @@ settings.LABEL_STUDIO_URL, settings.LABEL_STUDIO_TOKEN, settings.WEBHOOK_SECRET 
 
 
 def ls_script(
-    command: str, media_root: Path | None = None, *, home: Path = LS_HOME, port: str = LS_PORT
+    command: str,
+    media_root: Path | None = None,
+    *,
+    home: Path = LS_HOME,
+    port: str = LS_PORT,
+    args: tuple[str, ...] = (),
+    extra_env: dict | None = None,
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the test server uses SQLite
-    env.update({"LS_PORT": str(port), "LS_HOME": str(home)})
+    env.update({"LS_PORT": str(port), "LS_HOME": str(home), **(extra_env or {})})
     if media_root is not None:
         env["MEDIA_ROOT"] = str(media_root)
-    subprocess.run(["bash", str(LS_SCRIPT), command], env=env, check=True, timeout=900)
+    subprocess.run(["bash", str(LS_SCRIPT), command, *args], env=env, check=True, timeout=900)
 
 
 def _reap_orphans() -> None:
@@ -233,3 +239,33 @@ def latest_mask(media_root: Path, sample):
     if row is None:
         return None, None
     return row, np.asarray(Image.open(media_root / row.path).convert("L")) >= 128
+
+
+class Person:
+    """A person's own browser session in Label Studio (plain HTTP forms, as a browser posts them): signs
+    up through an invite link, logs in with the password they chose, opens a project's API."""
+
+    def __init__(self, email: str, password: str):
+        import httpx
+
+        self.email, self.password = email, password
+        self.web = httpx.Client(base_url=LS_URL, follow_redirects=False, timeout=30)
+
+    def _post_form(self, url: str, data: dict) -> int:
+        self.web.get(url)
+        csrf = self.web.cookies.get("csrftoken")
+        answer = self.web.post(
+            url, data={"csrfmiddlewaretoken": csrf, **data}, headers={"Referer": LS_URL + url}
+        )
+        return answer.status_code
+
+    def sign_up(self, invite_url: str) -> bool:
+        path = invite_url[len(LS_URL) :] if invite_url.startswith(LS_URL) else invite_url
+        return self._post_form(path, {"email": self.email, "password": self.password}) == 302
+
+    def log_in(self) -> bool:
+        self.web.cookies.clear()
+        return self._post_form("/user/login/", {"email": self.email, "password": self.password}) == 302
+
+    def project_status(self, project_id: int) -> int:
+        return self.web.get(f"/api/projects/{project_id}/").status_code

@@ -6,12 +6,17 @@ ground truth; duplicates; reconciliation across a Label Studio outage; bad input
 
 from __future__ import annotations
 
+import io
+import json
+import time
+import uuid
+
 import numpy as np
 import pytest
 import requests
 from PIL import Image
 
-from tests.labelstudio.lsfixtures import gt_of, latest_mask, ls_script, make_round, wait_for
+from tests.labelstudio.lsfixtures import Person, gt_of, latest_mask, ls_script, make_round, wait_for
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.django_db(transaction=True)]
 
@@ -217,23 +222,40 @@ def test_bad_input_is_refused_and_nothing_is_stored(labeling_live, platform_medi
     assert not Mask.objects.filter(sample__dataset=round_obj.dataset).exists()
 
 
-def test_annotator_is_provisioned_and_agreement_is_computed(labeling_live, platform_media_root):
+def test_annotators_join_through_the_invite_and_agreement_is_computed(labeling_live, platform_media_root):
+    """Three annotators are created; each follows what the platform shows them (invite link, email),
+    signs up with a password of their own, presses "I have signed up" and is linked; their masks on a
+    3-annotator task give the agreement."""
+    from rest_framework.test import APIClient
+
     from accounts.services import user_create
-    from catalog.models import Mask
     from labeling.masks import brush_result
     from labeling.models import AnnotatorAccount, SampleAgreement
-    from labeling.provisioning import annotator_provision, round_push_tasks
+    from labeling.provisioning import round_push_tasks
     from rounds.models import AnnotationTask
 
     client = labeling_live
-    users = [user_create(username=f"ann{i}", password="Annot8tor-pass", role="annotator", email=f"ann{i}@t.local") for i in range(3)]  # fmt: skip
+    tag = uuid.uuid4().hex[:6]  # Label Studio's users outlive the test database
+    users = [user_create(username=f"ann{i}-{tag}", password="Annot8tor-pass", role="annotator", email=f"ann{i}-{tag}@t.local") for i in range(3)]  # fmt: skip
     accounts = wait_for(
-        lambda: AnnotatorAccount.objects.filter(user__in=users).count() == 3 and list(AnnotatorAccount.objects.filter(user__in=users)),
-        what="annotators provisioned by the worker",
-    )  # fmt: skip
+        lambda: AnnotatorAccount.objects.filter(user__in=users, status="invited").count() == 3,
+        what="invitations recorded by the worker",
+    )
+    assert not AnnotatorAccount.objects.filter(user__in=users, ls_user_id__isnull=False).exists()
     emails = {u["email"] for u in client.users_list()}
-    assert {f"ann{i}@t.local" for i in range(3)} <= emails
-    assert annotator_provision(user_id=users[0].pk, client=client).ls_user_id == accounts[0].ls_user_id
+    assert not {u.email for u in users} & emails  # nobody was given an account they cannot log into
+    for index, user in enumerate(users):
+        api = APIClient()
+        assert api.login(username=user.username, password="Annot8tor-pass")
+        shown = api.get("/api/v1/labeling/me").json()
+        assert shown["status"] == "invited" and shown["email"] == user.email and shown["invite_url"]
+        person = Person(shown["email"], f"Own-Choice-{index}-pass")
+        assert person.sign_up(shown["invite_url"])
+        linked = api.post("/api/v1/labeling/me").json()
+        assert linked["status"] == "joined" and linked["ls_user_id"]
+        assert person.log_in()  # the password the person chose logs in
+    accounts = list(AnnotatorAccount.objects.filter(user__in=users).order_by("user_id"))
+    assert all(a.status == "joined" for a in accounts)
 
     round_obj, samples = make_round(
         platform_media_root, name="agree", fakes=1, reals=0, config={"annotators_per_task": 3}
@@ -258,9 +280,67 @@ def test_annotator_is_provisioned_and_agreement_is_computed(labeling_live, platf
     row, consensus = latest_mask(platform_media_root, samples[0])
     assert row.pk == agreement.consensus_mask_id
     assert np.array_equal(consensus, drawn[0] & drawn[1])  # majority of 3
-    authors = set(
-        Mask.objects.filter(sample=samples[0], ls_annotation_id__isnull=False).values_list(
-            "author", flat=True
-        )
+
+
+def test_annotator_lifecycle_remove_restore_and_password_reset(
+    labeling_live, platform_media_root, celery_worker_proc
+):
+    """Losing the role removes the Label Studio membership (its projects answer 403); getting it back
+    waits for the admin's restore, then links again; a forgotten password is reset by the admin
+    command; ``labeling_annotator --password`` is gone (it never set a password that logs in)."""
+    from django.contrib.auth.models import Group
+    from django.core.management import CommandError, call_command
+
+    from accounts.services import user_create
+    from labeling.models import AnnotatorAccount
+    from labeling.provisioning import annotator_link, invite_url, project_ensure
+
+    client = labeling_live
+    email = f"cycle-{uuid.uuid4().hex[:6]}@t.local"
+    user = user_create(username="cycle", password="Cycle-pass-1", role="annotator", email=email)
+    wait_for(lambda: AnnotatorAccount.objects.filter(user=user).exists(), what="the invitation")
+    person = Person(email, "Cycle-own-pass-1")
+    assert person.sign_up(invite_url(client=client))
+    assert annotator_link(user_id=user.pk, client=client).status == "joined"
+    round_obj, _ = make_round(platform_media_root, name="cycle", fakes=1, reals=0)
+    project = project_ensure(round_id=round_obj.pk, client=client)
+    assert person.log_in() and person.project_status(project.ls_project_id) == 200
+
+    user.groups.remove(Group.objects.get(name="annotator"))  # the admin takes the role away
+    wait_for(lambda: AnnotatorAccount.objects.get(user=user).status == "removed", what="membership removed")
+    assert person.project_status(project.ls_project_id) == 403
+    assert email not in {u["email"] for u in client.users_list()}
+
+    user.groups.add(Group.objects.get(name="annotator"))  # back: still removed until the admin restores
+    time.sleep(2)
+    print(
+        "DEBUG before link",
+        AnnotatorAccount.objects.filter(user=user).values().first(),
+        [u for u in client.users_list() if u["email"] == email],
     )
-    assert authors == {u.pk for u in users}
+    print(celery_worker_proc.log_tail(60))
+    assert annotator_link(user_id=user.pk, client=client).status == "removed"
+    ls_script("restore-member", args=(email,))
+    assert annotator_link(user_id=user.pk, client=client).status == "joined"
+    assert person.log_in() and person.project_status(project.ls_project_id) == 200
+
+    user.is_active = False  # deactivation removes the membership too
+    user.save()
+    wait_for(
+        lambda: AnnotatorAccount.objects.get(user=user).status == "removed", what="removed on deactivation"
+    )
+    ls_script("restore-member", args=(email,))
+    user.is_active = True
+    user.save()
+    wait_for(
+        lambda: AnnotatorAccount.objects.get(user=user).status == "joined", what="linked on reactivation"
+    )
+
+    ls_script("reset-password", args=(email,), extra_env={"LS_NEW_PASSWORD": "Reset-by-admin-9"})
+    assert not person.log_in()
+    assert Person(email, "Reset-by-admin-9").log_in()
+    with pytest.raises(CommandError, match="unrecognized arguments"):
+        call_command("labeling_annotator", "cycle", "--password", "anything")
+    out = io.StringIO()
+    call_command("labeling_annotator", "cycle", stdout=out)
+    assert json.loads(out.getvalue())["status"] == "joined"

@@ -232,7 +232,7 @@ def test_security_headers_on_the_dashboard(production_server):
     # The page the policy protects has no inline script or style for it to block.
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", response.text)
     assert not re.search(r"<style|\sstyle=", response.text)
-    cookie = next(c for c in response.raw.headers.getlist("Set-Cookie") if c.startswith("csrftoken="))
+    cookie = next(c for c in response.raw.headers.getlist("Set-Cookie") if c.startswith("forgerylab_csrftoken="))
     assert "Secure" in cookie and "SameSite=Lax" in cookie
     assert "HttpOnly" not in cookie  # the dashboard's scripts read it to send X-CSRFToken
 
@@ -290,8 +290,8 @@ def test_session_post_without_csrf_token_is_refused(admin_user):
     assert refused.status_code == 403 and "CSRF" in refused.json()["detail"]
     assert not Dataset.objects.filter(name="csrf-less").exists()
     # With the token from the cookie (what the dashboard's scripts send) the same write goes through.
-    client.get("/datasets/")  # a dashboard page sets the csrftoken cookie
-    token = client.cookies["csrftoken"].value
+    client.get("/datasets/")  # a dashboard page sets the CSRF cookie
+    token = client.cookies["forgerylab_csrftoken"].value
     accepted = client.post(
         "/api/v1/datasets/", {"name": "with-token"}, content_type="application/json", HTTP_X_CSRFTOKEN=token
     )

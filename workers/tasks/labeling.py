@@ -6,7 +6,7 @@
 - ``reconcile_task()`` (Celery beat, every ``LABELING_RECONCILE_SECONDS``, default 60): fan out one
   ``project_reconcile_task`` per active project; while Label Studio is down those retry with
   exponential backoff and the round's sync shows "degraded";
-- ``round_push_tasks_task(round_id)``, ``annotator_provision_task(user_id)``, ``oracle_task(round_id, ...)``.
+- ``round_push_tasks_task(round_id)``, ``annotator_invite_task(user_id)``, ``annotator_remove_task(user_id)``, ``oracle_task(round_id, ...)``.
 """
 
 from __future__ import annotations
@@ -74,11 +74,21 @@ def round_push_tasks_task(round_id: int) -> dict:
     return round_push_tasks(round_id=round_id)
 
 
-@app.task(name="workers.tasks.labeling.annotator_provision_task")
-def annotator_provision_task(user_id: int) -> int:
-    from labeling.provisioning import annotator_provision
+@app.task(name="workers.tasks.labeling.annotator_invite_task")
+def annotator_invite_task(user_id: int) -> str:
+    """The user became an annotator: record the invitation, link at once if they already joined."""
+    from labeling.provisioning import annotator_invite
 
-    return annotator_provision(user_id=user_id).ls_user_id
+    return annotator_invite(user_id=user_id).status
+
+
+@app.task(name="workers.tasks.labeling.annotator_remove_task")
+def annotator_remove_task(user_id: int) -> str | None:
+    """The user lost the annotator role or was deactivated: remove the Label Studio membership."""
+    from labeling.provisioning import annotator_remove
+
+    account = annotator_remove(user_id=user_id)
+    return account.status if account else None
 
 
 @app.task(name="workers.tasks.labeling.oracle_task")

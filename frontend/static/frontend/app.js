@@ -31,7 +31,7 @@ const FL = (() => {
 
   async function api(method, url, body) {
     const init = { method, credentials: "same-origin", headers: { Accept: "application/json" } };
-    if (method !== "GET") init.headers["X-CSRFToken"] = cookie("csrftoken");
+    if (method !== "GET") init.headers["X-CSRFToken"] = cookie("forgerylab_csrftoken");
     if (body instanceof FormData) init.body = body;
     else if (body !== undefined) {
       init.headers["Content-Type"] = "application/json";

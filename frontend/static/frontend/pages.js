@@ -441,7 +441,28 @@
     });
   }
 
-  const wiring = { import: importForm, launch: launchForm, round: roundPage, compare: detectorsPage, try: tryForm, user: userForm };
+  /* ----- annotation queue: "I have signed up" links the Label Studio account by email ----- */
+  function onboarding(card) {
+    const button = $("[data-action=link]", card);
+    if (!button) return;
+    button.addEventListener("click", async () => {
+      busy(button, true);
+      show("onboarding-errors", "");
+      try {
+        const state = await api("POST", "/api/v1/labeling/me");
+        if (state.status === "joined") return window.location.reload();
+        show("onboarding-errors", state.status === "removed"
+          ? "Your Label Studio access is still removed: ask an admin to restore it."
+          : `No Label Studio account with the email ${state.email} yet: sign up with exactly that email through the invite link.`);
+      } catch (err) {
+        show("onboarding-errors", err.message);
+      } finally {
+        busy(button, false);
+      }
+    });
+  }
+
+  const wiring = { import: importForm, launch: launchForm, round: roundPage, compare: detectorsPage, try: tryForm, user: userForm, onboarding };
   document.addEventListener("DOMContentLoaded", () => {
     // getAttribute, not node.dataset: a form's named control ("dataset") shadows its dataset property.
     for (const node of document.querySelectorAll("[data-js]")) {
