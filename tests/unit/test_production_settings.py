@@ -232,7 +232,9 @@ def test_security_headers_on_the_dashboard(production_server):
     # The page the policy protects has no inline script or style for it to block.
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", response.text)
     assert not re.search(r"<style|\sstyle=", response.text)
-    cookie = next(c for c in response.raw.headers.getlist("Set-Cookie") if c.startswith("forgerylab_csrftoken="))
+    cookie = next(
+        c for c in response.raw.headers.getlist("Set-Cookie") if c.startswith("forgerylab_csrftoken=")
+    )
     assert "Secure" in cookie and "SameSite=Lax" in cookie
     assert "HttpOnly" not in cookie  # the dashboard's scripts read it to send X-CSRFToken
 

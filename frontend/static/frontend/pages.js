@@ -450,6 +450,7 @@
       show("onboarding-errors", "");
       try {
         const state = await api("POST", "/api/v1/labeling/me");
+        if (state.error) return show("onboarding-errors", state.error);
         if (state.status === "joined") return window.location.reload();
         show("onboarding-errors", state.status === "removed"
           ? "Your Label Studio access is still removed: ask an admin to restore it."
