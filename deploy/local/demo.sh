@@ -105,6 +105,8 @@ Health         $BASE_URL/health
 Label Studio   ${LABEL_STUDIO_URL:-not started}  (admin: ${LS_ADMIN_EMAIL:-admin@forgerylab.local} / $(cat var/labelstudio/admin_password 2>/dev/null || echo "-"))
 Admin user     admin / $ADMIN_PASSWORD
 API token      $TOKEN
+Annotators     add one on $BASE_URL/users/ (role annotator); they log in, open $BASE_URL/annotation/
+               and follow its invite link into Label Studio (frontend/README.md, "Getting annotators in")
 
 Example:
   curl -H "Authorization: Token $TOKEN" $BASE_URL/api/v1/datasets/

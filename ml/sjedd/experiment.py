@@ -90,15 +90,33 @@ def run_experiment(
     augment: bool = False,
     out_dir: Path | None = None,
     progress: bool = True,
+    pretrained: str | None = None,
+    device: str = "auto",
+    optimizer: str = "adamw",
+    schedule: str = "constant",
+    warmup_epochs: int = 0,
 ) -> dict[str, Any]:
+    """Every variant x seed on one protocol. ``pretrained``: a CLIP weights file or open_clip tag for the
+    towers (``image_size`` None = the tower's own, e.g. 224 for ViT-B-16; OpenAI weights need a
+    ``-quickgelu`` model); the data follow the towers' preprocessing contract (CLIP's mean/std when
+    pretrained). ``device``: ``ml.training.devices`` (auto = CUDA when present). The paper's recipe is
+    ``optimizer="adamw", lr=6e-7, weight_decay=1e-3, schedule="cosine"``, 20 epochs, both towers tuned."""
+    from ml.detectors import create
     from ml.experiments.budget import load_splits
     from ml.sjedd.autolambda import split_meta_rows
     from ml.training import make_eval_loader
+    from ml.training.devices import choose_device
     from ml.training.pipeline import FitSpec, fit_detector, make_dataset
 
     if meta not in ("reshuffle", "holdout"):
         raise ValueError("meta must be 'reshuffle' or 'holdout'")
     dataset_dir = Path(dataset_dir)
+    run_device = choose_device(device)
+    # The contract every variant shares (same tower, same weights): size and normalisation.
+    probe = create("clip_binary", model=model, pretrained=pretrained, image_size=image_size)
+    contract = probe.preprocessing()
+    image_size = int(contract["image_size"])
+    del probe
     splits = load_splits(dataset_dir, protocol)
     train_rows, meta_rows = splits["train"], None
     if meta == "holdout":
@@ -106,13 +124,18 @@ def run_experiment(
 
     test_sets = {k: splits[k] for k in ("test_seen", "test_unseen") if splits.get(k)}
     eval_loaders = {
-        k: make_eval_loader(make_dataset(rows, dataset_dir, image_size, mask_ids={r["id"] for r in rows}), 64)
+        k: make_eval_loader(
+            make_dataset(
+                rows, dataset_dir, image_size, mask_ids={r["id"] for r in rows}, normalization=contract
+            ),
+            64,
+        )
         for k, rows in test_sets.items()
     }
     # Decoded once and shared by every run (compute-bound); only the training data is perturbed.
     shared = (
-        make_dataset(train_rows, dataset_dir, image_size, distortions=augment),
-        make_dataset(splits["val"], dataset_dir, image_size),
+        make_dataset(train_rows, dataset_dir, image_size, distortions=augment, normalization=contract),
+        make_dataset(splits["val"], dataset_dir, image_size, normalization=contract),
     )
     runs: list[dict[str, Any]] = []
     for seed in seeds:
@@ -123,17 +146,19 @@ def run_experiment(
                 dataset_dir=dataset_dir,
                 rows=train_rows,
                 val_rows=splits["val"],
-                detector_config={"model": model, **overrides},
+                detector_config={"model": model, "pretrained": pretrained, **overrides},
                 epochs=epochs,
                 seed=seed,
-                optimizer="adamw",
+                optimizer=optimizer,
                 lr=lr,
                 weight_decay=weight_decay,
+                schedule=schedule,
+                warmup_epochs=warmup_epochs,
                 distortions=augment,
                 meta_rows=meta_rows,
                 image_size=image_size,
                 batch_size=batch_size,
-                device="cpu",
+                device=str(run_device),
                 progress=progress,
             )
             run_dir = (out_dir or dataset_dir / "runs") / f"{variant}-seed{seed}"
@@ -146,7 +171,9 @@ def run_experiment(
                 "epochs_run": result.epochs_run,
                 "best_val_auc": result.best_val_auc,
                 "train_s": round(sum(h["data_s"] + h["compute_s"] for h in result.history), 2),
-                "tests": {k: evaluate_nodes(detector, loader) for k, loader in eval_loaders.items()},
+                "tests": {
+                    k: evaluate_nodes(detector, loader, str(run_device)) for k, loader in eval_loaders.items()
+                },
             }
             if name == "sjedd":
                 record["lambda_final"] = [float(x) for x in detector.level_weights]
@@ -159,12 +186,18 @@ def run_experiment(
         "meta": meta,
         "augment": augment,
         "model": model,
+        "pretrained": pretrained,
+        "device": str(run_device),
         "image_size": image_size,
         "epochs": epochs,
         "lr": lr,
         "weight_decay": weight_decay,
         "batch_size": batch_size,
-        "sizes": {"train": len(train_rows), "meta": len(meta_rows), "val": len(splits["val"])}
+        "sizes": {
+            "train": len(train_rows),
+            "meta": len(meta_rows if meta_rows is not None else train_rows),
+            "val": len(splits["val"]),
+        }
         | {k: len(v) for k, v in test_sets.items()},
         "runs": runs,
         "summary": summarize(runs),

@@ -54,6 +54,19 @@ def _looks_like_path(value: str) -> bool:
     return os.sep in value or "/" in value or value.lower().endswith(WEIGHT_SUFFIXES)
 
 
+def is_openai_checkpoint(path: Path) -> bool:
+    """OpenAI's released CLIP weights are TorchScript archives (a zip with ``code/`` and
+    ``constants.pkl``); open_clip's own checkpoints are plain state dicts."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
+
+
 def create_towers(model: str, pretrained: str | None, image_size: int | None = None) -> nn.Module:
     """Return an open_clip ``CLIP`` module (``.visual`` image tower, text tower, ``encode_text``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub unless the user enabled it
@@ -71,6 +84,11 @@ def create_towers(model: str, pretrained: str | None, image_size: int | None = N
             path = Path(pretrained).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"CLIP weights file not found: {path}")
+            if is_openai_checkpoint(path) and not open_clip.get_model_config(model).get("quick_gelu"):
+                raise PretrainedWeightsError(
+                    f"{path.name} is an OpenAI CLIP checkpoint, trained with QuickGELU; {model!r} builds "
+                    f"GELU, which would silently change every activation: use {model + '-quickgelu'!r}"
+                )
             pretrained = str(path)
         elif pretrained not in open_clip.list_pretrained_tags_by_model(model):
             raise PretrainedWeightsError(

@@ -56,6 +56,7 @@ class FitSpec:
     lr: float = 1e-3
     weight_decay: float = 0.0
     schedule: str = "constant"
+    warmup_epochs: int = 0
     augment: bool = False  # random horizontal flips (in the trainer: resumes exactly)
     distortions: bool = False  # SJEDD's perturbations in the dataset (``ml.data.dataset``)
     meta_rows: Sequence[dict] | None = None  # meta batches' rows when the detector wants them; None: rows
@@ -85,6 +86,7 @@ class FitSpec:
             weight_decay=self.weight_decay,
             optimizer=self.optimizer,
             schedule=self.schedule,
+            warmup_epochs=self.warmup_epochs,
             augment=self.augment,
             seed=self.seed,
             device=self.device,

@@ -80,14 +80,21 @@ class TrainConfig:
         None  # stop (after checkpointing) once this many steps ran; for tests/workers
     )
     schedule: str = "constant"  # "constant" | "cosine" (per epoch, down to 5% of lr at the last epoch)
+    warmup_epochs: int = 0  # linear warm-up from lr/(warmup+1) before the schedule (pretrained towers)
     augment: bool = False  # random horizontal flips of image and mask (``ml.training.augment``)
 
     def lr_at(self, epoch: int) -> float:
-        """Learning rate of ``epoch``: a pure function of the epoch, so a resumed run gets the same."""
-        if self.schedule == "constant" or self.epochs <= 1:
+        """Learning rate of ``epoch``: a pure function of the epoch, so a resumed run gets the same.
+        With ``warmup_epochs`` W the first W epochs ramp up linearly (lr * (e+1)/(W+1)) and the schedule
+        runs over the remaining epochs."""
+        warmup = max(0, min(int(self.warmup_epochs), self.epochs - 1))
+        if epoch < warmup:
+            return self.lr * (epoch + 1) / (warmup + 1)
+        epoch, span = epoch - warmup, self.epochs - warmup
+        if self.schedule == "constant" or span <= 1:
             return self.lr
         if self.schedule == "cosine":
-            return self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / (self.epochs - 1))))
+            return self.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * epoch / (span - 1))))
         raise ValueError(f"unknown schedule {self.schedule!r}; expected 'constant' or 'cosine'")
 
     def resolved_device(self) -> torch.device:

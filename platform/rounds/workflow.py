@@ -97,6 +97,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
         "sjedd": {"model": "sjedd-small-rn", "pretrained": None, "lambda_every": 4, "calibrate_bias": True},
     },
 }
+# Options of ``detector_config.<name>`` that set that detector's training rather than build it.
+TRAINING_KEYS = ("lr", "weight_decay", "optimizer", "schedule", "warmup_epochs")
 _INT_RANGES = {
     "epochs": (1, 1000),
     "retrain_epochs": (1, 1000),
@@ -132,6 +134,9 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
                     errors["detector_config"] = "Each detector's config must be a mapping."
                 else:
                     out["detector_config"][name] = {**out["detector_config"].get(name, {}), **extra}
+                    problem = _detector_training_problem(extra)
+                    if problem:
+                        errors["detector_config"] = f"{name}: {problem}"
     detectors = out["detectors"]
     if (
         not isinstance(detectors, list)
@@ -238,6 +243,31 @@ def _active_problem(config: dict[str, Any]) -> str | None:
         return exc.message
     except (TypeError, ValueError) as exc:
         return f"invalid active-learning settings: {exc}"
+    return None
+
+
+def _detector_training_problem(extra: dict[str, Any]) -> str | None:
+    """Per-detector training options and sizes, checked at launch (not when the worker trains)."""
+    number = (int, float)
+    if "lr" in extra and (
+        not isinstance(extra["lr"], number) or isinstance(extra["lr"], bool) or not 0 < extra["lr"] < 1
+    ):
+        return "lr must be a learning rate in (0, 1)."
+    decay = extra.get("weight_decay", 0.0)
+    if not isinstance(decay, number) or isinstance(decay, bool) or not 0 <= decay < 1:
+        return "weight_decay must be in [0, 1)."
+    if extra.get("optimizer", "adam") not in ("adam", "adamw"):
+        return "optimizer must be 'adam' or 'adamw'."
+    if extra.get("schedule", "constant") not in ("constant", "cosine"):
+        return "schedule must be 'constant' or 'cosine'."
+    warmup = extra.get("warmup_epochs", 0)
+    if not isinstance(warmup, int) or isinstance(warmup, bool) or not 0 <= warmup <= 100:
+        return "warmup_epochs must be an integer in [0, 100]."
+    size = extra.get("image_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 1024):
+        return "image_size must be an integer in [16, 1024] (or absent: the round's)."
+    if "freeze_text" in extra and not isinstance(extra["freeze_text"], bool):
+        return "freeze_text must be true or false."
     return None
 
 

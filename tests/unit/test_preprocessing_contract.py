@@ -79,3 +79,40 @@ def test_parity_bench_training_forward_equals_the_bundle():
         assert pretrained["preprocessing"]["mean"] == pytest.approx(CLIP["mean"])
         # The check has teeth: the loader's old fixed normalisation would have been caught.
         assert pretrained["onnx"]["skew_with_default_normalization"] > 1e-3
+
+
+def test_sjedd_experiment_runs_from_a_pretrained_file_on_its_contract(tmp_path):
+    """The documented route: ``run_experiment(pretrained=<file>)`` trains on CLIP-normalised data."""
+    from ml.data.generate import generate_dataset
+    from ml.sjedd.experiment import run_experiment
+    from ml.sjedd.towers import create_towers
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tower.pt"
+    torch.save(create_towers("sjedd-tiny-vit", None).state_dict(), weights)
+    data = tmp_path / "data"
+    generate_dataset(data, 80, 32, seed=0, workers=1)
+    result = run_experiment(
+        data, protocol="in_domain", seeds=(0,), variants=("sjedd", "clip_binary"), model="sjedd-tiny-vit",
+        image_size=None, epochs=1, batch_size=16, lr=1e-4, pretrained=str(weights), device="cpu",
+        schedule="cosine", warmup_epochs=0, out_dir=tmp_path / "runs", progress=False,
+    )  # fmt: skip
+    assert result["pretrained"] == str(weights) and result["device"] == "cpu" and result["image_size"] == 32
+    assert {r["variant"] for r in result["runs"]} == {"sjedd", "clip_binary"}
+    assert all(r["tests"]["test_seen"]["auc"] is not None for r in result["runs"])
+
+
+def test_an_openai_checkpoint_into_a_gelu_config_is_refused(tmp_path):
+    from ml.sjedd.towers import PretrainedWeightsError, create_towers, is_openai_checkpoint
+
+    class Tiny(torch.nn.Module):
+        def forward(self, x):
+            return x * 2
+
+    jit = tmp_path / "ViT-B-16.pt"
+    torch.jit.save(torch.jit.script(Tiny()), str(jit))  # a TorchScript archive, as OpenAI ships CLIP
+    plain = tmp_path / "state.pt"
+    torch.save({"w": torch.zeros(1)}, plain)
+    assert is_openai_checkpoint(jit) and not is_openai_checkpoint(plain)
+    with pytest.raises(PretrainedWeightsError, match="QuickGELU.*ViT-B-16-quickgelu"):
+        create_towers("ViT-B-16", str(jit))

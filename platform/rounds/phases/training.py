@@ -61,21 +61,27 @@ def fit_spec(round_: Round, name: str, rows: list[dict], val_rows: list[dict], m
              epochs: int, init_path: Path | None):  # fmt: skip
     """The round's config turned into the one training pipeline's spec (``ml.training.pipeline``)."""
     from ml.training.pipeline import FitSpec
+    from rounds.workflow import TRAINING_KEYS
 
     config = round_.config
+    detector_config = dict(config["detector_config"].get(name, {}))
+    # Per-detector optimisation (a pretrained tower wants AdamW at a tiny lr, LAE from scratch does not)
+    # wins over the round's; the rest of ``detector_config`` builds the detector.
+    own = {key: detector_config.pop(key) for key in TRAINING_KEYS if key in detector_config}
     return FitSpec(
         detector=name,
         dataset_dir=Path(settings.MEDIA_ROOT),
         rows=rows,
         val_rows=val_rows,
-        detector_config=dict(config["detector_config"].get(name, {})),
+        detector_config=detector_config,
         mask_ids=mask_ids,
         epochs=epochs,
         seed=int(config["seed"]),
-        optimizer=str(config.get("optimizer", "adam")),
-        lr=float(config["lr"]),
-        weight_decay=float(config.get("weight_decay", 0.0)),
-        schedule=str(config.get("schedule", "constant")),
+        optimizer=str(own.get("optimizer", config.get("optimizer", "adam"))),
+        lr=float(own.get("lr", config["lr"])),
+        weight_decay=float(own.get("weight_decay", config.get("weight_decay", 0.0))),
+        schedule=str(own.get("schedule", config.get("schedule", "constant"))),
+        warmup_epochs=int(own.get("warmup_epochs", 0)),
         augment=bool(config.get("augment", False)),
         image_size=int(config["image_size"]),
         batch_size=int(config["batch_size"]),
