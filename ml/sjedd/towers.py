@@ -67,6 +67,53 @@ def is_openai_checkpoint(path: Path) -> bool:
     return any("/code/" in n for n in names) and any(n.endswith("constants.pkl") for n in names)
 
 
+def tower_info(model: str) -> dict:
+    """What a registry needs to know of an open_clip model without building it: input size, QuickGELU."""
+    import open_clip
+
+    register_configs()
+    config = open_clip.get_model_config(model)
+    if config is None:
+        raise ValueError(f"unknown open_clip model {model!r}")
+    size = config["vision_cfg"]["image_size"]
+    return {"image_size": int(size[0] if isinstance(size, list | tuple) else size),
+            "quick_gelu": bool(config.get("quick_gelu", False))}  # fmt: skip
+
+
+def check_pretrained(model: str, pretrained: str) -> None:
+    """Fail now, with the reason, where ``create_towers(model, pretrained)`` would fail later: an unknown
+    model, a missing file, an OpenAI checkpoint into a GELU config, or a tag whose weights are neither a
+    file nor in the offline cache. Loads no weights (a launch check)."""
+    import open_clip
+
+    register_configs()
+    if open_clip.get_model_config(model) is None:
+        raise ValueError(f"unknown open_clip model {model!r}")
+    if _looks_like_path(str(pretrained)):
+        path = Path(pretrained).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"CLIP weights file not found: {path}")
+        if is_openai_checkpoint(path) and not tower_info(model)["quick_gelu"]:
+            raise PretrainedWeightsError(
+                f"{path.name} is an OpenAI CLIP checkpoint (QuickGELU) but {model!r} builds GELU: "
+                f"use {model + '-quickgelu'!r}"
+            )
+        return
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    if pretrained not in tags:
+        raise PretrainedWeightsError(
+            f"{pretrained!r} is neither a weights file nor a pretrained tag of {model!r} (tags: {', '.join(tags) or 'none'})"
+        )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:  # resolves from the local cache only when the hub is offline: downloads nothing here
+        open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(model, pretrained))
+    except Exception as exc:  # noqa: BLE001 - any resolution failure means: not available offline
+        raise PretrainedWeightsError(
+            f"the {pretrained!r} weights of {model} are not in the offline cache ({type(exc).__name__}); "
+            "register a weights file instead (manage.py weights_add)"
+        ) from exc
+
+
 def create_towers(model: str, pretrained: str | None, image_size: int | None = None) -> nn.Module:
     """Return an open_clip ``CLIP`` module (``.visual`` image tower, text tower, ``encode_text``)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub unless the user enabled it

@@ -225,8 +225,9 @@ def sample_mask(request, sample_id: int):
 
 @page(admin=True)
 def rounds(request):
+    from modelhub.models import PretrainedWeights
     from rounds.models import Round
-    from rounds.workflow import DEFAULT_CONFIG, DETECTORS, STRATEGIES
+    from rounds.workflow import DEFAULT_CONFIG, DETECTORS, PRESETS, STRATEGIES
 
     return _render(
         request,
@@ -237,6 +238,8 @@ def rounds(request):
             "detectors": list(DETECTORS),
             "strategies": STRATEGIES,
             "defaults": DEFAULT_CONFIG,
+            "weights": PretrainedWeights.objects.order_by("name"),
+            "presets": sorted(PRESETS),
             "selected_dataset": request.GET.get("dataset", ""),
         },
     )

@@ -224,3 +224,45 @@ class Predict(APIView):
             draft_mask=data.validated_data["draft_mask"],
         )
         return Response(result)
+
+
+class WeightsOutput(serializers.Serializer):
+    name = serializers.CharField()
+    model = serializers.CharField()
+    path = serializers.CharField()
+    sha256 = serializers.CharField()
+    size_bytes = serializers.IntegerField()
+    image_size = serializers.IntegerField()
+    quick_gelu = serializers.BooleanField()
+    openai_format = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+
+
+class WeightsList(APIView):
+    """Registered CLIP weights (``GET``) and registering a file already under ``MEDIA_ROOT/weights/``
+    (``POST``: checked against the named open_clip tower, which must load it strictly)."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "WeightsRegisterInput"
+
+        name = serializers.SlugField(max_length=64)
+        path = serializers.CharField(max_length=512, help_text="relative to MEDIA_ROOT, under weights/")
+        model = serializers.CharField(max_length=64, help_text="open_clip model, e.g. ViT-B-16-quickgelu")
+
+    @extend_schema(responses=WeightsOutput(many=True))
+    def get(self, request):
+        from modelhub.models import PretrainedWeights
+
+        return Response(WeightsOutput(PretrainedWeights.objects.order_by("name"), many=True).data)
+
+    @extend_schema(request=InputSerializer, responses={201: WeightsOutput})
+    def post(self, request):
+        from modelhub.weights import weights_register
+
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        weights = weights_register(**data.validated_data, user=request.user)
+        return Response(WeightsOutput(weights).data, status=status.HTTP_201_CREATED)

@@ -40,3 +40,26 @@ class DetectorAlias(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} -> {self.version_id}"
+
+
+class PretrainedWeights(models.Model):
+    """A CLIP weights file the SJEDD towers can start from, registered once by an admin
+    (``manage.py weights_add`` or ``POST /api/v1/weights/``) and named in round configs
+    (``detector_config.sjedd.weights``). The file lives under ``MEDIA_ROOT/weights/``; its sha256 is
+    checked again at every launch that names it."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    model = models.CharField(max_length=64, help_text="open_clip model config, e.g. ViT-B-16-quickgelu")
+    path = models.CharField(max_length=512, help_text="relative to MEDIA_ROOT, under weights/")
+    sha256 = models.CharField(max_length=64)
+    size_bytes = models.BigIntegerField()
+    image_size = models.PositiveIntegerField(help_text="the tower's input size")
+    quick_gelu = models.BooleanField(help_text="the model config uses QuickGELU (OpenAI's weights need it)")
+    openai_format = models.BooleanField(default=False, help_text="an OpenAI TorchScript checkpoint")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.model})"

@@ -6,6 +6,7 @@ from modelhub import apis
 
 urlpatterns = [
     path("detectors/", apis.VersionList.as_view(), name="detector-list"),
+    path("weights/", apis.WeightsList.as_view(), name="weights-list"),
     path("detectors/compare/", apis.VersionCompare.as_view(), name="detector-compare"),
     path("detectors/aliases/", apis.AliasList.as_view(), name="detector-aliases"),
     path("detectors/aliases/<slug:name>/", apis.AliasMove.as_view(), name="detector-alias-move"),

@@ -90,12 +90,35 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "scoring": "distributed",  # workers.tasks.scoring (sharded chord) | "in_process" (rounds.phases.score)
     "labeling": "label_studio",  # push the selection to Label Studio | "none" (masks arrive otherwise)
     "active": {},  # passed to rounds.scoring (SCORING_DEFAULTS overrides), validated there
+    "preset": None,  # "sjedd-paper": SJEDD's published recipe (PRESETS); explicit options still win
     "detector_config": {
         # Measured to learn on 64 px generated data (README, "Detectors that learn"): the learning
         # benchmark's LAE, and the convolutional CLIP tower (a random-initialised tiny ViT does not learn).
         "lae": {"depth": 3, "width": 16, "latent_channels": 64},
         "sjedd": {"model": "sjedd-small-rn", "pretrained": None, "lambda_every": 4, "calibrate_bias": True},
     },
+}
+# Named recipes: defaults applied before the launch's own options. "sjedd-paper" is SJEDD's published
+# setting (ViT-B/16 QuickGELU at 224 px, AdamW lr 6e-7, weight decay 1e-3, cosine, 20 epochs, both towers
+# fine-tuned); it needs registered CLIP weights (``detector_config.sjedd.weights``), which also decide
+# the tower (a smaller registered tower stands in for tests).
+PRESETS: dict[str, dict[str, Any]] = {
+    "sjedd-paper": {
+        "detectors": ["sjedd"],
+        "epochs": 20,
+        "retrain_epochs": 5,
+        "detector_config": {
+            "sjedd": {
+                "model": "ViT-B-16-quickgelu",
+                "image_size": 224,
+                "optimizer": "adamw",
+                "lr": 6e-7,
+                "weight_decay": 1e-3,
+                "schedule": "cosine",
+                "freeze_text": False,
+            }  # fmt: skip
+        },
+    }
 }
 # Options of ``detector_config.<name>`` that set that detector's training rather than build it.
 TRAINING_KEYS = ("lr", "weight_decay", "optimizer", "schedule", "warmup_epochs")
@@ -121,6 +144,17 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
     for key in unknown:
         errors[key] = "Unknown option."
     out = copy.deepcopy(DEFAULT_CONFIG)
+    preset = config.get("preset")
+    if preset is not None:
+        if preset not in PRESETS:
+            errors["preset"] = f"One of {sorted(PRESETS)}, or null."
+        else:
+            for key, value in copy.deepcopy(PRESETS[preset]).items():
+                if key == "detector_config":
+                    for name, extra in value.items():
+                        out["detector_config"][name] = {**out["detector_config"].get(name, {}), **extra}
+                else:
+                    out[key] = value
     for key, value in config.items():
         if key in DEFAULT_CONFIG and key not in ("detector_config",):
             out[key] = value
@@ -207,6 +241,8 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
             problem = _strategy_problem(out)
             if problem:
                 errors["strategy"] = problem
+    if "detector_config" not in errors:
+        _weights_check(out, config, errors)
     if errors:
         raise InvalidInput("Invalid round config.", errors=errors)
     return out
@@ -246,6 +282,57 @@ def _active_problem(config: dict[str, Any]) -> str | None:
     return None
 
 
+def _weights_check(out: dict[str, Any], given: dict[str, Any], errors: dict[str, str]) -> None:
+    """Registered weights (``detector_config.<name>.weights``) and pretrained tags, checked at launch:
+    a missing or changed file, a tag not in the offline cache, a model or size that does not fit the
+    tower. Registered weights decide the tower's model and input size."""
+    explicit = given.get("detector_config") if isinstance(given.get("detector_config"), dict) else {}
+    for name, extra in out["detector_config"].items():
+        own = explicit.get(name) or {}
+        if extra.get("weights") is not None:
+            from modelhub.weights import weights_problem
+
+            if extra.get("pretrained"):
+                errors["detector_config"] = (
+                    f"{name}: give weights (a registered name) or pretrained, not both."
+                )
+                return
+            weights, problem = weights_problem(str(extra["weights"]))
+            if problem:
+                errors["detector_config"] = f"{name}: {problem}"
+                return
+            if "model" in own and own["model"] != weights.model:
+                errors["detector_config"] = (
+                    f"{name}: model {own['model']!r} does not fit the registered weights {weights.name!r} "
+                    f"({weights.model})."
+                )
+                return
+            if own.get("image_size") not in (None, weights.image_size):
+                errors["detector_config"] = (
+                    f"{name}: image_size {own['image_size']} does not fit the {weights.model} tower "
+                    f"({weights.image_size} px): resize the inputs, not the weights."
+                )
+                return
+            extra["model"], extra["image_size"] = weights.model, weights.image_size
+        elif extra.get("pretrained"):
+            from ml.sjedd.towers import PretrainedWeightsError, check_pretrained
+
+            try:
+                check_pretrained(str(extra.get("model") or "sjedd-tiny-vit"), str(extra["pretrained"]))
+            except (ValueError, FileNotFoundError, PretrainedWeightsError) as exc:
+                errors["detector_config"] = f"{name}: {exc}"
+                return
+    if out.get("preset") == "sjedd-paper" and not out["detector_config"].get("sjedd", {}).get("weights"):
+        from modelhub.models import PretrainedWeights
+
+        known = ", ".join(PretrainedWeights.objects.order_by("name").values_list("name", flat=True)) or "none"
+        errors["preset"] = (
+            "The sjedd-paper preset starts from pretrained CLIP weights: register them "
+            "(manage.py weights_add NAME FILE --model ViT-B-16-quickgelu) and name them in "
+            f"detector_config.sjedd.weights (registered: {known})."
+        )
+
+
 def _detector_training_problem(extra: dict[str, Any]) -> str | None:
     """Per-detector training options and sizes, checked at launch (not when the worker trains)."""
     number = (int, float)
@@ -266,6 +353,8 @@ def _detector_training_problem(extra: dict[str, Any]) -> str | None:
     size = extra.get("image_size")
     if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 16 <= size <= 1024):
         return "image_size must be an integer in [16, 1024] (or absent: the round's)."
+    if "weights" in extra and not (extra["weights"] is None or isinstance(extra["weights"], str)):
+        return "weights must be the name of registered weights."
     if "freeze_text" in extra and not isinstance(extra["freeze_text"], bool):
         return "freeze_text must be true or false."
     return None

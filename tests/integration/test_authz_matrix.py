@@ -71,6 +71,8 @@ API: dict[tuple[str, str], tuple[str, int]] = {
     ("GET", "/api/v1/detectors/{ref}/bundle/"): (ANY_ROLE, 404),  # permitted; not exported yet
     ("POST", "/api/v1/detectors/{ref}/predict/"): (ANY_ROLE, 400),  # permitted; no image sent
     ("POST", "/api/v1/labeling/webhook"): (WEBHOOK, 200),
+    ("GET", "/api/v1/weights/"): (ADMIN, 200),
+    ("POST", "/api/v1/weights/"): (ADMIN, 400),
     ("GET", "/api/v1/labeling/me"): (ANY_ROLE, 200),  # Label Studio down: the state with its reason
     ("POST", "/api/v1/labeling/me"): (ANY_ROLE, 200),
     ("GET", "/api/v1/operations/workers/"): (ADMIN, 200),

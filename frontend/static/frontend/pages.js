@@ -105,6 +105,12 @@
         const value = data.get(key);
         if (value !== null && value !== "") config[key] = Number(value);
       }
+      if (data.get("weights")) config.detector_config = { sjedd: { weights: data.get("weights") } };
+      if (data.get("preset")) {
+        // A recipe decides its own detectors, epochs and sizes: the form's defaults must not override it.
+        config.preset = data.get("preset");
+        for (const key of ["detectors", "epochs", "retrain_epochs", "image_size"]) delete config[key];
+      }
       const totalPercent = data.get("budget_total_percent");
       if (totalPercent !== null && totalPercent !== "") config.budget_total = Number(totalPercent) / 100;
       const extra = (data.get("extra") || "").trim();

@@ -68,6 +68,11 @@ def fit_spec(round_: Round, name: str, rows: list[dict], val_rows: list[dict], m
     # Per-detector optimisation (a pretrained tower wants AdamW at a tiny lr, LAE from scratch does not)
     # wins over the round's; the rest of ``detector_config`` builds the detector.
     own = {key: detector_config.pop(key) for key in TRAINING_KEYS if key in detector_config}
+    weights = detector_config.pop("weights", None)
+    if weights:  # a registered file (checked at launch): the tower starts from it
+        from modelhub.weights import weights_absolute, weights_get
+
+        detector_config["pretrained"] = weights_absolute(weights_get(str(weights)))
     return FitSpec(
         detector=name,
         dataset_dir=Path(settings.MEDIA_ROOT),
