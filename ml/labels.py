@@ -128,3 +128,65 @@ def describe(probs, top: int = 4, threshold: float = 0.5) -> str:
     if picked:
         parts.append(", ".join(f"{NODE_PHRASES[NODES[i]]} {p[i]:.2f}" for i in picked))
     return "; ".join(parts)
+
+
+# ------------------------------------------------------------------------------ semantic targets by method
+# What a public dataset's manipulation methods change, as SJEDD targets (research note sjedd.md §1.3).
+# Two schemes, chosen per import (``semantic_targets``):
+#   "released": the official code's training targets (``stack_label``): physical inconsistency is on for
+#       every fake; identity swaps (Deepfakes, FaceSwap) light all six local regions, expression
+#       re-enactment (Face2Face, NeuralTextures) lip and mouth. The default: it is what the published
+#       model was trained on.
+#   "paper": the hierarchy of the paper's Fig. 1 / the code's older ``label_map_ffso``: the same, without
+#       physical inconsistency for the identity and expression classes.
+#   "none": fakes get "fake, the rest unknown" (only annotator masks add regions).
+# FaceShifter is an identity swap; Celeb-DF and DFDC fakes are identity swaps (face-swap methods).
+SEMANTIC_SCHEMES = ("released", "paper", "none")
+METHOD_CLASS = {
+    "deepfakes": "identity",
+    "faceswap": "identity",
+    "faceshifter": "identity",
+    "face2face": "expression",
+    "neuraltextures": "expression",
+}
+DATASET_CLASS = {"celebdf": "identity", "dfdc": "identity"}
+_CLASS_TARGETS = {
+    ("identity", "released"): "1011111111",
+    ("expression", "released"): "1101001100",
+    ("identity", "paper"): "1010111111",
+    ("expression", "paper"): "1100001100",
+}
+
+
+def method_targets(manipulation: str, dataset: str = "", scheme: str = "released") -> list[int]:
+    """SJEDD targets of a fake made by ``manipulation`` (an FF++ method folder name, any case) in
+    ``dataset`` ("ffpp", "celebdf", "dfdc", ...); unknown methods and ``scheme="none"``: fake only."""
+    if scheme not in SEMANTIC_SCHEMES:
+        raise ValueError(f"semantic targets scheme must be one of {SEMANTIC_SCHEMES}, got {scheme!r}")
+    kind = METHOD_CLASS.get((manipulation or "").strip().lower()) or DATASET_CLASS.get(
+        (dataset or "").lower()
+    )
+    if scheme == "none" or kind is None:
+        return [1] + [UNKNOWN] * (len(NODES) - 1)
+    vec = [int(c) for c in _CLASS_TARGETS[(kind, scheme)]]
+    assert is_legal(vec), vec
+    return vec
+
+
+def refine_with_mask(known: list[int], from_mask: list[int]) -> list[int]:
+    """Combine a fake's method targets with the targets an annotator's mask gives (its regions):
+    the mask decides the local nodes, the method the global ones; a global node whose children the
+    mask leaves all off becomes unknown rather than an illegal state."""
+    out = list(from_mask)
+    for g in GLOBAL_NODES:
+        i = NODE_INDEX[g]
+        if known[i] != UNKNOWN:
+            out[i] = known[i]
+    out[0] = 1
+    for g in GLOBAL_NODES:
+        i = NODE_INDEX[g]
+        if out[i] == 1 and not any(out[NODE_INDEX[c]] == 1 for c in EDGES[g]):
+            if any(out[NODE_INDEX[c]] == UNKNOWN for c in EDGES[g]):
+                continue  # a child may be on: not contradictory
+            out[i] = UNKNOWN
+    return out

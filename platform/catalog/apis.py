@@ -187,11 +187,21 @@ class DatasetImportApi(APIView):
             allow_empty=False,
             help_text="FaceForensics++ only: the compression levels to import (default: all)",
         )
+        semantic_targets = serializers.ChoiceField(
+            choices=["released", "paper", "none"],
+            required=False,
+            help_text="SJEDD targets of the fakes from their method: the official code's (released, default), "
+            "the paper's hierarchy (paper) or fake only (none)",
+        )
 
         def validate(self, attrs):
             from catalog.video_import import is_video_format
 
-            options = [key for key in ("frames", "size", "shard_size", "compression") if key in attrs]
+            options = [
+                key
+                for key in ("frames", "size", "shard_size", "compression", "semantic_targets")
+                if key in attrs
+            ]
             if options and not is_video_format(attrs.get("format", ImportJob.Format.MANIFEST)):
                 raise serializers.ValidationError({key: ["Only for video formats."] for key in options})
             if "compression" in attrs and attrs.get("format") != ImportJob.Format.FFPP_VIDEO:
@@ -214,7 +224,9 @@ class DatasetImportApi(APIView):
         data.is_valid(raise_exception=True)
         fields = dict(data.validated_data)
         options = {
-            key: fields.pop(key) for key in ("frames", "size", "shard_size", "compression") if key in fields
+            key: fields.pop(key)
+            for key in ("frames", "size", "shard_size", "compression", "semantic_targets")
+            if key in fields
         }
         job = import_job_create(dataset=dataset, user=request.user, **fields)
         if is_video_format(job.format):

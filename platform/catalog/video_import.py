@@ -61,7 +61,9 @@ ID_CHUNK = 5000
 MAX_REPORTED_ENTRIES = 1000  # rejected entries kept in the job's errors (the count stays exact)
 MAX_REPORTED_FAILURES = 50  # failed videos listed in the progress and the final report
 EXTRACT_TASK = "workers.tasks.video.extract_videos"
-DEFAULT_OPTIONS = {"frames": 32, "size": 128, "scale": 1.3, "shard_size": 16}
+# ``semantic_targets``: SJEDD targets of the fakes from their manipulation method (``ml.labels``:
+# "released" = the official code's training targets, "paper" = the paper's hierarchy, "none").
+DEFAULT_OPTIONS = {"frames": 32, "size": 128, "scale": 1.3, "shard_size": 16, "semantic_targets": "released"}
 OPTION_LIMITS = {"frames": (1, 512), "size": (32, 1024), "shard_size": (1, 1000)}
 
 
@@ -86,6 +88,15 @@ def video_options(**given) -> dict:
             if not isinstance(value, int | float) or not 1.0 <= float(value) <= 2.0:
                 raise InvalidInput("scale must be in [1.0, 2.0].", errors={"scale": ["out of range"]})
             options[key] = float(value)
+        elif key == "semantic_targets":
+            from ml.labels import SEMANTIC_SCHEMES
+
+            if value not in SEMANTIC_SCHEMES:
+                raise InvalidInput(
+                    f"semantic_targets must be one of {list(SEMANTIC_SCHEMES)}.",
+                    errors={"semantic_targets": ["Unknown scheme."]},
+                )
+            options[key] = value
         elif key == "compression":
             values = [value] if isinstance(value, str) else list(value)
             unknown = sorted(set(values) - set(FFPP_COMPRESSIONS))
@@ -284,7 +295,8 @@ def video_import_dispatch(*, job: ImportJob, options: dict) -> int:
 
     if job.status != ImportJob.Status.VALIDATING:
         return 0
-    extract = {"frames": options["frames"], "size": options["size"], "scale": options["scale"]}
+    extract = {"frames": options["frames"], "size": options["size"], "scale": options["scale"],
+               "semantic_targets": options.get("semantic_targets", "released")}  # fmt: skip
     shard_size = options["shard_size"]
     ids = _pending_ids(job)
     header = [

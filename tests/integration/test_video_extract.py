@@ -174,8 +174,11 @@ def test_the_same_shard_run_twice_at_once_extracts_each_video_once(celery_worker
 def test_extraction_options_are_checked():
     from workers.tasks.video import clean_options
 
-    assert clean_options(None) == {"frames": 32, "size": 128, "scale": 1.3}
-    assert clean_options({"frames": 4}) == {"frames": 4, "size": 128, "scale": 1.3}
-    for bad in ({"frames": 0}, {"size": 10_000}, {"scale": "big"}, {"fps": 3}, {"frames": True}):
+    base = {"frames": 32, "size": 128, "scale": 1.3, "semantic_targets": "released"}
+    assert clean_options(None) == base
+    assert clean_options({"frames": 4}) == {**base, "frames": 4}
+    assert clean_options({"semantic_targets": "paper"})["semantic_targets"] == "paper"
+    for bad in ({"frames": 0}, {"size": 10_000}, {"scale": "big"}, {"fps": 3}, {"frames": True},
+                {"semantic_targets": "mine"}):  # fmt: skip
         with pytest.raises(ValueError):
             clean_options(bad)

@@ -244,6 +244,7 @@ def test_faceforensics_videos_import_with_masks_splits_failures_and_reimport(
 ):
     from catalog.models import Sample, Video
     from ml.data.synthvideo import make_ffpp
+    from ml.labels import method_targets
 
     media = celery_worker_proc.media_root
     layout = make_ffpp(media / "ffpp", n_videos=6, frames=FRAMES, size=FRAME_SIZE, seed=3, corrupt=1)
@@ -275,6 +276,10 @@ def test_faceforensics_videos_import_with_masks_splits_failures_and_reimport(
         assert video.identity == synth[path].identity
         frames = Sample.objects.filter(dataset_id=dataset_id, video=video.external_id)
         if video.label == "fake":
+            # SJEDD targets from the method (the official code's label map, the default scheme)
+            expected = method_targets(video.manipulation, "ffpp", "released")
+            assert expected[0] == 1 and -1 not in expected, video.manipulation
+            assert all(t == expected for t in frames.values_list("region_targets", flat=True))
             assert video.mask_source_path.endswith(synth[path].mask_path)
             assert video.params["target"] == synth[path].params["target"]
             masks = list(frames.values_list("gt_mask_path", flat=True))

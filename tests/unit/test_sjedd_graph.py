@@ -157,3 +157,30 @@ def test_split_meta_rows_groups_by_video():
     train, meta = split_meta_rows(rows, 0.2, seed=1)
     assert len(train) + len(meta) == len(rows) and meta
     assert not {r["video"] for r in train} & {r["video"] for r in meta}
+
+
+def test_method_targets_follow_the_released_label_map_and_stay_legal():
+    from ml.labels import UNKNOWN, is_legal, method_targets, refine_with_mask
+
+    # The official code's training targets (research note sjedd.md §1.3): physical on for every fake.
+    assert method_targets("Deepfakes", "ffpp") == [1, 0, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert method_targets("faceswap", "ffpp") == method_targets("FaceShifter", "ffpp")
+    assert method_targets("NeuralTextures", "ffpp") == [1, 1, 0, 1, 0, 0, 1, 1, 0, 0]
+    # The paper's hierarchy: no physical inconsistency for the identity and expression classes.
+    assert method_targets("Face2Face", "ffpp", "paper") == [1, 1, 0, 0, 0, 0, 1, 1, 0, 0]
+    assert method_targets("Celeb-synthesis", "celebdf") == method_targets("Deepfakes")
+    assert method_targets("anything", "dfdc", "paper") == method_targets("Deepfakes", "", "paper")
+    assert method_targets("unknown-method", "folder") == [1] + [UNKNOWN] * 9
+    assert method_targets("Deepfakes", "ffpp", "none") == [1] + [UNKNOWN] * 9
+    for scheme in ("released", "paper"):
+        for method in ("Deepfakes", "Face2Face"):
+            assert is_legal(method_targets(method, "ffpp", scheme))
+    with pytest.raises(ValueError, match="scheme"):
+        method_targets("Deepfakes", "ffpp", "mine")
+    # An annotator's mask decides the regions; a global the mask leaves childless becomes unknown.
+    eye_only = [1, 0, 0, 1, 1, 0, 0, 0, 0, 0]
+    refined = refine_with_mask(method_targets("Face2Face"), eye_only)
+    assert refined == [1, UNKNOWN, 0, 1, 1, 0, 0, 0, 0, 0]
+    mouth = [1, 0, 0, 1, 0, 0, 1, 1, 0, 0]
+    assert refine_with_mask(method_targets("Face2Face"), mouth) == method_targets("Face2Face")
+    assert refine_with_mask([1] + [UNKNOWN] * 9, mouth) == mouth

@@ -50,8 +50,15 @@ TRANSIENT = (OperationalError, InterfaceError)
 
 def clean_options(options: dict | None) -> dict:
     """``DEFAULT_OPTIONS`` updated with ``options``, each checked against ``LIMITS`` (ValueError)."""
-    out = dict(DEFAULT_OPTIONS)
+    out = {**DEFAULT_OPTIONS, "semantic_targets": "released"}
     for key, value in (options or {}).items():
+        if key == "semantic_targets":
+            from ml.labels import SEMANTIC_SCHEMES
+
+            if value not in SEMANTIC_SCHEMES:
+                raise ValueError(f"semantic_targets must be one of {SEMANTIC_SCHEMES}, got {value!r}")
+            out[key] = value
+            continue
         if key not in LIMITS:
             raise ValueError(f"unknown extraction option {key!r}; expected {sorted(LIMITS)}")
         lo, hi = LIMITS[key]
@@ -153,7 +160,11 @@ def _extract_one(video, opts: dict, media: Path) -> dict:
     mask_source = _inside_import_roots(video.mask_source_path) if video.mask_source_path else None
     base = video_dir(video.dataset.name, video.external_id)
     fake = video.label == Sample.Label.FAKE
-    targets = [1] + [-1] * 9 if fake else [0] * 10
+    from ml.labels import method_targets
+
+    scheme = opts.get("semantic_targets", "released")
+    dataset_kind = str(video.params.get("dataset", ""))
+    targets = method_targets(video.manipulation, dataset_kind, scheme) if fake else [0] * 10
     shared = {k: v for k, v in video.params.items() if k not in ("claim", "extraction")}
     rows: list[dict] = []
 

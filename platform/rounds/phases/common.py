@@ -77,17 +77,21 @@ def _training_targets(rows: list[dict], mode: str) -> list[dict]:
     import numpy as np
 
     from ml.data.regions import region_targets_from_mask
+    from ml.labels import refine_with_mask
 
     out = []
     for row in rows:
         row = dict(row)
         if mode == "masks" and row["label"] == "fake":
-            targets = [1] + [-1] * 9
+            # What the dataset knows (an import's method targets), refined by the annotator's mask: the
+            # mask decides the local regions, the method the global attribute (ml.labels).
+            known = list(row.get("region_targets") or [])
+            targets = known if len(known) == 10 and known[0] == 1 else [1] + [-1] * 9
             if row.get("mask_path"):
                 mask = cv2.imread(str(Path(settings.MEDIA_ROOT) / row["mask_path"]), cv2.IMREAD_GRAYSCALE)
                 landmarks = np.asarray(row["landmarks"], dtype=np.float32) if row.get("landmarks") else None
                 if mask is not None:
-                    targets = region_targets_from_mask(mask, landmarks)
+                    targets = refine_with_mask(targets, region_targets_from_mask(mask, landmarks))
             row["region_targets"] = targets
         out.append(row)
     return out
