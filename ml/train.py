@@ -8,6 +8,11 @@ Writes ``OUT/model.pt`` (loads with ``ml.training.load_detector``), ``OUT/metric
 and ``OUT/eval.json`` (seen/unseen test metrics). With ``uncertainty`` selection and a budget strictly
 between 0 and 100%, a mask-free model is trained first in ``OUT/scorer`` and scores the pool.
 
+Cross-dataset evaluation (train on one dataset, test on others, SJEDD's FF++ -> Celeb-DF, DFDC):
+``--test-manifest OTHER/manifest.jsonl`` (repeatable) scores the trained model on each other dataset's
+``test`` split (all of it when it has none), frame and video AUC, into ``eval.json``'s
+``cross_dataset`` and the printed summary.
+
 Several GPUs of one node: ``torchrun --standalone --nproc_per_node=N -m ml.train ...`` (same arguments;
 ``--batch-size`` is per GPU; see ``ml.training.distributed``).
 """
@@ -59,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--config", default="{}", help="detector config as JSON, e.g. '{\"width\": 8}'")
+    parser.add_argument(
+        "--test-manifest", action="append", type=Path, default=[],
+        help="another dataset's manifest to test on (cross-dataset); repeatable",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -74,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not args.manifest.is_file():
-        print(f"error: manifest {args.manifest} not found", file=sys.stderr)
-        return 2
+    for manifest in (args.manifest, *args.test_manifest):
+        if not manifest.is_file():
+            print(f"error: manifest {manifest} not found", file=sys.stderr)
+            return 2
     if args.threads:
         import torch
 
@@ -136,10 +146,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             + "\n"
         )
-    _, evaluation = train_and_evaluate(**common, mask_ids=mask_ids, out_dir=args.out)
+    model, evaluation = train_and_evaluate(**common, mask_ids=mask_ids, out_dir=args.out)
     if not dist_context.is_main:
         distributed.shutdown()
         return 0
+    if args.test_manifest:
+        evaluation["cross_dataset"] = cross_dataset(model, args.test_manifest, evaluation["threshold"], args)
+        (args.out / "eval.json").write_text(json.dumps(evaluation, indent=2, sort_keys=True) + "\n")
     summary = {
         "detector": args.detector,
         "protocol": args.protocol,
@@ -151,9 +164,30 @@ def main(argv: list[str] | None = None) -> int:
         "out": str(args.out),
     }
     summary["train_processes"] = dist_context.world_size
+    if args.test_manifest:
+        summary["cross_dataset"] = {
+            name: {"auc": m.get("auc"), "video_auc": m.get("video_auc"), "n": m.get("n")}
+            for name, m in evaluation["cross_dataset"].items()
+        }
     print(json.dumps(summary, sort_keys=True))
     distributed.shutdown()
     return 0
+
+
+def cross_dataset(model, manifests: list[Path], threshold: float, args) -> dict:
+    """The trained model on each other dataset's test split (all rows without one), keyed by folder name."""
+    from ml.data.manifest import read_manifest
+    from ml.experiments.budget import evaluate_rows
+
+    device = str(next(model.parameters()).device)
+    out = {}
+    for manifest in manifests:
+        rows = read_manifest(manifest)
+        rows = [r for r in rows if r.get("split") == "test"] or rows
+        name = manifest.resolve().parent.name
+        out[name] = evaluate_rows(model, rows, manifest.resolve().parent, model.input_size, threshold, device,
+                                  args.batch_size * 2)  # fmt: skip
+    return out
 
 
 if __name__ == "__main__":

@@ -91,6 +91,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "labeling": "label_studio",  # push the selection to Label Studio | "none" (masks arrive otherwise)
     "active": {},  # passed to rounds.scoring (SCORING_DEFAULTS overrides), validated there
     "preset": None,  # "sjedd-paper": SJEDD's published recipe (PRESETS); explicit options still win
+    # Cross-dataset evaluation: other datasets (ids) whose test split (all samples when they have none)
+    # every detector is also scored on, frame and video AUC (SJEDD's FF++ -> Celeb-DF, DFDC, ...).
+    "test_datasets": [],
     "detector_config": {
         # Measured to learn on 64 px generated data (README, "Detectors that learn"): the learning
         # benchmark's LAE, and the convolutional CLIP tower (a random-initialised tiny ViT does not learn).
@@ -205,6 +208,11 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
         errors["train_processes"] = "An integer in [1, 64], or null for one per visible GPU."
     if not (isinstance(out["device"], str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", out["device"])):
         errors["device"] = "One of 'auto', 'cpu', 'cuda' or 'cuda:N' (as ml.training.devices reads it)."
+    tests = out["test_datasets"]
+    if not isinstance(tests, list) or any(not isinstance(d, int) or isinstance(d, bool) for d in tests):
+        errors["test_datasets"] = "A list of dataset ids to test on (cross-dataset evaluation)."
+    elif len(set(tests)) != len(tests) or len(tests) > 16:
+        errors["test_datasets"] = "Distinct dataset ids, at most 16."
     if not isinstance(out["warm_start"], bool):
         errors["warm_start"] = "true or false."
     deadline = out["annotation_deadline_s"]
@@ -333,6 +341,35 @@ def _weights_check(out: dict[str, Any], given: dict[str, Any], errors: dict[str,
         )
 
 
+def cross_dataset_rows(dataset: Dataset) -> list[dict[str, Any]]:
+    """The rows a cross-dataset evaluation scores: the dataset's test split, or all of it without one."""
+    from rounds.phases.common import dataset_rows
+
+    rows = dataset_rows(dataset.pk, ground_truth=True)
+    test = [r for r in rows if r["split"] == "test"]
+    return test or rows
+
+
+def _test_datasets_check(dataset: Dataset, ids: list[int]) -> None:
+    problems = []
+    for test_id in ids:
+        other = Dataset.objects.filter(pk=test_id).first()
+        if other is None:
+            problems.append(f"no dataset {test_id}")
+        elif other.pk == dataset.pk:
+            problems.append(f"{other.name!r} is the round's own dataset (its test split is evaluated anyway)")
+        else:
+            scope = Sample.objects.filter(dataset=other)
+            if scope.filter(split="test").exists():
+                scope = scope.filter(split="test")
+            if set(scope.values_list("label", flat=True).distinct()) != {"real", "fake"}:
+                problems.append(f"{other.name!r} has no real and fake samples to compute an AUC on")
+    if problems:
+        raise InvalidInput(
+            "Cross-dataset evaluation cannot run.", errors={"test_datasets": "; ".join(problems) + "."}
+        )
+
+
 def _detector_training_problem(extra: dict[str, Any]) -> str | None:
     """Per-detector training options and sizes, checked at launch (not when the worker trains)."""
     number = (int, float)
@@ -392,6 +429,7 @@ def round_launch(*, dataset: Dataset, config: dict[str, Any] | None, user) -> Ro
         )
     if not Sample.objects.filter(dataset=dataset, split="train").exists():
         raise InvalidInput(f"Dataset {dataset.name!r} has no training samples to run a round on.")
+    _test_datasets_check(dataset, config["test_datasets"])
     budget = _budget_check(dataset, config)
     last = Round.objects.filter(dataset=dataset).order_by("-number").first()
     parent = Round.objects.filter(dataset=dataset, state=Round.State.DONE).order_by("-number").first()

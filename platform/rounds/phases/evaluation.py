@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from catalog.models import Dataset
 from modelhub.models import DetectorVersion
 from rounds import workflow
 from rounds.models import Round
@@ -47,6 +48,10 @@ def round_evaluate(*, round_id: int) -> None:
     final = (round_.progress.get("models") or {}).get("final") or {}
     root, batch = Path(settings.MEDIA_ROOT), int(round_.config["batch_size"]) * 2
     metrics_all = {}
+    cross_sets = [
+        (other, workflow.cross_dataset_rows(other))
+        for other in Dataset.objects.filter(pk__in=round_.config.get("test_datasets") or []).order_by("pk")
+    ]
     for name in round_.config["detectors"]:
         info = final[name]
         path = root / info["model"]
@@ -60,6 +65,12 @@ def round_evaluate(*, round_id: int) -> None:
             "masks_used": info.get("masks", 0),
             "masked_fraction": round_.progress.get("masked_fraction"),
         }  # fmt: skip
+        cross = {}
+        for other, rows in cross_sets:
+            evaluated = evaluate_rows(detector, rows, root, size, info["threshold"], str(device), batch)
+            cross[other.name] = {**video_level(rows, evaluated), "dataset": other.pk}
+        if cross:
+            metrics["cross_dataset"] = cross
         metrics_all[name] = json.loads(json.dumps(metrics, default=float))
     quality = round_draft_quality(round_id=round_id, ground_truth=True)  # masks are final by now
     workflow.progress_update(round_id, metrics=metrics_all, draft_quality=quality)
