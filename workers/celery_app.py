@@ -43,6 +43,7 @@ TASK_ROUTES = {
     "workers.tasks.core.dataset_import_task": {"queue": "cpu"},
     "workers.tasks.video_import.*": {"queue": "cpu"},
     "workers.tasks.video.*": {"queue": "cpu"},
+    "workers.tasks.expansion.*": {"queue": "cpu"},
     "workers.tasks.labeling.*": {"queue": "default"},
 }
 

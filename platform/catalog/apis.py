@@ -170,7 +170,10 @@ class DatasetImportApi(APIView):
         source = serializers.CharField(
             help_text="manifest file or FF++ root; absolute or relative to MEDIA_ROOT"
         )
-        format = serializers.ChoiceField(choices=ImportJob.Format.choices, default=ImportJob.Format.MANIFEST)
+        format = serializers.ChoiceField(
+            choices=[c for c in ImportJob.Format.choices if c[0] != ImportJob.Format.EXPANSION],
+            default=ImportJob.Format.MANIFEST,
+        )
         # Video formats only (ffpp-video, celebdf, dfdc, video-folder):
         frames = serializers.IntegerField(
             required=False, min_value=1, max_value=512, help_text="frames sampled per video (32)"
@@ -238,6 +241,38 @@ class DatasetImportApi(APIView):
             from workers.tasks.core import dataset_import_task
 
             transaction.on_commit(lambda: dataset_import_task.delay(job.pk))
+        return Response(ImportOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class DatasetExpandApi(APIView):
+    """SJEDD's dataset expansion (``catalog.expansion``): new fakes from the dataset's own real faces by
+    landmark-guided eye / mouth / nose swaps, as an import job on the cpu queue (progress at
+    ``/api/v1/imports/<id>/``; idempotent: a second run adds only what is missing)."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "DatasetExpandInput"
+
+        regions = serializers.ListField(
+            child=serializers.ChoiceField(choices=["eye", "mouth", "nose"]), required=False, allow_empty=False,
+            help_text="regions to swap, one per real face in turn (default: eye, mouth, nose)",
+        )  # fmt: skip
+        limit = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000,
+                                         help_text="expand at most this many real faces")  # fmt: skip
+
+    @extend_schema(request=InputSerializer, responses={202: ImportOutputSerializer})
+    def post(self, request, dataset_id: int):
+        from catalog.expansion import expansion_start
+
+        dataset = dataset_get(dataset_id=dataset_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        job, options = expansion_start(dataset=dataset, user=request.user, **data.validated_data)
+        from workers.tasks.expansion import expand_dataset_task  # no worker code at web start
+
+        transaction.on_commit(lambda: expand_dataset_task.delay(job.pk, options))
         return Response(ImportOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 

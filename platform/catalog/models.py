@@ -108,6 +108,7 @@ class ImportJob(models.Model):
         CELEBDF = "celebdf"
         DFDC = "dfdc"
         VIDEO_FOLDER = "video-folder"
+        EXPANSION = "expansion"  # catalog.expansion: new fakes from the dataset's own reals
 
     class Status(models.TextChoices):
         PENDING = "pending"

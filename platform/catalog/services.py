@@ -44,9 +44,10 @@ def dataset_get_or_create(*, name: str, user=None) -> Dataset:
 
 def import_job_create(*, dataset: Dataset, source: str, format: str, user=None) -> ImportJob:  # noqa: A002
     """Check the source (confined to the import roots, right kind of path) and record a pending job."""
-    if format not in ImportJob.Format.values:
+    if format not in ImportJob.Format.values or format == ImportJob.Format.EXPANSION:
         raise InvalidInput(
-            "Unknown format.", errors={"format": [f"Choose one of {ImportJob.Format.values}."]}
+            "Unknown format.",
+            errors={"format": [f"Choose one of {[f for f in ImportJob.Format.values if f != 'expansion']}."]},
         )
     try:
         resolved = resolve_source(source)

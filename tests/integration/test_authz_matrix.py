@@ -47,6 +47,7 @@ API: dict[tuple[str, str], tuple[str, int]] = {
     ("GET", "/api/v1/datasets/{dataset_id}/efficiency/"): (ANY_ROLE, 200),
     ("GET", "/api/v1/datasets/{dataset_id}/imports/"): (ADMIN, 200),
     ("POST", "/api/v1/datasets/{dataset_id}/imports/"): (ADMIN, 400),
+    ("POST", "/api/v1/datasets/{dataset_id}/expand/"): (ADMIN, 400),  # the matrix sample has no landmarks
     ("GET", "/api/v1/imports/{job_id}/"): (ADMIN, 200),
     ("GET", "/api/v1/imports/{job_id}/videos/"): (ADMIN, 200),
     ("GET", "/api/v1/samples/"): (ANY_ROLE, 200),
