@@ -2,7 +2,8 @@
 
 Each benchmark is a module ``bench/<name>.py`` exposing ``run(quick: bool) -> dict``. The harness prints
 the result as one JSON object on the last line of stdout and writes ``bench/results/<name>.json``
-(``<name>.quick.json`` for quick runs, so a quick run never overwrites a full one). Benchmarks report
+(``<name>.quick.json`` for quick runs, so a quick run never overwrites a full one; ``BENCH_RESULTS``
+names another folder, e.g. a test's scratch directory). Benchmarks report
 ratios measured in the same run; absolute times on a shared machine are noise.
 """
 
@@ -18,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def available() -> list[str]:
