@@ -57,13 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--optimizer", choices=["adam", "adamw"], default="adam")
     parser.add_argument("--weight-decay", type=float, default=0.0)
     parser.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument("--warmup-epochs", type=int, default=0, help="linear warm-up before the schedule")
     parser.add_argument("--augment", action="store_true", help="random horizontal flips of image and mask")
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
-    parser.add_argument("--config", default="{}", help="detector config as JSON, e.g. '{\"width\": 8}'")
+    parser.add_argument(
+        "--config", default="{}",
+        help="detector config as JSON, e.g. '{\"width\": 8}' or, for SJEDD from CLIP weights, "
+        "'{\"model\": \"ViT-B-16-quickgelu\", \"pretrained\": \"/path/weights.pt\", \"freeze_text\": false}'",
+    )  # fmt: skip
     parser.add_argument(
         "--test-manifest", action="append", type=Path, default=[],
         help="another dataset's manifest to test on (cross-dataset); repeatable",
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         optimizer=args.optimizer,
         weight_decay=args.weight_decay,
         schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
         augment=args.augment,
         patience=args.patience,
         seed=args.seed,

@@ -205,6 +205,7 @@ def train_and_evaluate(
         lr=config.lr,
         weight_decay=config.weight_decay,
         schedule=config.schedule,
+        warmup_epochs=config.warmup_epochs,
         augment=config.augment,
         image_size=image_size,
         batch_size=batch_size,
