@@ -96,7 +96,13 @@ def analyse(records: list[dict], arms, budgets) -> dict:
     def cell(budget, selection):
         unseen, seen = by_seed(budget, selection), by_seed(budget, selection, "seen_auc")
         u, s = mean_ci(list(unseen.values())), mean_ci(list(seen.values()))
+        pointing = mean_ci(list(by_seed(budget, selection, "unseen_pointing_game").values()))
         return {
+            # where the evidence is: share of unseen fakes whose explanation peak lies in the forged region
+            "mean_unseen_pointing_game": _r(pointing["mean"]),
+            "ci95_pointing_game": [_r(min(1.0, max(0.0, v))) for v in pointing["ci95"]]
+            if pointing["ci95"]
+            else None,
             "seeds": sorted(unseen),
             "mean_unseen_auc": _r(u["mean"]),
             "ci95": [_r(v) for v in u["ci95"]] if u["ci95"] else None,
@@ -140,6 +146,11 @@ def analyse(records: list[dict], arms, budgets) -> dict:
             table[arm][key]["diff_ci95"] = [_r(v) for v in cmp["ci95"]] if cmp["ci95"] else None
             table[arm][key]["p_value"] = _r(cmp["p_value"])
             decision[arm] = cmp["p_value"]
+            # The same comparison for localization: does the arm's choice teach *where* better?
+            where = paired_comparison(*_paired(by_seed(DECISION_BUDGET, arm, "unseen_pointing_game"),
+                                               by_seed(DECISION_BUDGET, "random", "unseen_pointing_game")))  # fmt: skip
+            table[arm][key]["pointing_diff_vs_random"] = _r(where["diff"])
+            table[arm][key]["pointing_p_value"] = _r(where["p_value"])
         for arm, p in holm(decision).items():
             table[arm][key]["p_holm"] = _r(p)
     beats = [
@@ -181,7 +192,7 @@ def plot(result: dict, path: Path) -> Path:
 
     analysis = result["analysis"]
     budgets = [b for b in result["budgets"] if 0 < b < 1]
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, (ax, bx, cx) = plt.subplots(1, 3, figsize=(17, 4.6))
     colors = plt.get_cmap("tab10")
     full = analysis["all"]
     for i, (arm, cells) in enumerate(analysis["arms"].items()):
@@ -222,6 +233,25 @@ def plot(result: dict, path: Path) -> Path:
         )  # fmt: skip
         bx.annotate(f"p={c['p_value']}", (j, ci[1]), textcoords="offset points", xytext=(0, 4),
                     ha="center", fontsize=7)  # fmt: skip
+    for i, (arm, cells) in enumerate(analysis["arms"].items()):
+        points = (
+            [(0.5, analysis["none"])] + [(b * 100, cells[f"{b * 100:g}%"]) for b in budgets] + [(100.0, full)]
+        )
+        xs = [x for x, c in points if c.get("mean_unseen_pointing_game") is not None]
+        ys = [
+            c["mean_unseen_pointing_game"]
+            for _, c in points
+            if c.get("mean_unseen_pointing_game") is not None
+        ]
+        cx.plot(xs, ys, marker="o", color=colors(i), label=arm, lw=1.2)
+    cx.set_xscale("log")
+    cx.set_xticks(
+        [0.5] + [b * 100 for b in budgets] + [100], ["0%"] + [f"{b * 100:g}%" for b in budgets] + ["100%"]
+    )
+    cx.set_xlabel("training images with a mask")
+    cx.set_ylabel("unseen pointing game (mean over seeds)")
+    cx.set_title("where the evidence is: explanation peak inside the forged region", fontsize=10)
+    cx.grid(alpha=0.3, which="both")
     bx.axhline(0, color="black", lw=0.8)
     bx.set_xticks(range(len(arms)), arms, rotation=20, fontsize=8)
     bx.set_ylabel("unseen AUC minus random's (paired by seed)")
@@ -324,6 +354,8 @@ def run(quick: bool) -> dict:
         "analysis": analysis,
         "not_run": {"cross_manipulation": "the mask-free LAE's seen AUC there is 0.55 (learning benchmark)"},
         "dataset_generate_s": round(generate_s, 1),
+        # training time of every run (the study's cost, also when a finished study is only re-analysed)
+        "train_seconds_total": round(sum(float(r.get("seconds") or 0) for r in records), 1),
         "elapsed_s": round(time.perf_counter() - started, 1),
         "records": records,
         "peak_rss_mb": peak_rss_mb(),

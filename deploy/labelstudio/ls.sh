@@ -18,10 +18,13 @@
 #
 # Environment (all optional):
 #   LS_PORT        port to listen on (default 8080); the server binds to LS_BIND (default 127.0.0.1)
-#   LS_HOME        state directory (default var/labelstudio): data/, ls.pid, ls.log, admin_token
+#   LS_HOME        state directory (default var/labelstudio): data/, ls.pid, ls.log, admin_token,
+#                  database.env (the database chosen at the first start; later starts use it)
 #   MEDIA_ROOT     the platform's media root, served to the labeling UI as local files (default var/media)
-#   DATABASE_URL   when it is PostgreSQL, Label Studio gets its own database LS_DB_NAME (default
-#                  "labelstudio", created if missing) on the same server; otherwise SQLite in data/
+#   DATABASE_URL   at the first start: when it is PostgreSQL, Label Studio gets its own database
+#                  LS_DB_NAME (default "labelstudio", created if missing) on the same server; otherwise
+#                  SQLite in data/. Recorded in LS_HOME: later starts use the record from any shell and
+#                  refuse a DATABASE_URL that points elsewhere
 #   LS_ADMIN_EMAIL / LS_ADMIN_PASSWORD   preset admin (password generated into LS_HOME when unset)
 #
 # Why the environment is curated: Label Studio reads bare variables (HOST, PORT, USERNAME, DEBUG, ...)
@@ -76,6 +79,51 @@ cmd_install() {
 pid_alive() { [[ -s "$PID_FILE" ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; }
 
 cmd_health() { curl -sf --max-time 2 "$LS_URL/health" 2>/dev/null | grep -q '"UP"'; }
+
+# Which database an environment asks for, as one comparable line ("postgresql://host:port/name" or
+# "sqlite:<path>"), without connecting anywhere.
+database_key() {
+    local url="${DATABASE_URL:-}"
+    if [[ "$url" == postgres://* || "$url" == postgresql://* ]]; then
+        LS_DB_NAME="${LS_DB_NAME:-labelstudio}" python3 - "$url" <<'EOF'
+import os, sys
+from urllib.parse import urlsplit
+u = urlsplit(sys.argv[1])
+print(f"postgresql://{u.hostname or '127.0.0.1'}:{u.port or 5432}/{os.environ['LS_DB_NAME']}")
+EOF
+    else
+        echo "sqlite:$LS_DATA/label_studio.sqlite3"
+    fi
+}
+
+# The state directory decides which database this instance uses, not the caller's shell: the first
+# start records it in LS_HOME/database.env (mode 600); every later start reuses the record whatever the
+# environment says, and refuses an environment that explicitly points at another database (starting an
+# empty instance there would hide every project and annotation from the platform).
+recorded_database_env() {
+    local record="$LS_HOME/database.env"
+    if [[ -s "$record" ]]; then
+        local recorded; recorded="$(sed -n 's/^# key: //p' "$record")"
+        if [[ -n "${DATABASE_URL:-}" ]]; then
+            local wanted; wanted="$(database_key)"
+            if [[ "$wanted" != "$recorded" ]]; then
+                log "refusing to start: this Label Studio (LS_HOME=$LS_HOME) keeps its data in $recorded,"
+                log "but DATABASE_URL points at $wanted. Unset DATABASE_URL (the record decides), or give"
+                log "another LS_HOME for a separate instance."
+                return 1
+            fi
+        fi
+        grep -v '^#' "$record"
+        return 0
+    fi
+    local lines key
+    lines="$(database_env)" || return 1
+    key="$(database_key)"
+    mkdir -p "$LS_HOME"
+    (umask 077 && { echo "# key: $key"; echo "# recorded by ls.sh at the first start; delete it to choose again"; echo "$lines"; } > "$record")
+    log "recorded this instance's database: $key"
+    echo "$lines"
+}
 
 # Prints the env lines that select Label Studio's database (and creates the PostgreSQL database).
 database_env() {
@@ -138,7 +186,9 @@ server_env() {
     for var in SSL_CERT_FILE SSL_CERT_DIR REQUESTS_CA_BUNDLE HTTPS_PROXY https_proxy HTTP_PROXY http_proxy NO_PROXY no_proxy; do
         if [[ -n "${!var:-}" ]]; then ENVV+=("$var=${!var}"); fi
     done
-    while IFS= read -r line; do ENVV+=("$line"); done < <(database_env)
+    local db_lines
+    db_lines="$(recorded_database_env)" || exit 1
+    while IFS= read -r line; do [[ -n "$line" ]] && ENVV+=("$line"); done <<< "$db_lines"
 }
 
 # Label Studio's Django, set up as its server is, running the Python on stdin (admin commands).
@@ -250,7 +300,8 @@ cmd_stop() {
 }
 
 cmd_status() {
-    if pid_alive; then echo "running pid=$(cat "$PID_FILE") url=$LS_URL data=$LS_DATA"
+    local db; db="$(sed -n 's/^# key: //p' "$LS_HOME/database.env" 2>/dev/null || true)"
+    if pid_alive; then echo "running pid=$(cat "$PID_FILE") url=$LS_URL data=$LS_DATA db=${db:-unrecorded}"
     elif cmd_health; then echo "running (not started by this script) url=$LS_URL"
     else echo "stopped url=$LS_URL data=$LS_DATA"; return 3; fi
 }

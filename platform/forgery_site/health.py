@@ -22,7 +22,17 @@ def health(request):
     except Exception as exc:  # noqa: BLE001
         checks["redis"] = f"error: {exc.__class__.__name__}"
     ok = all(value == "ok" for value in checks.values())
-    response = JsonResponse({"status": "ok" if ok else "degraded", **checks}, status=200 if ok else 503)
+    details = {}
+    if checks["database"] == "ok":  # what the last check of Label Studio found (no call to it from here)
+        try:
+            from labeling.instance import instance_state
+
+            details["label_studio"] = instance_state()["state"]
+        except Exception as exc:  # noqa: BLE001 - a detail, never a reason for /health to fail
+            details["label_studio"] = f"error: {exc.__class__.__name__}"
+    response = JsonResponse(
+        {"status": "ok" if ok else "degraded", **checks, "details": details}, status=200 if ok else 503
+    )
     response["Cache-Control"] = "no-store"
     if not ok:  # the database check waits at most DB_CONNECT_TIMEOUT seconds; the next call reconnects
         response["Retry-After"] = str(int(getattr(settings, "DB_UNAVAILABLE_RETRY_AFTER", 5)))

@@ -25,7 +25,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from forgery_site.api import IsAnnotatorOrAdmin
+from forgery_site.api import IsAnnotatorOrAdmin, IsPlatformAdmin
 from labeling.client import WEBHOOK_SECRET_HEADER
 from labeling.models import LabelingProject, WebhookDelivery
 
@@ -200,3 +200,43 @@ class AnnotatorOnboardingApi(APIView):
     @extend_schema(request=None, responses=OnboardingOutputSerializer)
     def post(self, request: Request) -> Response:
         return Response(onboarding_state(request.user, link=True))
+
+
+class InstanceApi(APIView):
+    """Which Label Studio the platform provisioned and whether that is the one answering: ``state`` is
+    ``ok``, ``wrong_instance`` (reset or replaced: pushes stop, reconciliation pauses) or ``unknown``
+    (never contacted). ``?check=true`` asks Label Studio now."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(parameters=[OpenApiParameter("check", OpenApiTypes.BOOL, required=False)])
+    def get(self, request: Request) -> Response:
+        from labeling.client import LabelStudioError
+        from labeling.instance import instance_check, instance_state
+
+        if str(request.query_params.get("check", "")).lower() in ("1", "true", "yes"):
+            try:
+                instance_check()
+            except LabelStudioError as exc:
+                return Response({**instance_state(), "error": str(exc)})
+        return Response(instance_state())
+
+
+class InstanceReprovisionApi(APIView):
+    """Adopt the answering Label Studio and push every live round's open tasks (with drafts) into it;
+    the old instance's ids are archived, collected masks stay (``labeling.instance``)."""
+
+    permission_classes = [IsPlatformAdmin]
+
+    @extend_schema(request=None)
+    def post(self, request: Request) -> Response:
+        from labeling.client import LabelStudioUnavailable
+        from labeling.instance import instance_reprovision
+
+        try:
+            return Response(instance_reprovision())
+        except LabelStudioUnavailable as exc:
+            return Response(
+                {"detail": f"Label Studio cannot be reached: {exc}"},
+                status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            )

@@ -299,6 +299,24 @@ class LabelStudioClient:
         return str(answer.json()["invite_url"])
 
     @_translate
+    def organization(self) -> dict:
+        """The (first) organisation: id, title, created_at."""
+        answer = self._sdk._client_wrapper.httpx_client.request("api/organizations/", method="GET")
+        if answer.status_code != 200 or not answer.json():
+            raise LabelStudioRejected(f"no organisation listed ({answer.status_code})", answer.status_code)
+        return dict(answer.json()[0])
+
+    @_translate
+    def organization_rename(self, organization_id: int, title: str) -> None:
+        answer = self._sdk._client_wrapper.httpx_client.request(
+            f"api/organizations/{int(organization_id)}", method="PATCH", json={"title": title}
+        )
+        if answer.status_code not in (200, 204):
+            raise LabelStudioRejected(
+                f"could not rename the organisation ({answer.status_code})", answer.status_code
+            )
+
+    @_translate
     def organization_id(self) -> int:
         return int(self.whoami()["active_organization"])
 

@@ -354,8 +354,16 @@ def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | N
     caller retries with backoff; what was ingested before the failure stays (each annotation is its own
     transaction) and the next pass picks up the rest.
     """
+    from labeling.instance import WrongInstance, instance_check
+
     client = client or get_client()
     counts = {"seen": 0, "stored": 0, "unchanged": 0, "recorded": 0, "rejected": 0, "forgotten": 0}
+    try:
+        instance_check(client=client)
+    except WrongInstance as exc:  # reading another instance would take every annotation for deleted
+        _mark_degraded(project, exc)
+        logger.error("reconciliation stopped: wrong Label Studio instance", extra={"project": project.pk})
+        return {**counts, "wrong_instance": True}
     read_started = timezone.now()
     # What the platform knew *before* reading Label Studio. An annotation that a webhook stores while the
     # read is under way is absent from the listing but must not be taken for a deleted one (that

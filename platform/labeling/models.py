@@ -138,3 +138,29 @@ class SampleAgreement(models.Model):
 
     def __str__(self) -> str:
         return f"agreement {self.sample_id} ({self.mean_iou:.2f})"
+
+
+class LabelStudioInstance(models.Model):
+    """A Label Studio instance the platform has talked to, known by the marker the platform writes into
+    its organisation's title at first contact (``labeling.instance``). Exactly one is ``current``: the
+    one whose projects, tasks and users the platform's rows point at. When the server behind
+    LABEL_STUDIO_URL answers with another marker (or none), the labeling integration is in the
+    ``wrong_instance`` state until an admin re-provisions into it or points the platform back."""
+
+    marker = models.CharField(max_length=32, unique=True)
+    url = models.CharField(max_length=512)
+    organization_id = models.BigIntegerField(null=True, blank=True)
+    organization_created_at = models.CharField(max_length=64, blank=True, default="")
+    current = models.BooleanField(default=False)
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["current"], condition=models.Q(current=True), name="one_current_label_studio"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Label Studio {self.marker}{' (current)' if self.current else ''}"

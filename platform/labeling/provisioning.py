@@ -81,8 +81,12 @@ def _storage_dir(paths: list[str]) -> Path:
 
 
 def project_ensure(*, round_id: int, client: LabelStudioClient | None = None) -> LabelingProject:
-    """Create (once) the round's Label Studio project with storage + webhook; keep model_version current."""
+    """Create (once) the round's Label Studio project with storage + webhook; keep model_version current.
+    Raises ``labeling.instance.WrongInstance`` when Label Studio is not the provisioned instance."""
+    from labeling.instance import instance_check
+
     client = client or get_client()
+    instance_check(client=client)
     round_obj = Round.objects.select_related("dataset").get(pk=round_id)
     version = round_model_version(round_obj)
     existing = LabelingProject.objects.filter(round=round_obj).first()
@@ -290,8 +294,11 @@ def annotator_link(*, user_id: int, client: LabelStudioClient | None = None) -> 
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
+    from labeling.instance import instance_check
+
     user = get_user_model().objects.get(pk=user_id)
     account = _account(user)
+    instance_check(client=client)  # never link people to the users of a reset or foreign Label Studio
     email = account.ls_email.lower()
     members = [u for u in (client or get_client()).users_list() if (u.get("email") or "").lower() == email]
     member = next((u for u in members if int(u["id"]) == account.ls_user_id), None) or next(
@@ -370,8 +377,11 @@ def service_annotator_provision(
     from django.contrib.auth import get_user_model
     from django.utils import timezone
 
+    from labeling.instance import instance_check
+
     user = get_user_model().objects.get(pk=user_id)
     client = client or get_client()
+    instance_check(client=client)
     account = _account(user, is_oracle=is_oracle)
     members = client.users_list()
     if any(

@@ -651,9 +651,18 @@ def round_push(*, round_id: int) -> None:
     phase_started(round_id, "selecting")
     pushed: dict[str, Any] = {"tasks": 0, "drafts": write_drafts(round_id=round_id)}
     if round_.config.get("labeling") == "label_studio":
+        from labeling.instance import WrongInstance
         from labeling.provisioning import round_push_tasks
+        from rounds.phases.common import RoundStopped
 
-        pushed = {**round_push_tasks(round_id=round_id), "drafts": pushed["drafts"]}
+        try:
+            pushed = {**round_push_tasks(round_id=round_id), "drafts": pushed["drafts"]}
+        except WrongInstance as exc:
+            # Not a failure of the round: it waits in "selecting" with the reason until an admin
+            # re-provisions into this Label Studio (which pushes it) or the right one is back (the
+            # rounds watchdog retries the push).
+            progress_update(round_id, labeling={"state": "wrong_instance", "reason": str(exc)})
+            raise RoundStopped(str(exc)) from exc
     if not phase_done(round_, "scoring"):
         phase_finished(round_id, "scoring", compute_seconds=0.0)
     progress_update(round_id, labeling=pushed)
