@@ -66,6 +66,10 @@ def _render(request, template: str, context: dict | None = None, status: int = 2
         "role": getattr(request, "role", _role(request.user)),
         "label_studio_url": settings.LABEL_STUDIO_PUBLIC_URL or settings.LABEL_STUDIO_URL,
     }
+    if base["role"] == "admin":  # a reset or replaced Label Studio is said on every admin page
+        from labeling.instance import instance_state
+
+        base["label_studio_state"] = instance_state()
     return render(request, template, {**base, **(context or {})}, status=status)
 
 

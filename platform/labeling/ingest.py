@@ -369,9 +369,11 @@ def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | N
     # read is under way is absent from the listing but must not be taken for a deleted one (that
     # forgot fresh masks and stored them again as duplicate versions on the next pass).
     known = dict(
-        AnnotationRecord.objects.filter(task__round_id=project.round_id, deleted=False).values_list(
-            "ls_annotation_id", "ls_updated_at"
-        )
+        # Negative ids are archived records of a previous Label Studio instance (``labeling.instance``):
+        # never in this instance's listing, never "deleted" by it.
+        AnnotationRecord.objects.filter(
+            task__round_id=project.round_id, deleted=False, ls_annotation_id__gt=0
+        ).values_list("ls_annotation_id", "ls_updated_at")
     )
     try:
         tasks = list(client.tasks_iter(project_id=project.ls_project_id))

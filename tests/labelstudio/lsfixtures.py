@@ -269,3 +269,38 @@ class Person:
 
     def project_status(self, project_id: int) -> int:
         return self.web.get(f"/api/projects/{project_id}/").status_code
+
+
+class SpareLabelStudio:
+    """A second Label Studio server for one test (a copy of the migrated template in its own home, its
+    own port): a "reset" or "replaced" instance, or one to restart from different shells."""
+
+    def __init__(self, media_root: Path, name: str):
+        self.home = RUNS_DIR / f"{os.getpid()}-{name}"
+        self.port = str(_free_port())
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.media_root = media_root
+        shutil.rmtree(self.home, ignore_errors=True)
+        (self.home / "data").mkdir(parents=True)
+        with sqlite3.connect(TEMPLATE_HOME / "data" / "label_studio.sqlite3") as src:
+            with sqlite3.connect(self.home / "data" / "label_studio.sqlite3") as dst:
+                src.backup(dst)
+        for name_ in ("admin_token", "admin_password", "secret_key"):
+            shutil.copy2(TEMPLATE_HOME / name_, self.home / name_)
+
+    def run(
+        self, command: str, *, env: dict | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess:
+        base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        base.update({"LS_PORT": self.port, "LS_HOME": str(self.home), "MEDIA_ROOT": str(self.media_root)})
+        return subprocess.run(["bash", str(LS_SCRIPT), command], env={**base, **(env or {})}, check=check,
+                              timeout=900, capture_output=True, text=True)  # fmt: skip
+
+    def client(self):
+        from labeling.client import LabelStudioClient
+
+        return LabelStudioClient(url=self.url, token=TOKEN)
+
+    def close(self) -> None:
+        self.run("stop", check=False)
+        shutil.rmtree(self.home, ignore_errors=True)
