@@ -5,6 +5,12 @@ the result as one JSON object on the last line of stdout and writes ``bench/resu
 (``<name>.quick.json`` for quick runs, so a quick run never overwrites a full one; ``BENCH_RESULTS``
 names another folder, e.g. a test's scratch directory). Benchmarks report
 ratios measured in the same run; absolute times on a shared machine are noise.
+
+Goals: a benchmark states its goals as ``goals`` ({name: {goal, value, meets_goal}}, computed from what it
+measured) or a top-level ``meets_goal``. ``all`` prints a goal table on stderr at the end (also a single
+benchmark that misses one) and the exit status is 1 when any goal is missed. Every benchmark that touches
+the platform runs on scratch state (``bench.common.django_setup``): its own database, Redis key prefix
+and media folder, never the user's.
 """
 
 from __future__ import annotations
@@ -51,14 +57,52 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in available()]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(available())}")
-    last = {}
+    last, outcomes = {}, {}
     for name in names:
         last = run_one(name, args.quick)
+        outcomes[name] = goal_rows(last)
         if len(names) > 1:
             print(json.dumps(last, sort_keys=True), flush=True)
     if len(names) == 1:
         print(json.dumps(last, sort_keys=True), flush=True)
-    return 0
+    missed = [row for rows in outcomes.values() for row in rows if row["meets_goal"] is False]
+    if len(names) > 1 or missed:
+        print(goal_table(outcomes), file=sys.stderr, flush=True)
+    return 1 if missed else 0
+
+
+def goal_rows(result: dict) -> list[dict]:
+    """The goals a result states: ``goals`` ({name: {goal, value, meets_goal}}) and/or a top-level
+    ``meets_goal``; a skipped benchmark or one without goals yields a row saying so."""
+    if result.get("skipped"):
+        return [{"goal": "skipped", "value": result.get("reason"), "meets_goal": None}]
+    rows = [
+        {
+            "goal": f"{key} {g.get('goal', '')}".strip(),
+            "value": g.get("value"),
+            "meets_goal": g.get("meets_goal"),
+        }
+        for key, g in sorted((result.get("goals") or {}).items())
+        if isinstance(g, dict)
+    ]
+    if not rows and "meets_goal" in result:
+        rows = [
+            {
+                "goal": str(result.get("goal", "meets_goal")),
+                "value": None,
+                "meets_goal": bool(result["meets_goal"]),
+            }
+        ]
+    return rows or [{"goal": "no goal stated", "value": None, "meets_goal": None}]
+
+
+def goal_table(outcomes: dict[str, list[dict]]) -> str:
+    lines = ["benchmark | goal | value | result", "---|---|---|---"]
+    for name, rows in outcomes.items():
+        for row in rows:
+            mark = {True: "met", False: "MISSED", None: "-"}[row["meets_goal"]]
+            lines.append(f"{name} | {row['goal']} | {row['value']} | {mark}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

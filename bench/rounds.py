@@ -55,7 +55,7 @@ def _setup(env: dict[str, str]) -> None:
     os.environ.update(env)
     from bench.common import django_setup
 
-    django_setup()
+    django_setup(scratch=False)  # its own private database, created above
 
 
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:

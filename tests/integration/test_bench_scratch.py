@@ -1,0 +1,81 @@
+"""Benchmarks never touch the user's data: a benchmark run against the default database (seeded like a
+demo: a dataset, a round, a Label Studio project numbered 1) leaves every row as it was, and its own
+scratch database is gone afterwards. The harness states goals and fails on a missed one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _counts() -> dict:
+    from catalog.models import Dataset, ImportJob, Sample
+    from labeling.models import LabelingProject
+    from rounds.models import Round
+
+    return {m.__name__: m.objects.count() for m in (Dataset, Sample, ImportJob, Round, LabelingProject)}
+
+
+def _bench_databases() -> set[str]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'bench\\_%%'")
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_benchmark_leaves_the_default_database_untouched(platform_media_root, tmp_path):
+    from django.conf import settings
+
+    from catalog.models import Dataset, Sample
+    from labeling.models import LabelingProject
+    from rounds.models import Round
+
+    dataset = Dataset.objects.create(name="demo")
+    Sample.objects.create(dataset=dataset, external_id="s0", path="demo/s0.png", sha256="0" * 64, width=8,
+                          height=8, label="fake", split="train")  # fmt: skip
+    round_ = Round.objects.create(dataset=dataset, number=1, state="annotating")
+    LabelingProject.objects.create(round=round_, ls_project_id=1)  # the demo's first Label Studio project
+    before, databases = _counts(), _bench_databases()
+    db = settings.DATABASES["default"]
+    url = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "BENCH_RESULTS": str(tmp_path),
+        "MEDIA_ROOT": str(platform_media_root),
+    }
+    done = subprocess.run([sys.executable, "-m", "bench", "import", "--quick"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = json.loads((tmp_path / "import.quick.json").read_text())
+    assert done.returncode == (0 if result["meets_goal"] else 1), done.stderr[-2000:]
+    assert result["database"].startswith("bench_") and result["database"] != db["NAME"]
+    assert _counts() == before  # nothing added, nothing removed
+    assert _bench_databases() == databases  # the scratch database was dropped
+    assert not (platform_media_root / "bench").exists()  # nor anything written into the user's media
+    assert result["goals"]["ratio_to_copy"]["goal"] == ">= 0.4"
+    if not result["meets_goal"]:
+        assert "MISSED" in done.stderr and "ratio_to_copy" in done.stderr
+
+
+def test_goal_table_and_rows():
+    from bench.__main__ import goal_rows, goal_table
+
+    assert goal_rows({"skipped": True, "reason": "no GPU"})[0]["goal"] == "skipped"
+    assert goal_rows({})[0]["goal"] == "no goal stated"
+    rows = goal_rows({"goals": {"p95": {"goal": "<= 200", "value": 703, "meets_goal": False}}})
+    assert rows == [{"goal": "p95 <= 200", "value": 703, "meets_goal": False}]
+    table = goal_table({"webhooks": rows, "parity": goal_rows({"meets_goal": True})})
+    assert "webhooks | p95 <= 200 | 703 | MISSED" in table and "parity | meets_goal | None | met" in table
