@@ -85,6 +85,20 @@ def goal_rows(result: dict) -> list[dict]:
         for key, g in sorted((result.get("goals") or {}).items())
         if isinstance(g, dict)
     ]
+    stated = {r["goal"].split(" ")[0] for r in rows}
+    for key, target in sorted(result.items()):
+        # ``goal_<metric>: target`` next to a measured ``<metric>``: checked here, from the measurement.
+        metric = key[len("goal_") :] if key.startswith("goal_") else None
+        if metric is None or metric in stated or not isinstance(target, int | float):
+            continue
+        value = result.get(metric)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        lower = any(part in metric for part in ("ms", "seconds", "overhead", "_mb"))
+        ok = value <= target if lower else value >= target
+        rows.append(
+            {"goal": f"{metric} {'<=' if lower else '>='} {target}", "value": value, "meets_goal": ok}
+        )
     if not rows and "meets_goal" in result:
         rows = [
             {

@@ -240,7 +240,12 @@ def run(quick: bool) -> dict:
             got = read_mask_png(media / mask.path)
             exact += int(np.array_equal(got, read_mask_png(media / mask.sample.gt_mask_path)))
         latencies = np.array([ms for _, ms in replies])
+        p95 = float(np.percentile(latencies, 95))
         return {
+            "goals": {
+                "p95_receipt_ms": {"goal": "<= 200", "value": round(p95, 1), "meets_goal": p95 <= 200},
+                "lost": {"goal": "== 0", "value": len(bodies) - stored, "meets_goal": stored == len(bodies)},
+            },
             "deliveries": len(bodies),
             "concurrency": min(len(bodies), 200),
             "http_200": sum(1 for code, _ in replies if code == 200),

@@ -79,3 +79,15 @@ def test_goal_table_and_rows():
     assert rows == [{"goal": "p95 <= 200", "value": 703, "meets_goal": False}]
     table = goal_table({"webhooks": rows, "parity": goal_rows({"meets_goal": True})})
     assert "webhooks | p95 <= 200 | 703 | MISSED" in table and "parity | meets_goal | None | met" in table
+
+
+def test_goals_stated_as_goal_keys_are_checked_from_the_measurement():
+    from bench.__main__ import goal_rows
+
+    rows = goal_rows(
+        {"overhead_ratio": 0.28, "goal_overhead_ratio": 0.10, "scaling": 1.94, "goal_scaling": 1.7}
+    )
+    assert {r["goal"]: r["meets_goal"] for r in rows} == {
+        "overhead_ratio <= 0.1": False,
+        "scaling >= 1.7": True,
+    }
