@@ -273,6 +273,11 @@ def round_checkpoints(*, round_id: int) -> dict[str, Path]:
     return paths
 
 
+# The score row of a pool sample whose image file is missing or cannot be decoded: it counts as scored
+# (the round does not wait for it forever) and is never selected; the summary reports how many.
+UNREADABLE = "unreadable"
+
+
 def score_upsert(*, round_id: int, shard: int, rows: list[dict[str, Any]]) -> int:
     """Insert or overwrite scores keyed by (round, sample); returns the number of rows written."""
     if not rows:
@@ -282,7 +287,7 @@ def score_upsert(*, round_id: int, shard: int, rows: list[dict[str, Any]]) -> in
             round_id=round_id,
             sample_id=int(r["sample_id"]),
             scores={k: float(v) for k, v in r["scores"].items()},
-            prob=float(r["prob"]),
+            prob=float(r["prob"]) if r.get("prob") is not None else -1.0,
             embedding=r.get("embedding", ""),
             shard=shard,
         )
@@ -319,6 +324,7 @@ def _stream_scores(round_id: int, strategies: list[str]):
     codes: dict[str, int] = {}
     qs = (
         PoolScore.objects.filter(round_id=round_id)
+        .exclude(scores__has_key=UNREADABLE)  # a sample whose image could not be read is never selected
         .order_by("sample_id")
         .values_list("sample_id", "scores", "sample__video")
     )
@@ -401,9 +407,11 @@ def selection_compute(*, round_id: int) -> dict[str, Any]:
         scores = {k: float(v[i]) for k, v in present.items() if math.isfinite(v[i])}
         scores["combined"] = float(combined[i])
         picks.append({"sample_id": int(sample_id), "score": float(combined[i]), "scores": scores})
+    unreadable = PoolScore.objects.filter(round_id=round_id, scores__has_key=UNREADABLE).count()
     return {
         "round": round_id,
         "pool": int(ids.size),
+        "unreadable": unreadable,
         "training_pool": training,
         "budget": count,
         "eligible_after_cap": int(ranked.eligible),

@@ -234,3 +234,34 @@ def test_the_campaign_budget_is_spent_across_rounds_and_a_launch_over_it_is_refu
     assert second.status_code == 201, second.content
     assert second.json()["budget"] == {**budget, "spent": 4, "remaining": 2, "round": 2}
     assert Round.objects.get(pk=second.json()["id"]).number == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_unreadable_pool_images_are_skipped_not_waited_for(celery_worker_proc, platform_media_root):
+    """A pool sample whose image is missing or corrupt used to fail its shard on every retry, and the
+    round waited in scoring forever: it is now recorded as unreadable, never selected, and counted."""
+    from catalog.models import Sample
+    from poolscores.models import PoolScore
+    from rounds.models import Selection
+    from rounds.scoring import UNREADABLE, scoring_pool
+
+    dataset = import_generated_dataset(platform_media_root, "pool-unreadable", count=96)
+    round_ = _scoring_round(dataset, platform_media_root, 1, scoring="distributed", active={"shard_size": 10})
+    pool = list(scoring_pool(round_=round_).order_by("pk")[:3])
+    (platform_media_root / pool[0].path).unlink()  # deleted from the media volume
+    (platform_media_root / pool[1].path).write_bytes(b"\x89PNG not really")  # corrupt
+    try:
+        _score(round_, celery_worker_proc)
+        bad = set(
+            PoolScore.objects.filter(round=round_, scores__has_key=UNREADABLE).values_list(
+                "sample_id", flat=True
+            )
+        )
+        assert bad == {pool[0].pk, pool[1].pk}
+        assert not Selection.objects.filter(round=round_, sample_id__in=bad).exists()
+        assert Selection.objects.filter(round=round_).exists()
+        round_.refresh_from_db()
+        assert round_.progress["scoring"]["unreadable"] == 2
+        assert Sample.objects.filter(pk=pool[2].pk).exists()
+    finally:
+        _stop(round_)

@@ -83,32 +83,58 @@ def score_shard_rows(
     detectors = load_detectors(round_checkpoints(round_id=round_id), device)
     primary = detectors["primary"]
     rows = shard_rows(round_id=round_id, lo=lo, hi=hi)
+    rows, unreadable = _readable(rows, media_root())
     written = 0
     skipped: dict[str, str] = {}
     pause = float(config["batch_pause_s"])
-    for ids, batch in score_rows(
-        detectors,
-        rows,
-        media_root(),
-        primary.input_size,
-        strategies=config["strategies"],
-        config={"bald": config["bald"], "random": config["random"]},
-        batch_size=int(config["batch_size"]),
-        device=device,
-    ):
-        skipped.update(batch.skipped)
-        payload = [
-            {
-                "sample_id": int(sample_id),
-                "scores": {name: values[i] for name, values in batch.scores.items()},
-                "prob": batch.prob[i],
-                "embedding": encode_embedding(batch.embedding[i]),
-            }
-            for i, sample_id in enumerate(ids)
-        ]
-        written += score_upsert(round_id=round_id, shard=index, rows=payload)
-        if pause:
-            time.sleep(pause)
+    done: set[str] = set()
+
+    def score(part: list[dict]) -> None:
+        nonlocal written
+        for ids, batch in score_rows(
+            detectors,
+            part,
+            media_root(),
+            primary.input_size,
+            strategies=config["strategies"],
+            config={"bald": config["bald"], "random": config["random"]},
+            batch_size=int(config["batch_size"]),
+            device=device,
+        ):
+            skipped.update(batch.skipped)
+            payload = [
+                {
+                    "sample_id": int(sample_id),
+                    "scores": {name: values[i] for name, values in batch.scores.items()},
+                    "prob": batch.prob[i],
+                    "embedding": encode_embedding(batch.embedding[i]),
+                }
+                for i, sample_id in enumerate(ids)
+            ]
+            written += score_upsert(round_id=round_id, shard=index, rows=payload)
+            done.update(str(i) for i in ids)
+            if pause:
+                time.sleep(pause)
+
+    try:
+        score(rows)
+    except ValueError:  # an image that exists but does not decode: find it, score the rest
+        for row in rows:
+            if row["id"] in done:
+                continue
+            try:
+                score([row])
+            except ValueError as exc:
+                unreadable.append((row, str(exc)))
+    if unreadable:
+        from rounds.scoring import UNREADABLE
+
+        logger.warning("round %s shard %s: %s unreadable samples skipped: %s", round_id, index,
+                       len(unreadable), "; ".join(f"{r['id']}: {why}" for r, why in unreadable[:5]))  # fmt: skip
+        written += score_upsert(round_id=round_id, shard=index, rows=[
+            {"sample_id": int(r["id"]), "scores": {UNREADABLE: 1.0}, "prob": None, "embedding": ""}
+            for r, _ in unreadable
+        ])  # fmt: skip
     if skipped:
         logger.warning("round %s shard %s skipped strategies: %s", round_id, index, skipped)
     return {
@@ -118,7 +144,26 @@ def score_shard_rows(
         "seconds": round(time.perf_counter() - started, 3),
         "skipped": skipped,
         "device": describe(device),
+        "unreadable": len(unreadable),
     }
+
+
+def _readable(rows: list[dict], root) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """Split a shard's rows into those with an image file to read and those without (missing, empty,
+    or a path that escapes the media root): the latter are recorded as unreadable, not retried forever."""
+    from ml.data.manifest import resolve_in_root
+
+    good, bad = [], []
+    for row in rows:
+        try:
+            path = resolve_in_root(root, row["path"])
+            if not path.is_file() or path.stat().st_size == 0:
+                raise FileNotFoundError("the image file is missing or empty")
+        except (OSError, ValueError) as exc:
+            bad.append((row, str(exc)[:200]))
+            continue
+        good.append(row)
+    return good, bad
 
 
 @app.task(name="workers.tasks.scoring.score_shard", bind=True)
@@ -144,7 +189,12 @@ def select_round(self, shard_results: list[dict] | None, round_id: int) -> dict[
     summary["devices"] = sorted({str((r or {}).get("device") or "unknown") for r in shard_results or []})
     workflow.progress_update(
         round_id,
-        scoring={"shards": summary["shards"], "workers": summary["workers"], "devices": summary["devices"]},
+        scoring={
+            "shards": summary["shards"],
+            "workers": summary["workers"],
+            "devices": summary["devices"],
+            "unreadable": summary.get("unreadable", 0),
+        },  # fmt: skip
     )
     return summary
 

@@ -46,6 +46,7 @@ def round_score(*, round_id: int) -> None:
     for shard in scoring_shards(round_id=round_id):
         score_shard_rows(round_id, shard["index"], shard["lo"], shard["hi"], device=device)
     summary = selection_run(round_id=round_id)
+    workflow.progress_update(round_id, scoring={"unreadable": summary.get("unreadable", 0)})
     workflow.phase_finished(round_id, "scoring", compute_seconds=time.time() - t0, pool=summary["pool"],
                             budget=summary["budget"], scorer="in-process",
                             device=device_label(round_.config))  # fmt: skip
