@@ -50,8 +50,8 @@ class ImportOutputSerializer(serializers.Serializer):
     errors = serializers.JSONField()
     message = serializers.CharField()
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
     videos = serializers.SerializerMethodField(
         help_text="video imports only (else null): live videos total/pending/running/done/failed, frames, "
         "faces, samples, already_imported, entries_rejected, fraction and the first failures with reasons"
@@ -95,8 +95,8 @@ class VideoOutputSerializer(serializers.Serializer):
     samples_created = serializers.IntegerField()
     attempts = serializers.IntegerField()
     worker = serializers.CharField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_has_mask_video(self, video) -> bool:
         return bool(video.mask_source_path)

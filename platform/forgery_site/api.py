@@ -60,6 +60,16 @@ class Pagination(pagination.PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def get_schema_operation_parameters(self, view):
+        """``page`` and ``page_size`` with the bounds the view enforces (a client must not send 0)."""
+        params = super().get_schema_operation_parameters(view)
+        for param in params:
+            if param["name"] == self.page_query_param:
+                param["schema"] = {"type": "integer", "minimum": 1}
+            elif param["name"] == self.page_size_query_param:
+                param["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+        return params
+
     def get_page_size(self, request) -> int:
         """``page_size`` must be a positive integer (400 otherwise, not a silent default); capped at 500."""
         raw = request.query_params.get(self.page_size_query_param)

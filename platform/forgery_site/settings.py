@@ -236,6 +236,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Every error response documented once (shared components), the webhook's header auth as a scheme.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "forgery_site.schema.document_errors",
+    ],
 }
 
 # Cache: shared by every web process, so per-user throttles hold across gunicorn workers. It lives in

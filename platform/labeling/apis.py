@@ -202,6 +202,17 @@ class AnnotatorOnboardingApi(APIView):
         return Response(onboarding_state(request.user, link=True))
 
 
+class InstanceStateSerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=["ok", "wrong_instance", "unknown"])
+    detail = serializers.CharField(required=False)
+    current = serializers.CharField(required=False, help_text="marker of the provisioned instance")
+    answering = serializers.CharField(required=False, help_text="marker of the instance answering now")
+    url = serializers.CharField(required=False)
+    since = serializers.CharField(required=False)
+    last_seen = serializers.CharField(required=False)
+    error = serializers.CharField(required=False)
+
+
 class InstanceApi(APIView):
     """Which Label Studio the platform provisioned and whether that is the one answering: ``state`` is
     ``ok``, ``wrong_instance`` (reset or replaced: pushes stop, reconciliation pauses) or ``unknown``
@@ -209,7 +220,10 @@ class InstanceApi(APIView):
 
     permission_classes = [IsPlatformAdmin]
 
-    @extend_schema(parameters=[OpenApiParameter("check", OpenApiTypes.BOOL, required=False)])
+    @extend_schema(
+        parameters=[OpenApiParameter("check", OpenApiTypes.BOOL, required=False)],
+        responses=InstanceStateSerializer,
+    )
     def get(self, request: Request) -> Response:
         from labeling.client import LabelStudioError
         from labeling.instance import instance_check, instance_state
@@ -228,7 +242,7 @@ class InstanceReprovisionApi(APIView):
 
     permission_classes = [IsPlatformAdmin]
 
-    @extend_schema(request=None)
+    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:
         from labeling.client import LabelStudioUnavailable
         from labeling.instance import instance_reprovision

@@ -1,0 +1,90 @@
+"""The OpenAPI contract beyond what each view declares: every error an operation can give, once.
+
+``document_errors`` (a drf-spectacular postprocessing hook) adds shared ``components.responses`` and
+references them from every operation that can produce them, unless the view documented that status
+itself: 400 (validation: ``{"detail", "code", "errors"}`` with field errors) wherever an operation takes
+parameters or a body; 401 and 403 on every authenticated operation; 404 wherever the path names an
+object; 413 where a request body is accepted; 429 (throttled, with ``Retry-After``); 503 (the database
+briefly unreachable, with ``Retry-After``) and 507 (the media volume cannot be written) on writes. The
+webhook's shared-secret header is a security scheme of its own, so clients can call it correctly.
+"""
+
+from __future__ import annotations
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "detail": {"type": "string", "description": "what went wrong, in words"},
+        "code": {"type": "string", "description": "a stable machine-readable code"},
+        "errors": {
+            "description": "field -> messages, for validation errors",
+            "oneOf": [{"type": "object", "additionalProperties": True}, {"type": "array", "items": {}}],
+        },
+    },
+    "additionalProperties": True,
+}
+RETRY_AFTER = {
+    "Retry-After": {"schema": {"type": "integer"}, "description": "seconds to wait before retrying"}
+}
+RESPONSES = {
+    "400": (
+        "ValidationError",
+        "The request was refused: the body or a parameter is invalid (field errors in errors).",
+        {},
+    ),
+    "401": ("Unauthenticated", "No or invalid credentials (token or session).", {}),
+    "403": ("Forbidden", "Authenticated, but the role does not allow this.", {}),
+    "404": ("NotFound", "The object named in the path does not exist.", {}),
+    "409": ("Conflict", "The object's state does not allow this now (the reason is in detail).", {}),
+    "413": ("TooLarge", "The request body is larger than the server accepts.", {}),
+    "429": ("Throttled", "Too many requests; retry after the indicated delay.", RETRY_AFTER),
+    "503": (
+        "Unavailable",
+        "A service the operation needs (the database, Label Studio) is briefly unavailable.",
+        RETRY_AFTER,
+    ),
+    "507": ("StorageUnavailable", "The media volume cannot be written; nothing was saved.", {}),
+}
+WEBHOOK_HEADER = "X-Forgerylab-Webhook-Secret"
+WRITE_METHODS = {"post", "put", "patch", "delete"}
+
+
+def document_errors(result, generator, request, public):
+    components = result.setdefault("components", {})
+    components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    shared = components.setdefault("responses", {})
+    for _status, (name, description, headers) in RESPONSES.items():
+        shared[name] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            **({"headers": headers} if headers else {}),
+        }
+    schemes = components.setdefault("securitySchemes", {})
+    schemes["webhookSecret"] = {"type": "apiKey", "in": "header", "name": WEBHOOK_HEADER,
+                                "description": "the platform's WEBHOOK_SECRET, as configured in Label Studio's webhook"}  # fmt: skip
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            webhook = path.endswith("/labeling/webhook")
+            if webhook:
+                operation["security"] = [{"webhookSecret": []}]
+            public = operation.get("security") == [{}] or (operation.get("security") == [])
+            wanted = []
+            if operation.get("parameters") or operation.get("requestBody") or "{" in path:
+                wanted.append("400")
+            if not public:
+                wanted += ["401", "403"]
+            if "{" in path:
+                wanted.append("404")
+            if method in WRITE_METHODS:
+                wanted += ["409", "503", "507"]
+                if operation.get("requestBody"):
+                    wanted.append("413")
+            else:
+                wanted.append("503")
+            wanted.append("429")
+            for status in wanted:
+                responses.setdefault(status, {"$ref": f"#/components/responses/{RESPONSES[status][0]}"})
+    return result
