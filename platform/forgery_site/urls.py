@@ -27,3 +27,18 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include(frontend.urlpatterns)),  # dashboard pages (login, datasets, rounds, ...)
 ]
+
+
+def not_found(request, exception=None):
+    """404 in the API's own format (JSON ``{"detail", "code"}``) for /api/ paths, Django's page elsewhere:
+    a client that asks for ``/api/v1/datasets/abc/`` gets the documented error body, not HTML."""
+    if request.path.startswith("/api/"):
+        from django.http import JsonResponse
+
+        return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+handler404 = not_found

@@ -244,13 +244,14 @@ class InstanceReprovisionApi(APIView):
 
     @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request: Request) -> Response:
-        from labeling.client import LabelStudioUnavailable
+        from labeling.client import LabelStudioError
         from labeling.instance import instance_reprovision
 
         try:
             return Response(instance_reprovision())
-        except LabelStudioUnavailable as exc:
+        except LabelStudioError as exc:
             return Response(
-                {"detail": f"Label Studio cannot be reached: {exc}"},
+                {"detail": f"Label Studio cannot be asked: {exc}", "code": "label_studio_unavailable"},
                 status=status.HTTP_503_SERVICE_UNAVAILABLE,
+                headers={"Retry-After": "30"},
             )
