@@ -360,6 +360,9 @@ def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | N
     counts = {"seen": 0, "stored": 0, "unchanged": 0, "recorded": 0, "rejected": 0, "forgotten": 0}
     try:
         instance_check(client=client)
+    except LabelStudioUnavailable as exc:  # down: degraded, and the caller retries with backoff
+        _mark_degraded(project, exc)
+        raise
     except WrongInstance as exc:  # reading another instance would take every annotation for deleted
         _mark_degraded(project, exc)
         logger.error("reconciliation stopped: wrong Label Studio instance", extra={"project": project.pk})

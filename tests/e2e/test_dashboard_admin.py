@@ -179,7 +179,7 @@ def test_admin_launches_a_round_watches_it_finish_and_tries_the_detector(
     page.locator("#user-errors").get_by_text("The user was not added").wait_for()
     page.get_by_label("Password (8 characters or more)").fill(PASSWORD)
     page.get_by_role("button", name="Add user").click()
-    page.get_by_role("cell", name="e2e-new-annotator").wait_for()
+    page.get_by_role("cell", name="e2e-new-annotator", exact=True).wait_for()
     shot(page, "users")
     page.goto(f"{live_server.url}/")
     shot(page, "overview")
