@@ -75,6 +75,7 @@ def expansion_run(*, job_id: int, options: dict) -> ImportJob:
 
     from catalog.bulk import copy_samples, sample_tuples
     from catalog.paths import media_root
+    from catalog.storage import atomic_write_bytes
     from ml.data.dataset import read_rgb
     from ml.data.generate import encode_png
     from ml.data.manipulations import Face, family_targets, manipulate, nearest_donor, sample_params
@@ -158,8 +159,8 @@ def expansion_run(*, job_id: int, options: dict) -> ImportJob:
         rel = f"datasets/{dataset.name}/expanded/{region}/{digest}.png"
         mask_rel = f"datasets/{dataset.name}/expanded/{region}/{digest}_mask.png"
         png = encode_png(forgery.image)
-        _atomic_write(root / rel, png)
-        _atomic_write(root / mask_rel, encode_png(forgery.mask))
+        atomic_write_bytes(root / rel, png, what=f"an expanded face of {target['external_id']}")
+        atomic_write_bytes(root / mask_rel, encode_png(forgery.mask), what="its mask")
         rows.append({
             "external_id": external_id, "path": rel, "sha256": hashlib.sha256(png).hexdigest(),
             "width": size, "height": size, "label": "fake", "manipulation": "region_swap",
@@ -183,19 +184,3 @@ def expansion_run(*, job_id: int, options: dict) -> ImportJob:
         "dataset expanded", extra={"dataset": dataset.pk, "inserted": inserted, "skipped": len(errors)}
     )
     return ImportJob.objects.get(pk=job.pk)
-
-
-def _atomic_write(path, data: bytes) -> None:
-    import os
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -10,7 +10,6 @@ inside the functions (the web process stays light until an admin registers weigh
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from django.db import IntegrityError, transaction
@@ -42,9 +41,9 @@ def weights_import_file(source: str | os.PathLike, name: str) -> str:
         )
     target = weights_root() / f"{name}{source.suffix.lower()}"
     if Path(os.path.realpath(source)) != Path(os.path.realpath(target)):
-        partial = target.with_suffix(target.suffix + ".part")
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
+        from catalog.storage import atomic_copy
+
+        atomic_copy(source, target, what=f"the weights {name}")
     return str(target.relative_to(media_root()))
 
 
