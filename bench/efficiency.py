@@ -264,6 +264,16 @@ def plot(result: dict, path: Path) -> Path:
     return path
 
 
+def _portable(record: dict) -> dict:
+    """Model paths relative to the repository (the results are committed: no machine's absolute paths)."""
+    out = dict(record)
+    for key in ("model_path", "finetune_from"):
+        if out.get(key):
+            path = Path(out[key])
+            out[key] = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+    return out
+
+
 def _config_hash(config: dict) -> str:
     text = json.dumps({**config, "model": MODEL, "protocol": PROTOCOL}, sort_keys=True, default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -325,6 +335,7 @@ def run(quick: bool) -> dict:
             on_record=progress,
             finetune_epochs=config["finetune_epochs"],
         )
+    records = [_portable(r) for r in records]
     analysis = analyse(records, config["arms"], config["budgets"])
     key = f"{DECISION_BUDGET * 100:g}%"
     result = {

@@ -29,6 +29,7 @@ P(fake) standard deviation over every test split of every run), ``goals`` with `
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -265,6 +266,8 @@ def run(quick: bool) -> dict:
         "elapsed_s": round(time.perf_counter() - started, 1),
         "peak_rss_mb": peak_rss_mb(),
     }
+    # Models lived in the scratch folder (deleted by now): keep their names, not this machine's paths.
+    result = json.loads(json.dumps(result).replace(f"{tmp}/", ""))
     result["goals"] = {
         key: {"goal": f">= {goal}", "value": result[key], "meets_goal": result[key] >= goal}
         for key, goal in GOALS.items()

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from bench.common import _admin_sql
+
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("training", "scoring", "selecting", "annotating", "retraining", "evaluating")
 
@@ -39,16 +41,6 @@ def _database_urls() -> tuple[str, str, str]:
     parts = urlsplit(base)
     name = f"{parts.path.lstrip('/')}_bench_rounds_{os.getpid()}"
     return base, urlunsplit(parts._replace(path=f"/{name}")), name
-
-
-def _admin_sql(base_url: str, sql: str) -> None:
-    import psycopg2
-
-    conn = psycopg2.connect(base_url)
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute(sql)
-    conn.close()
 
 
 def _setup(env: dict[str, str]) -> None:

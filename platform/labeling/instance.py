@@ -40,10 +40,6 @@ class WrongInstance(LabelStudioRejected):
     """The Label Studio behind LABEL_STUDIO_URL is not the instance this platform provisioned."""
 
 
-def _organization(client: LabelStudioClient) -> dict:
-    return client.organization()
-
-
 def _mark(client: LabelStudioClient, organization: dict, marker: str) -> None:
     title = re.sub(r"\s*·?\s*ForgeryLab [0-9a-f]{12}\b", "", str(organization.get("title") or "")).strip()
     client.organization_rename(organization["id"], f"{title or 'Label Studio'} · ForgeryLab {marker}")
@@ -53,7 +49,7 @@ def instance_check(*, client: LabelStudioClient | None = None) -> LabelStudioIns
     """The current instance, after checking that it is the one answering; ``WrongInstance`` otherwise.
     At first contact (no current instance yet) the answering one is marked and becomes current."""
     client = client or get_client()
-    organization = _organization(client)
+    organization = client.organization()
     found = MARKER.search(str(organization.get("title") or ""))
     with transaction.atomic():
         current = LabelStudioInstance.objects.select_for_update().filter(current=True).first()
@@ -120,7 +116,7 @@ def instance_reprovision(*, client: LabelStudioClient | None = None) -> dict:
     from rounds.models import AnnotationTask, Round
 
     client = client or get_client()
-    organization = _organization(client)
+    organization = client.organization()
     found = MARKER.search(str(organization.get("title") or ""))
     current = LabelStudioInstance.objects.filter(current=True).first()
     if current is not None and found and found.group(1) == current.marker:
