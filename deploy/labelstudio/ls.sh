@@ -158,7 +158,8 @@ EOF
 # run Label Studio's own code with the same one, so they reach the same database.
 server_env() {
     local media_abs ssrf
-    media_abs="$(cd "$MEDIA" && pwd)"
+    # Resolved without needing the folder: admin commands run before the platform made its media root.
+    media_abs="$(realpath -m "$MEDIA")"
     # SSRF protection blocks webhooks to loopback; it is switched off only when nothing but this
     # machine can reach the server.
     if [[ "$LS_BIND" == "127.0.0.1" ]]; then ssrf=false; else ssrf=true; fi
@@ -198,8 +199,29 @@ ls_django() {
     pkg="$("$LS_VENV/bin/python" -c 'import label_studio, os; print(os.path.dirname(label_studio.__file__))')"
     # From LS_HOME, not the repository: its ml/ package would shadow Label Studio's own "ml" app.
     (cd "$LS_HOME" && env -i "${ENVV[@]}" "$@" PYTHONPATH="$pkg" PYTHONWARNINGS=ignore DJANGO_SETTINGS_MODULE=core.settings.label_studio \
-        "$LS_VENV/bin/python" -c 'import django, sys; django.setup(); exec(sys.stdin.read())')
+        "$LS_VENV/bin/python" -c "$LS_DJANGO_RUNNER")
 }
+
+# Runs the snippet on stdin inside Label Studio's Django. A SQLite database is locked while the running
+# server writes (busy machines hold it past SQLite's 5 s timeout): the snippets are idempotent, so a
+# locked database is retried for up to a minute instead of failing the admin's command.
+LS_DJANGO_RUNNER='
+import sys, time
+import django
+django.setup()
+from django.db import OperationalError, close_old_connections
+code, deadline = sys.stdin.read(), time.monotonic() + 60
+while True:
+    try:
+        exec(code, {"__name__": "__main__"})
+        break
+    except OperationalError as exc:
+        if "locked" not in str(exc) or time.monotonic() > deadline:
+            raise
+        print(f"[labelstudio] database busy ({exc}); retrying", file=sys.stderr)
+        close_old_connections()
+        time.sleep(1)
+'
 
 # reset-password EMAIL: a person forgot their Label Studio password (Community has no reset by mail).
 # The new password comes from LS_NEW_PASSWORD or is asked for (never on the command line).

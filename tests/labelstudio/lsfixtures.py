@@ -82,7 +82,14 @@ def ls_script(
     env.update({"LS_PORT": str(port), "LS_HOME": str(home), **(extra_env or {})})
     if media_root is not None:
         env["MEDIA_ROOT"] = str(media_root)
-    subprocess.run(["bash", str(LS_SCRIPT), command, *args], env=env, check=True, timeout=900)
+    done = subprocess.run(
+        ["bash", str(LS_SCRIPT), command, *args], env=env, capture_output=True, text=True, timeout=900
+    )
+    if done.returncode != 0:  # say why: the script's own message is the useful part of a failure
+        raise AssertionError(
+            f"ls.sh {command} {' '.join(args)} exited {done.returncode}\n"
+            f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}"
+        )
 
 
 def _reap_orphans() -> None:

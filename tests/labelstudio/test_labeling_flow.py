@@ -313,12 +313,6 @@ def test_annotator_lifecycle_remove_restore_and_password_reset(
 
     user.groups.add(Group.objects.get(name="annotator"))  # back: still removed until the admin restores
     time.sleep(2)
-    print(
-        "DEBUG before link",
-        AnnotatorAccount.objects.filter(user=user).values().first(),
-        [u for u in client.users_list() if u["email"] == email],
-    )
-    print(celery_worker_proc.log_tail(60))
     assert annotator_link(user_id=user.pk, client=client).status == "removed"
     ls_script("restore-member", args=(email,))
     assert annotator_link(user_id=user.pk, client=client).status == "joined"
