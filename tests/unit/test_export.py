@@ -233,3 +233,15 @@ def test_cli_refuses_a_missing_file(tmp_path):
 
     assert main(["--version", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "b.zip")]) == 2
     assert not (tmp_path / "b.zip").exists()
+
+
+def test_the_export_check_is_absolute_for_probabilities_and_relative_for_large_logits():
+    """A confident model's logits (tens) carry float32 rounding far above 1e-4 in absolute terms while
+    both runtimes agree; a probability that moves by 1e-3 is a real disagreement."""
+    from ml.export.bundle import TOLERANCE, _max_scaled_diff
+
+    reference = {"logit": np.array([25.0, -18.0, 0.2]), "prob": np.array([1.0, 0.0, 0.55])}
+    rounded = {"logit": np.array([25.0007, -18.0005, 0.2]), "prob": reference["prob"].copy()}
+    assert _max_scaled_diff(reference, rounded) <= TOLERANCE
+    moved = {"logit": reference["logit"].copy(), "prob": np.array([1.0, 0.0, 0.551])}
+    assert _max_scaled_diff(reference, moved) > TOLERANCE
