@@ -92,7 +92,7 @@ def sample_identity(rng: np.random.Generator) -> dict:
 def sample_pose(rng: np.random.Generator) -> dict:
     """Per-frame pose, expression and lighting."""
     u = rng.uniform
-    return {
+    pose = {
         "dx": u(-0.04, 0.04),
         "dy": u(-0.03, 0.03),
         "scale": u(0.92, 1.06),
@@ -108,9 +108,17 @@ def sample_pose(rng: np.random.Generator) -> dict:
         # The camera of the video: optics blur (Gaussian sigma in px at 128 px) and sensor gain. Drawn
         # widely, so that a frame's overall sharpness or noise tells nothing about whether it is forged:
         # only a region that disagrees with the rest of its frame does.
-        "camera_blur": u(0.0, 1.2),
+        "camera_blur": u(0.0, 2.0),
         "noise_gain": u(0.5, 1.8),
     }
+    # Digital zoom / low-resolution capture: half the cameras record below the frame's resolution and
+    # are scaled up (bilinear or nearest), so the whole frame's spectrum varies by camera as much as a
+    # generator's up-sampled region shifts it (see manipulations.resample). Drawn from the frame's
+    # noise seed, not ``rng``: every other draw (and every dataset made before) keeps its value.
+    cam = np.random.default_rng([pose["noise_seed"], 7])
+    pose["camera_zoom"] = 1.0 if cam.random() < 0.5 else float(cam.uniform(1.2, 2.5))
+    pose["camera_zoom_mode"] = "nearest" if cam.random() < 0.5 else "linear"
+    return pose
 
 
 def drift_pose(pose: dict, rng: np.random.Generator, amount: float = 0.3) -> dict:
@@ -349,5 +357,10 @@ def _finish(img: np.ndarray, idp: dict, pp: dict, size: int) -> np.ndarray:
     blur = float(pp.get("camera_blur", 0.0)) * size / 128
     if blur > 0.05:
         x = cv2.GaussianBlur(x, (0, 0), blur)
+    zoom = float(pp.get("camera_zoom", 1.0))
+    if zoom > 1.0:
+        low = (max(2, round(size / zoom)),) * 2
+        mode = cv2.INTER_NEAREST if pp.get("camera_zoom_mode") == "nearest" else cv2.INTER_LINEAR
+        x = cv2.resize(cv2.resize(x, low, interpolation=cv2.INTER_AREA), (size, size), interpolation=mode)
     x = x * gain[..., None] + noise
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)

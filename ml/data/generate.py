@@ -53,6 +53,9 @@ ARTEFACT_KEYS = {
     "colour_transfer": lambda v: isinstance(v, bool),
     "jpeg_quality": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 100),
     "match_noise": lambda v: isinstance(v, bool),
+    "resample": lambda v: (
+        v is None or (isinstance(v, int | float) and not isinstance(v, bool) and 1 <= v <= 8)
+    ),
 }
 
 
@@ -308,10 +311,19 @@ def generate_dataset(
             bar.update(len(rows) - bar.n)
     else:
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(plan,)) as pool:
-            for video_rows in pool.imap(_worker, range(plan.n_videos), chunksize=4):
-                rows.extend(video_rows)
-                bar.update(len(video_rows))
+        # A parent that already ran OpenCV's parallel code (a resize, a blur) has a thread pool that a
+        # fork copies half: the child's first thread-count change deadlocks joining threads that do
+        # not exist there (measured: every worker hung). One thread in the parent while the workers
+        # are forked shuts its pool down cleanly first; the setting is restored afterwards.
+        parent_threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(plan,)) as pool:
+                for video_rows in pool.imap(_worker, range(plan.n_videos), chunksize=4):
+                    rows.extend(video_rows)
+                    bar.update(len(video_rows))
+        finally:
+            cv2.setNumThreads(parent_threads)
     bar.close()
     skipped: list[dict] = []
     if real_photos:

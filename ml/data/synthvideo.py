@@ -158,6 +158,9 @@ def _poses(seed: int, ident: int, clip: int, frames: int) -> Iterator[dict]:
     base = F.sample_pose(rng)
     base["scale"] *= FACE_SCALE
     base["rot"] *= 0.5
+    # Fixtures for the importers and the face pipeline: a plain camera (no digital zoom, optics blur
+    # up to 1.2 px at 128), so dlib's landmarks are compared on faces it can resolve.
+    base["camera_zoom"], base["camera_blur"] = 1.0, base["camera_blur"] * 0.6
     phase = rng.uniform(0, 2 * math.pi)
     for t in range(frames):
         a = 2 * math.pi * t / max(frames, 8) + phase
