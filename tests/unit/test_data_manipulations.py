@@ -126,3 +126,50 @@ def test_unknown_family_is_refused():
     _, _, face = _face(0)
     with pytest.raises(ValueError):
         manipulate("identity_swap", face, sample_params("identity_swap", np.random.default_rng(0)))
+
+
+def test_generator_footprint_is_blocky_local_and_drawn_without_moving_the_stream():
+    """``resample``: the pasted content is coarser than the frame (runs of equal neighbouring pixels
+    before the grain), nothing outside the mask moves, and the parameter comes from the noise seed,
+    so the caller's random stream (and every other parameter) is the same as without it."""
+    from ml.data.manipulations import RESAMPLE_RANGE, resample
+
+    img = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    coarse = resample(img, 3.0)
+    assert coarse.shape == img.shape and coarse.dtype == np.uint8
+    same_as_left = np.all(coarse[:, 1:] == coarse[:, :-1], axis=-1).mean()
+    assert same_as_left > 0.5 > np.all(img[:, 1:] == img[:, :-1], axis=-1).mean()
+
+    for seed in range(3):
+        face, plain = _forge("identity_swap", seed, resample=None)
+        _, footprint = _forge("identity_swap", seed, resample=3.0)
+        np.testing.assert_array_equal(plain.mask, footprint.mask)
+        outside = footprint.mask == 0
+        np.testing.assert_array_equal(footprint.image[outside], face.image[outside])
+        assert np.any(footprint.image[footprint.mask > 200] != plain.image[plain.mask > 200])
+
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    params = sample_params("region_swap", a)
+    assert RESAMPLE_RANGE[0] <= params["resample"] <= RESAMPLE_RANGE[1]
+    assert a.random() == (sample_params("region_swap", b), b.random())[1]
+
+
+def test_cameras_vary_in_zoom_and_keep_it_across_a_video():
+    rng = np.random.default_rng(1)
+    poses = [F.sample_pose(rng) for _ in range(200)]
+    zoomed = [p for p in poses if p["camera_zoom"] > 1.0]
+    assert 0.35 < len(zoomed) / len(poses) < 0.65
+    assert {p["camera_zoom_mode"] for p in zoomed} == {"nearest", "linear"}
+    assert all(1.2 <= p["camera_zoom"] <= 2.5 for p in zoomed)
+    frame = F.drift_pose(zoomed[0], rng)
+    assert (frame["camera_zoom"], frame["camera_zoom_mode"]) == (
+        zoomed[0]["camera_zoom"],
+        zoomed[0]["camera_zoom_mode"],
+    )
+
+
+def test_resample_artefact_is_validated(tmp_path):
+    from ml.data.generate import generate_dataset
+
+    with pytest.raises(ValueError, match="invalid value"):
+        generate_dataset(tmp_path / "a", 10, 64, seed=0, artefacts={"resample": 0.5})
