@@ -327,7 +327,11 @@ class Command(BaseCommand):
         except Exception as exc:  # noqa: BLE001 - the loop's results stand without the bundle
             self.stdout.write(self.style.WARNING(f"export of {best.tag} failed: {exc}"))
             return {"tag": best.tag, "bundle": None, "note": f"export failed: {exc}"}
-        self.stdout.write(f"Exported best detector {best.tag} -> MEDIA_ROOT/{result['bundle']}")
+        # The verdict line ranks by seen AUC (did it learn?); the export by unseen AUC (what a deployed
+        # detector faces), so the two can name different detectors: say which criterion chose this one.
+        unseen = (best.metrics.get("unseen") or {}).get("auc")
+        criterion = f"best unseen AUC, {unseen:.3f}" if unseen is not None else "best seen AUC"
+        self.stdout.write(f"Exported {best.tag} ({criterion}) -> MEDIA_ROOT/{result['bundle']}")
         return result
 
     def _report(self, dataset, rounds, out: Path, total: float, exported, opts) -> Path:
