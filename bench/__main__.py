@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if missed else 0
 
 
+# ``goal_<metric>`` is a ceiling when a word of the metric's name is one of these, a floor otherwise.
+LOWER_IS_BETTER = {"ms", "seconds", "mb", "overhead"}
+
+
 def goal_rows(result: dict) -> list[dict]:
     """The goals a result states: ``goals`` ({name: {goal, value, meets_goal}}) and/or a top-level
     ``meets_goal``; a skipped benchmark or one without goals yields a row saying so."""
@@ -94,7 +98,7 @@ def goal_rows(result: dict) -> list[dict]:
         value = result.get(metric)
         if not isinstance(value, int | float) or isinstance(value, bool):
             continue
-        lower = any(part in metric for part in ("ms", "seconds", "overhead", "_mb"))
+        lower = bool(LOWER_IS_BETTER & set(metric.split("_")))
         ok = value <= target if lower else value >= target
         rows.append(
             {"goal": f"{metric} {'<=' if lower else '>='} {target}", "value": value, "meets_goal": ok}

@@ -54,7 +54,7 @@ def django_setup(migrate: bool = True, *, scratch: bool = True) -> dict:
     if scratch and not _SCRATCH:
         base_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
         name = f"bench_{os.getpid()}"
-        _admin_sql(base_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
+        admin_sql(base_url, f'DROP DATABASE IF EXISTS "{name}"', f'CREATE DATABASE "{name}"')
         redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
         media = tempfile.mkdtemp(prefix="bench-media-")
         _SCRATCH.update(
@@ -78,7 +78,7 @@ def django_setup(migrate: bool = True, *, scratch: bool = True) -> dict:
     return dict(_SCRATCH)
 
 
-def _admin_sql(base_url: str, *statements: str) -> None:
+def admin_sql(base_url: str, *statements: str) -> None:
     import psycopg2
 
     conn = psycopg2.connect(base_url)
@@ -101,7 +101,7 @@ def _drop_scratch() -> None:
     except Exception:  # noqa: BLE001 - best effort at exit
         pass
     name = _SCRATCH["database"]
-    _admin_sql(
+    admin_sql(
         _SCRATCH["base_url"],
         f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()",
         f'DROP DATABASE IF EXISTS "{name}"',

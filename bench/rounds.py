@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from bench.common import _admin_sql
+from bench.common import admin_sql
 
 ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("training", "scoring", "selecting", "annotating", "retraining", "evaluating")
@@ -129,7 +129,7 @@ def run(quick: bool) -> dict:
     prefix = f"bench-rounds-{os.getpid()}:"
     env = {"DATABASE_URL": url, "MEDIA_ROOT": str(media), "CELERY_KEY_PREFIX": prefix, "IMPORT_ROOTS": "",
            "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING"}  # fmt: skip
-    _admin_sql(base_url, f'CREATE DATABASE "{db_name}"')
+    admin_sql(base_url, f'CREATE DATABASE "{db_name}"')
     worker = None
     try:
         _setup(env)
@@ -163,7 +163,7 @@ def run(quick: bool) -> dict:
         from django.db import connections
 
         connections.close_all()
-        _admin_sql(base_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        admin_sql(base_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
     round_total = sum(r["round_seconds"] for r in records)
     compute_total = sum(r["compute_seconds"] for r in records)
     steady = records[1:] or records

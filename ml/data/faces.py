@@ -339,6 +339,14 @@ def _noise_bank(size: int) -> np.ndarray:
     return np.random.default_rng(20_24).standard_normal((side, side, 3), dtype=np.float32)
 
 
+def through_lower_resolution(img: np.ndarray, factor: float, up: int) -> np.ndarray:
+    """``img`` as captured or synthesised at ``1/factor`` of its resolution (area down-sampling) and
+    scaled back up with the OpenCV interpolation ``up``: a camera's digital zoom, a generator's output."""
+    h, w = img.shape[:2]
+    small = (max(2, round(w / factor)), max(2, round(h / factor)))
+    return cv2.resize(cv2.resize(img, small, interpolation=cv2.INTER_AREA), (w, h), interpolation=up)
+
+
 def _finish(img: np.ndarray, idp: dict, pp: dict, size: int) -> np.ndarray:
     """Camera blur, lighting gradient, per-identity low-frequency skin texture, per-frame sensor noise."""
     g = np.linspace(-0.5, 0.5, size, dtype=np.float32)
@@ -359,8 +367,7 @@ def _finish(img: np.ndarray, idp: dict, pp: dict, size: int) -> np.ndarray:
         x = cv2.GaussianBlur(x, (0, 0), blur)
     zoom = float(pp.get("camera_zoom", 1.0))
     if zoom > 1.0:
-        low = (max(2, round(size / zoom)),) * 2
         mode = cv2.INTER_NEAREST if pp.get("camera_zoom_mode") == "nearest" else cv2.INTER_LINEAR
-        x = cv2.resize(cv2.resize(x, low, interpolation=cv2.INTER_AREA), (size, size), interpolation=mode)
+        x = through_lower_resolution(x, zoom, mode)
     x = x * gain[..., None] + noise
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)

@@ -58,6 +58,7 @@ import cv2
 import numpy as np
 
 from ml.data import regions as R
+from ml.data.faces import through_lower_resolution
 from ml.labels import LOCAL_NODES, targets_for
 
 FAMILIES = ("identity_swap", "expression", "region_swap", "self_blend", "inpaint")
@@ -242,11 +243,7 @@ def resample(img: np.ndarray, factor: float) -> np.ndarray:
     makes the whole image softer, a global shortcut; nearest keeps its detail energy while the
     region's spectrum differs (sharpening the smooth output back, tried too, could not match the
     high-pass energy and the noise level at once: -7.5% / +4.7%)."""
-    h, w = img.shape[:2]
-    small = cv2.resize(
-        img, (max(2, round(w / factor)), max(2, round(h / factor))), interpolation=cv2.INTER_AREA
-    )
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+    return through_lower_resolution(img, factor, cv2.INTER_NEAREST)
 
 
 def soft_mask(support: np.ndarray, sigma: float) -> np.ndarray:

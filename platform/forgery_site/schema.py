@@ -70,11 +70,11 @@ def document_errors(result, generator, request, public):
             webhook = path.endswith("/labeling/webhook")
             if webhook:
                 operation["security"] = [{"webhookSecret": []}]
-            public = operation.get("security") == [{}] or (operation.get("security") == [])
+            anonymous = operation.get("security") in ([{}], [])
             wanted = []
             if operation.get("parameters") or operation.get("requestBody") or "{" in path:
                 wanted.append("400")
-            if not public:
+            if not anonymous:
                 wanted += ["401", "403"]
             if "{" in path:
                 wanted.append("404")
