@@ -62,21 +62,24 @@ def sample_tuples(rows: Iterable[dict], *, dataset_id: int, created_at: str) -> 
         )  # fmt: skip
 
 
-def copy_samples(rows: Iterable[tuple], *, direct: bool = False) -> int:
+def copy_samples(rows, *, direct: bool = False) -> int:
     """COPY the tuples (SAMPLE_COLUMNS order) into catalog_sample; returns how many rows were new.
+
+    ``rows``: tuples, or a file whose ``read`` gives COPY text (the import streams checked chunks).
 
     ``direct=True`` (the dataset has no samples yet and the caller holds its lock, the source has no
     duplicates) copies straight into catalog_sample; otherwise rows go through a staging table and
     ``ON CONFLICT DO NOTHING`` skips those already present.
     """
     columns = ", ".join(SAMPLE_COLUMNS)
+    data = rows if hasattr(rows, "read") else copy_buffer(rows)
     with connection.cursor() as cursor:
         if direct:
-            cursor.copy_expert(f"COPY catalog_sample ({columns}) FROM STDIN", copy_buffer(rows))
+            cursor.copy_expert(f"COPY catalog_sample ({columns}) FROM STDIN", data, 1 << 20)
             return cursor.rowcount
         stage_columns = ", ".join(f"{c} {_STAGE_TYPES.get(c, 'text')}" for c in SAMPLE_COLUMNS)
         cursor.execute(f"CREATE TEMP TABLE catalog_sample_stage ({stage_columns}) ON COMMIT DROP")  # noqa: S608
-        cursor.copy_expert(f"COPY catalog_sample_stage ({columns}) FROM STDIN", copy_buffer(rows))
+        cursor.copy_expert(f"COPY catalog_sample_stage ({columns}) FROM STDIN", data, 1 << 20)
         cursor.execute(
             f"INSERT INTO catalog_sample ({columns}) SELECT {columns} FROM catalog_sample_stage "  # noqa: S608
             "ON CONFLICT DO NOTHING"

@@ -1,64 +1,173 @@
-"""Validates the rows of an import chunk by chunk (progress after each chunk), then rejects duplicates.
+"""Validates an import's rows in parallel processes and turns the valid ones into COPY text.
 
-Serial on purpose: splitting the check over forked processes was measured 3-6x *slower* on a busy
-2-core machine (the per-row work is ~0.1-0.2 ms of Python and Pillow header parsing, so process
-start-up and row transfer dominate), and a Celery prefork child cannot fork anyway.
+The source is cut into chunks of ``CHUNK_ROWS`` rows. A chunk is read, parsed (a ``.jsonl`` manifest:
+each process reads its own byte range of the file, so the parent never decodes a row), validated and
+encoded as PostgreSQL COPY lines in a forked process; the parent gets the chunks back in source order
+and streams their lines into COPY while the other chunks are still being checked (see
+``catalog.services``). What travels between the processes is small: a chunk's byte range or index
+range one way, its COPY lines, ids, paths and errors the other.
+
+Rows whose id is already in the dataset are skipped without touching their files (an idempotent
+re-import). Duplicates within the source are errors, found by the parent across chunks
+(``Deduplicator``).
+
+Fork safety: the processes are forked after every module the check needs is imported and Pillow's
+plugins are registered, they touch no database connection or socket of the parent, and they leave through
+``os._exit`` (multiprocessing's worker exit), so no inherited connection is ever closed by them. A
+small source (one chunk) or ``IMPORT_WORKERS=1`` runs in the calling process.
+
+Measured on 2 cores, 100k manifest rows (``python -m bench import``): in one process, parse 3.7 s +
+check 10.1 s, then tuples + COPY 11.7 s (26.3 s, 0.31 of a raw COPY); forked and streamed, 15.8 s
+(0.51). An earlier attempt that pickled parsed rows to a pool was slower than one process: here only
+byte ranges and COPY text cross.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from catalog.bulk import copy_text_value, sample_tuples
 from catalog.paths import Confiner
 from catalog.validation import RowError, validate_row
 
 CHUNK_ROWS = 1000
 
 
-def _check_chunk(
-    confiner: Confiner, chunk: Sequence[tuple[int, dict]]
-) -> tuple[list[tuple[int, dict]], list[dict]]:
-    valid, errors = [], []
-    for number, raw in chunk:
+@dataclass
+class Chunk:
+    """What one process checks: its rows' numbers come with them."""
+
+    byte_range: tuple[int, int] | None = None  # a .jsonl manifest: [start, end) of the file ...
+    first_number: int = 1  # ... and the line number at start
+    index_range: tuple[int, int] | None = None  # any other source: a slice of the parent's rows
+
+
+@dataclass
+class ChunkResult:
+    lines: list[str] = field(default_factory=list)  # COPY text lines of the valid rows, in source order
+    keys: list[tuple[int, str, str]] = field(default_factory=list)  # (row number, external id, path)
+    errors: list[dict] = field(default_factory=list)
+    skipped: int = 0  # rows whose id the dataset already has
+    rows: int = 0  # rows read from the source
+
+
+@dataclass
+class _Job:
+    """Everything a forked process needs, set before the fork (inherited, never pickled)."""
+
+    base: Path
+    manifest: Path | None
+    rows: Sequence[tuple[int, dict]]
+    skip_ids: frozenset[str]
+    dataset_id: int
+    created_at: str
+
+
+_JOB: _Job | None = None
+
+
+def _chunk_rows(job: _Job, chunk: Chunk) -> Iterator[tuple[int, dict]]:
+    if chunk.byte_range is not None:
+        from catalog.sources import manifest_rows
+
+        start, end = chunk.byte_range
+        yield from manifest_rows(job.manifest, start=start, end=end, first_number=chunk.first_number)
+    else:
+        start, end = chunk.index_range
+        yield from job.rows[start:end]
+
+
+def _check_chunk(chunk: Chunk) -> ChunkResult:
+    job = _JOB
+    confiner = Confiner(job.base)  # per chunk: its directory cache must not outlive this check
+    result = ChunkResult()
+    valid = []
+    for number, raw in _chunk_rows(job, chunk):
+        result.rows += 1
+        if "__error__" not in raw and str(raw.get("id") or raw.get("path") or "") in job.skip_ids:
+            result.skipped += 1
+            continue
         try:
             if "__error__" in raw:
                 raise RowError("row", raw["__error__"])
-            valid.append((number, validate_row(raw, confiner)))
+            row = validate_row(raw, confiner)
         except RowError as exc:
-            errors.append({"row": number, "field": exc.field, "message": exc.message})
-    return valid, errors
+            result.errors.append({"row": number, "field": exc.field, "message": exc.message})
+            continue
+        valid.append(row)
+        result.keys.append((number, row["external_id"], row["path"]))
+    for values in sample_tuples(valid, dataset_id=job.dataset_id, created_at=job.created_at):
+        result.lines.append("\t".join(map(copy_text_value, values)) + "\n")
+    return result
 
 
-def check_rows(
-    rows: Sequence[tuple[int, dict]], base: Path, progress: Callable[[int, int], None]
-) -> tuple[list[dict], list[dict]]:
-    """Return (valid normalised rows in source order, errors); duplicates within the source are errors."""
-    chunks = [rows[i : i + CHUNK_ROWS] for i in range(len(rows)) if i % CHUNK_ROWS == 0]
-    confiner = Confiner(base)  # per import: its directory cache must not outlive this check
-    results: list[tuple[list, list]] = []
-    done = errors_so_far = 0
-    for chunk in chunks:
-        result = _check_chunk(confiner, chunk)
-        results.append(result)
-        done += len(chunk)
-        errors_so_far += len(result[1])
-        progress(done, errors_so_far)
+class Deduplicator:
+    """Drops (as errors) rows whose id or path an earlier row of the source already has."""
 
-    valid: list[dict] = []
-    errors: list[dict] = []
-    seen_ids: set[str] = set()
-    seen_paths: set[str] = set()
-    for chunk_valid, chunk_errors in results:
-        errors.extend(chunk_errors)
-        for number, row in chunk_valid:
-            if row["external_id"] in seen_ids:
-                errors.append({"row": number, "field": "id", "message": "duplicate id in this source"})
-            elif row["path"] in seen_paths:
-                errors.append({"row": number, "field": "path", "message": "duplicate path in this source"})
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.paths: set[str] = set()
+
+    def __call__(self, result: ChunkResult) -> ChunkResult:
+        lines, keys = [], []
+        for line, (number, external_id, path) in zip(result.lines, result.keys, strict=True):
+            if external_id in self.ids:
+                result.errors.append({"row": number, "field": "id", "message": "duplicate id in this source"})
+            elif path in self.paths:
+                result.errors.append(
+                    {"row": number, "field": "path", "message": "duplicate path in this source"}
+                )
             else:
-                seen_ids.add(row["external_id"])
-                seen_paths.add(row["path"])
-                valid.append(row)
-    errors.sort(key=lambda error: error["row"] or 0)
-    return valid, errors
+                self.ids.add(external_id)
+                self.paths.add(path)
+                lines.append(line)
+                keys.append((number, external_id, path))
+        result.lines, result.keys = lines, keys
+        return result
+
+
+def _prepare_fork() -> None:
+    """Import and register in the parent what the children use, so no child takes an import lock."""
+    from PIL import Image
+
+    from catalog import sources  # noqa: F401 - the manifest reader used in the children
+
+    Image.init()
+
+
+def worker_count(chunks: int) -> int:
+    from django.conf import settings
+
+    wanted = int(getattr(settings, "IMPORT_WORKERS", 0) or 0) or (os.cpu_count() or 1)
+    return max(1, min(wanted, chunks))
+
+
+def checked_chunks(
+    chunks: Sequence[Chunk],
+    *,
+    base: Path,
+    manifest: Path | None = None,
+    rows: Sequence[tuple[int, dict]] = (),
+    skip_ids: frozenset[str] = frozenset(),
+    dataset_id: int,
+    created_at: str,
+) -> Iterator[ChunkResult]:
+    """Check every chunk (in parallel when there are several) and yield the results in source order."""
+    global _JOB
+    _JOB = _Job(base, manifest, rows, skip_ids, dataset_id, created_at)
+    workers = worker_count(len(chunks))
+    try:
+        if workers == 1:
+            for chunk in chunks:
+                yield _check_chunk(chunk)
+            return
+        _prepare_fork()
+        context = multiprocessing.get_context("fork")
+        with context.Pool(workers) as pool:
+            yield from pool.imap(_check_chunk, chunks)
+    finally:
+        _JOB = None

@@ -11,19 +11,22 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
+import threading
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from catalog.bulk import copy_samples, sample_tuples
+from catalog import rowcheck
+from catalog.bulk import copy_samples
 from catalog.models import Dataset, ImportJob, Sample
 from catalog.paths import PathError, resolve_source
-from catalog.rowcheck import check_rows
-from catalog.sources import SourceError, faceforensics_rows, manifest_rows
+from catalog.rowcheck import Chunk, Deduplicator, checked_chunks, worker_count
+from catalog.sources import SourceError, faceforensics_rows, manifest_chunks, manifest_rows
 from forgery_site.errors import Conflict, InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)
@@ -71,11 +74,80 @@ def import_job_create(*, dataset: Dataset, source: str, format: str, user=None) 
     return ImportJob.objects.create(dataset=dataset, source=str(resolved), format=format, created_by=user)
 
 
-def _source_rows(job: ImportJob):
+@dataclass
+class _Plan:
+    base: Path
+    chunks: list[Chunk]
+    total: int
+    manifest: Path | None = None
+    rows: list = field(default_factory=list)
+
+
+def _plan(job: ImportJob) -> _Plan:
+    """The source cut into chunks. A .jsonl manifest is only scanned for line ends here: its rows are
+    decoded in the processes that check them. Other sources are read here (bounded by the row limit)."""
     source = Path(job.source)
-    if job.format == ImportJob.Format.MANIFEST:
-        return source.parent, manifest_rows(source)
-    return source, faceforensics_rows(source)
+    if job.format == ImportJob.Format.MANIFEST and source.suffix.lower() == ".jsonl":
+        ranges, total = manifest_chunks(source, rowcheck.CHUNK_ROWS)
+        chunks = [Chunk(byte_range=(a, b), first_number=first) for a, b, first in ranges]
+        return _Plan(source.parent, chunks, total, manifest=source)
+    base, rows = (
+        (source.parent, manifest_rows(source))
+        if job.format == ImportJob.Format.MANIFEST
+        else (source, faceforensics_rows(source))
+    )
+    rows = list(itertools.islice(rows, settings.IMPORT_MAX_ROWS + 1))  # bounded: stop past the limit
+    size = rowcheck.CHUNK_ROWS
+    chunks = [Chunk(index_range=(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
+    return _Plan(base, chunks, len(rows), rows=rows)
+
+
+class _Invalid(Exception):
+    """Some rows are invalid: the transaction that streamed the valid ones is rolled back."""
+
+
+class _CopyStream:
+    """A file for COPY FROM STDIN: each read is the next checked chunk's valid lines.
+
+    Once a row is invalid no more lines are written (the transaction will be rolled back), but every
+    chunk is still checked so the job reports all the errors at once."""
+
+    def __init__(self, results, progress) -> None:
+        self.results = results
+        self.progress = progress
+        self.dedupe = Deduplicator()
+        self.errors: list[dict] = []
+        self.valid = self.skipped = self.done = 0
+
+    def read(self, size: int = -1) -> str:
+        for result in self.results:
+            result = self.dedupe(result)
+            self.errors.extend(result.errors)
+            self.skipped += result.skipped
+            self.valid += len(result.lines)
+            self.done += result.rows
+            self.progress(self.done, len(self.errors))
+            if result.lines and not self.errors:
+                return "".join(result.lines)
+        return ""
+
+    readline = read
+
+
+def _save_progress_aside(job: ImportJob, **fields) -> None:
+    """Progress written on a connection of its own while this one streams the COPY (its transaction
+    would hide the numbers until the end)."""
+    from django.db import connection
+
+    def save() -> None:
+        try:
+            ImportJob.objects.filter(pk=job.pk).update(**fields)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=save, name="import-progress")
+    thread.start()
+    thread.join()
 
 
 def _save_progress(job: ImportJob, **fields) -> None:
@@ -128,72 +200,75 @@ def _import_job_run(job_id: int) -> ImportJob:
         return job  # a re-delivered task: nothing left to do
     _save_progress(job, status=ImportJob.Status.VALIDATING, started_at=timezone.now(), processed_rows=0)
     try:
-        base, rows = _source_rows(job)
-        raw_rows = list(itertools.islice(rows, settings.IMPORT_MAX_ROWS + 1))  # bounded: stop past the limit
+        plan = _plan(job)
     except (SourceError, PathError, OSError, UnicodeDecodeError) as exc:
         return _fail(
             job, f"source unreadable: {exc}", [{"row": None, "field": "source", "message": str(exc)}], 1
         )
-    if len(raw_rows) > settings.IMPORT_MAX_ROWS:
+    if plan.total > settings.IMPORT_MAX_ROWS:
         message = f"the source's rows exceed the limit of {settings.IMPORT_MAX_ROWS}"
         return _fail(job, message, [{"row": None, "field": "source", "message": message}], 1)
-    if not raw_rows:
+    if not plan.total:
         return _fail(job, "the source has no rows", [{"row": None, "field": "source", "message": "empty"}], 1)
-    _save_progress(job, total_rows=len(raw_rows))
+    _save_progress(job, total_rows=plan.total)
 
     # Rows whose id is already in the dataset are skipped (idempotent re-import) without re-checking files.
-    existing_ids = set(Sample.objects.filter(dataset_id=job.dataset_id).values_list("external_id", flat=True))
-    fresh = [
-        (n, raw) for n, raw in raw_rows if str(raw.get("id") or raw.get("path") or "") not in existing_ids
-    ]
-    existing = len(raw_rows) - len(fresh)
+    existing_ids = frozenset(
+        Sample.objects.filter(dataset_id=job.dataset_id).values_list("external_id", flat=True)
+    )
     clock = {"last": time.monotonic()}
 
     def progress(done: int, error_count: int) -> None:
         if time.monotonic() - clock["last"] > PROGRESS_EVERY_S:
-            _save_progress(job, processed_rows=existing + done, error_count=error_count)
+            job.processed_rows, job.error_count = done, error_count
+            _save_progress_aside(job, processed_rows=done, error_count=error_count)
             clock["last"] = time.monotonic()
 
     started = time.monotonic()
-    valid, errors = check_rows(fresh, base, progress)
-    validate_s = time.monotonic() - started
-    error_count = len(errors)
-    _save_progress(job, processed_rows=len(raw_rows), error_count=error_count)
-    if error_count:
-        return _fail(
-            job,
-            f"{error_count} of {len(raw_rows)} rows are invalid; nothing was imported",
-            errors,
-            error_count,
-        )
-
-    _save_progress(job, status=ImportJob.Status.WRITING)
-    started = time.monotonic()
     created_at = timezone.now().isoformat()
-    with transaction.atomic():
-        # The dataset row lock serialises imports into one dataset, so "empty" stays true until commit.
-        Dataset.objects.select_for_update().filter(pk=job.dataset_id).first()
-        empty = not Sample.objects.filter(dataset_id=job.dataset_id).exists()
-        tuples = sample_tuples(valid, dataset_id=job.dataset_id, created_at=created_at)
-        inserted = copy_samples(tuples, direct=empty) if valid else 0
-        existing += len(valid) - inserted
-        _save_progress(
-            job,
-            status=ImportJob.Status.SUCCEEDED,
-            inserted_rows=inserted,
-            existing_rows=existing,
-            message=f"{inserted} new samples, {existing} already present",
-            errors=[],
-            finished_at=timezone.now(),
+    results = checked_chunks(
+        plan.chunks, base=plan.base, manifest=plan.manifest, rows=plan.rows, skip_ids=existing_ids,
+        dataset_id=job.dataset_id, created_at=created_at,
+    )  # fmt: skip
+    stream = _CopyStream(results, progress)
+    try:
+        with transaction.atomic():
+            # The dataset row lock serialises imports into one dataset, so "empty" stays true until commit.
+            Dataset.objects.select_for_update().filter(pk=job.dataset_id).first()
+            empty = not Sample.objects.filter(dataset_id=job.dataset_id).exists()
+            # Valid rows stream into COPY while later chunks are still being checked; an invalid row
+            # anywhere rolls all of them back.
+            inserted = copy_samples(stream, direct=empty)
+            if stream.errors:
+                raise _Invalid
+            existing = stream.skipped + stream.valid - inserted
+            _save_progress(
+                job,
+                status=ImportJob.Status.SUCCEEDED,
+                processed_rows=plan.total,
+                error_count=0,
+                inserted_rows=inserted,
+                existing_rows=existing,
+                message=f"{inserted} new samples, {existing} already present",
+                errors=[],
+                finished_at=timezone.now(),
+            )
+    except _Invalid:
+        errors = sorted(stream.errors, key=lambda error: error["row"] or 0)
+        _save_progress(job, processed_rows=plan.total)
+        return _fail(
+            job, f"{len(errors)} of {plan.total} rows are invalid; nothing was imported", errors, len(errors)
         )
+    finally:
+        results.close()  # stops the checking processes if the COPY failed half way
     logger.info(
         "import succeeded",
         extra={
             "job": job.pk,
             "inserted": inserted,
             "existing": existing,
-            "validate_s": round(validate_s, 3),
-            "write_s": round(time.monotonic() - started, 3),
+            "seconds": round(time.monotonic() - started, 3),
+            "workers": worker_count(len(plan.chunks)),
         },
     )
     return job

@@ -35,17 +35,25 @@ class SourceError(ValueError):
 MAX_LINE_BYTES = 1 << 20  # one manifest row is ~2 KB (68 landmarks); a longer line is refused, not loaded
 
 
-def manifest_rows(manifest: Path) -> Iterator[tuple[int, dict]]:
+def manifest_rows(
+    manifest: Path, *, start: int = 0, end: int | None = None, first_number: int = 1
+) -> Iterator[tuple[int, dict]]:
+    """The rows of a manifest; for a ``.jsonl`` one, optionally only those in the byte range
+    ``[start, end)`` (``start`` at a line's beginning, numbered from ``first_number``; see
+    ``manifest_chunks``)."""
     suffix = manifest.suffix.lower()
     if suffix == ".jsonl":
         # orjson: the manifest's landmarks make JSON decoding a large share of a 100k-row import.
         with open(manifest, "rb") as handle:
-            number = 0
-            while line := handle.readline(MAX_LINE_BYTES + 1):
+            handle.seek(start)
+            position, number = start, first_number - 1
+            while (end is None or position < end) and (line := handle.readline(MAX_LINE_BYTES + 1)):
+                position += len(line)
                 number += 1
                 if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
                     while line and not line.endswith(b"\n"):  # skip the rest, one bounded read at a time
                         line = handle.readline(MAX_LINE_BYTES)
+                        position += len(line)
                     yield number, {"__error__": f"line longer than {MAX_LINE_BYTES} bytes"}
                     continue
                 if not line.strip():
@@ -71,6 +79,33 @@ def manifest_rows(manifest: Path) -> Iterator[tuple[int, dict]]:
                 raise SourceError(f"CSV line {reader.line_num}: {exc}") from None
     else:
         raise SourceError("a manifest must be a .jsonl or .csv file")
+
+
+def manifest_chunks(manifest: Path, rows_per_chunk: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Cut a ``.jsonl`` manifest into byte ranges of ``rows_per_chunk`` non-blank lines, without decoding.
+
+    Returns ``([(start, end, first_line_number), ...], rows)``. Lines are read in bounded pieces, so an
+    over-long line costs no more memory than a normal one (``manifest_rows`` reports it)."""
+    chunks: list[tuple[int, int, int]] = []
+    rows = 0
+    with open(manifest, "rb") as handle:
+        start = position = 0
+        number = in_chunk = 0
+        first = 1
+        while piece := handle.readline(MAX_LINE_BYTES + 1):
+            position += len(piece)
+            if not piece.endswith(b"\n") and len(piece) > MAX_LINE_BYTES:
+                continue  # the same physical line goes on
+            number += 1
+            if piece.strip() or len(piece) > MAX_LINE_BYTES:
+                rows += 1
+                in_chunk += 1
+            if in_chunk == rows_per_chunk:
+                chunks.append((start, position, first))
+                start, first, in_chunk = position, number + 1, 0
+        if position > start:
+            chunks.append((start, position, first))
+    return chunks, rows
 
 
 def _frame_dirs(compression_dir: Path) -> Path:

@@ -268,6 +268,8 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": CELERY_KEY_PREFIX} if CEL
 IMPORT_MAX_IMAGE_BYTES = int(os.environ.get("IMPORT_MAX_IMAGE_BYTES", 20 * 1024 * 1024))
 IMPORT_MAX_IMAGE_PIXELS = int(os.environ.get("IMPORT_MAX_IMAGE_PIXELS", 4096 * 4096))
 IMPORT_MAX_ROWS = int(os.environ.get("IMPORT_MAX_ROWS", 2_000_000))
+# Processes that check an import's rows in parallel (catalog/rowcheck.py); 0: one per CPU core.
+IMPORT_WORKERS = int(os.environ.get("IMPORT_WORKERS", 0))
 
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
 LOGGING = {
