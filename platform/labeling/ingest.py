@@ -262,6 +262,30 @@ def _finish(delivery: WebhookDelivery, status: str, message: str = "") -> str:
     return status
 
 
+def deliveries_claim(limit: int = 10_000) -> list[int]:
+    """Mark pending deliveries no dispatcher has handed out yet as dispatched, and return their ids.
+
+    One statement: two dispatchers running at once never hand out the same delivery (row locks, the
+    second skips what the first holds)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE labeling_webhookdelivery SET dispatched_at = now() WHERE id IN ("
+            " SELECT id FROM labeling_webhookdelivery WHERE status = %s AND dispatched_at IS NULL"
+            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id",
+            [WebhookDelivery.Status.PENDING, limit],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def deliveries_unclaim(ids: list[int]) -> None:
+    """Give deliveries back to the next dispatch (their tasks could not be enqueued)."""
+    WebhookDelivery.objects.filter(pk__in=ids, status=WebhookDelivery.Status.PENDING).update(
+        dispatched_at=None
+    )
+
+
 def delivery_process(*, delivery_id: int, client: LabelStudioClient | None = None) -> str:
     """Process one stored webhook delivery (fetching the annotation from Label Studio). Idempotent."""
     delivery = WebhookDelivery.objects.filter(pk=delivery_id).first()

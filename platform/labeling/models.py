@@ -55,6 +55,8 @@ class WebhookDelivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # When a dispatcher handed the delivery to a worker task (null: not yet; see labeling.apis).
+    dispatched_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

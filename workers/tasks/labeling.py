@@ -1,6 +1,8 @@
 """Label Studio tasks (queue ``default``): thin wrappers around ``platform/labeling`` services.
 
-- ``webhook_delivery_task(delivery_id)``: fetch the annotation and store its mask (enqueued by the webhook view);
+- ``webhook_dispatch_task()``: hand every pending, undispatched webhook delivery to its own
+  ``webhook_delivery_task`` (scheduled by the webhook view, at most one per burst, and by reconciliation);
+- ``webhook_delivery_task(delivery_id)``: fetch the annotation and store its mask;
   Label Studio down or the media volume full/read-only -> retried with backoff, the delivery stays
   pending (and reconciliation settles it from Label Studio's own copy later);
 - ``reconcile_task()`` (Celery beat, every ``LABELING_RECONCILE_SECONDS``, default 60): fan out one
@@ -41,6 +43,28 @@ def webhook_delivery_task(delivery_id: int) -> str:
 
 
 @app.task(
+    name="workers.tasks.labeling.webhook_dispatch_task",
+    autoretry_for=_transient(),
+    max_retries=8,
+    retry_backoff=1,
+    retry_backoff_max=60,
+)
+def webhook_dispatch_task() -> int:
+    from labeling.ingest import deliveries_claim, deliveries_unclaim
+
+    total = 0
+    while ids := deliveries_claim():
+        for index, delivery_id in enumerate(ids):
+            try:
+                webhook_delivery_task.delay(delivery_id)
+            except Exception:
+                deliveries_unclaim(ids[index:])  # the broker went away: the next dispatch takes them
+                raise
+        total += len(ids)
+    return total
+
+
+@app.task(
     name="workers.tasks.labeling.project_reconcile_task",
     autoretry_for=_transient(),
     max_retries=10,
@@ -61,6 +85,7 @@ def project_reconcile_task(project_id: int) -> dict:
 def reconcile_task() -> int:
     from labeling.models import LabelingProject
 
+    webhook_dispatch_task.delay()  # deliveries whose dispatch was never scheduled (broker down then)
     ids = list(LabelingProject.objects.filter(active=True).values_list("pk", flat=True))
     for project_id in ids:
         project_reconcile_task.delay(project_id)
