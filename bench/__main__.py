@@ -6,6 +6,9 @@ the result as one JSON object on the last line of stdout and writes ``bench/resu
 names another folder, e.g. a test's scratch directory). Benchmarks report
 ratios measured in the same run; absolute times on a shared machine are noise.
 
+``--repeat N`` runs each benchmark N times and adds every run's goal values (``runs``), their range
+(``spread``) and, for unitless ratios, a ``stable_<goal>`` goal: half the range within ±0.05.
+
 Goals: a benchmark states its goals as ``goals`` ({name: {goal, value, meets_goal}}, computed from what it
 measured) or a top-level ``meets_goal``. ``all`` prints a goal table on stderr at the end (also a single
 benchmark that misses one) and the exit status is 1 when any goal is missed. Every benchmark that touches
@@ -35,23 +38,60 @@ def available() -> list[str]:
     )
 
 
-def run_one(name: str, quick: bool) -> dict:
+def run_one(name: str, quick: bool, repeat: int = 1) -> dict:
+    """Run a benchmark (``repeat`` times: the last result is kept, with every run's goal values in
+    ``runs`` and their ``spread``) and write its result file."""
     module = importlib.import_module(f"bench.{name}")
-    started = time.time()
-    result = module.run(quick=quick)
-    result = {"bench": name, "quick": quick, **result}
-    result.setdefault("wall_s", round(time.time() - started, 3))
-    result.setdefault("host", {"machine": platform.machine(), "cpus": os.cpu_count()})
+    runs = []
+    for _ in range(max(1, repeat)):
+        started = time.time()
+        result = module.run(quick=quick)
+        result = {"bench": name, "quick": quick, **result}
+        result.setdefault("wall_s", round(time.time() - started, 3))
+        result.setdefault("host", {"machine": platform.machine(), "cpus": os.cpu_count()})
+        runs.append(result)
+    if len(runs) > 1:
+        result = {**runs[-1], **spread(runs)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
     out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
 
 
+# Unitless goal values whose run-to-run stability is a goal of its own (± STABLE over the runs).
+STABLE_WORDS = {"ratio", "scaling", "efficiency", "auc"}
+STABLE = 0.05
+
+
+def spread(runs: list[dict]) -> dict:
+    """``runs``: each run's goal values; ``spread``: per goal, max - min over the runs; and a
+    ``stable_<goal>`` goal (half the range <= STABLE) for every unitless ratio among them."""
+    values: dict[str, list] = {}
+    for run in runs:
+        for row in goal_rows(run):
+            if isinstance(row["value"], int | float) and not isinstance(row["value"], bool):
+                values.setdefault(row["goal"].split(" ")[0], []).append(row["value"])
+    ranges = {key: round(max(v) - min(v), 4) for key, v in values.items() if len(v) == len(runs)}
+    goals = dict(runs[-1].get("goals") or {})
+    for key, width in ranges.items():
+        if STABLE_WORDS & set(key.split("_")):
+            goals[f"stable_{key}"] = {
+                "goal": f"+-{STABLE} over {len(runs)} runs",
+                "value": round(width / 2, 4),
+                "meets_goal": width / 2 <= STABLE,
+            }
+    per_run = [{key: v[i] for key, v in values.items() if key in ranges} for i in range(len(runs))]
+    return {"runs": per_run, "spread": ranges, "goals": goals, "repeats": len(runs)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("name", help=f"one of: all, {', '.join(available())}")
     parser.add_argument("--quick", action="store_true", help="small sizes, for smoke runs")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N",
+        help="run each benchmark N times; the result adds every run's goal values and their spread",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     names = available() if args.name == "all" else [args.name]
     unknown = [n for n in names if n not in available()]
@@ -59,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(available())}")
     last, outcomes = {}, {}
     for name in names:
-        last = run_one(name, args.quick)
+        last = run_one(name, args.quick, args.repeat)
         outcomes[name] = goal_rows(last)
         if len(names) > 1:
             print(json.dumps(last, sort_keys=True), flush=True)

@@ -126,7 +126,7 @@ def run(quick: bool) -> dict:
     from catalog.sources import manifest_rows
     from catalog.validation import validate_row
 
-    rows = 5_000 if quick else 100_000
+    rows = 20_000 if quick else 100_000
     directory = Path(settings.MEDIA_ROOT) / "bench" / f"import_{rows}"
     manifest = _build(directory, rows)
 

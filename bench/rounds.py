@@ -14,7 +14,12 @@ Reported per round and summed:
   evaluation;
 * ``overhead_ratio`` = 1 − compute / round (goal ≤ 0.10): queueing, polling, database bookkeeping,
   model construction, data loading/preloading, imports in a fresh worker, and the annotating poll;
-* per-phase wall seconds.
+* per-phase wall seconds, and per phase what it costs beyond its measured work (``phase_overhead_seconds``);
+* ``fixed_seconds``: the worker's start (process + Django until it answers, ``worker_ready_s``; until the
+  compute modules are imported, ``worker_preloaded_s``), and the per-phase overhead of the first round
+  and of the later ones.
+Full size: 4,000 samples at 64 px, 3 epochs per detector (LAE and SJEDD), 2 rounds; the goal
+(``overhead_ratio`` <= 0.10) is stated for that size only.
 The first round of a fresh worker also pays the one-time imports of torch/open_clip; the JSON shows
 each round separately so the steady state (round 2+) is visible.
 """
@@ -52,7 +57,7 @@ def _setup(env: dict[str, str]) -> None:
 
 def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "gpu,cpu,default",
-               "--pool=solo", "-n", f"bench-rounds-{os.getpid()}@%h", "--loglevel=WARNING",
+               "--pool=solo", "-n", f"bench-rounds-{os.getpid()}@%h", "--loglevel=INFO",
                "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
     with open(log, "wb") as handle:
         return subprocess.Popen(
@@ -60,19 +65,29 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
         )
 
 
-def _wait_ready(worker: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_ready(worker: subprocess.Popen, log: Path, timeout: float = 180) -> dict:
+    """Wait until the worker answers and has preloaded the compute modules; returns both times (s)."""
     from workers.celery_app import app
 
-    deadline = time.time() + timeout
+    started = time.time()
+    deadline = started + timeout
+    times: dict[str, float] = {}
     while True:
         if worker.poll() is not None:
             raise RuntimeError(f"the benchmark worker exited with {worker.returncode}")
         try:
             app.send_task("workers.tasks.core.health", queue="gpu").get(timeout=10)
-            return
+            break
         except Exception:  # noqa: BLE001 - not up yet
             if time.time() > deadline:
                 raise
+    times["worker_ready_s"] = round(time.time() - started, 3)
+    while "compute modules preloaded" not in log.read_text(errors="replace"):
+        if time.time() > deadline:
+            raise TimeoutError("the worker did not preload its compute modules")
+        time.sleep(0.1)
+    times["worker_preloaded_s"] = round(time.time() - started, 3)
+    return times
 
 
 def _run_round(dataset, admin, config: dict, timeout: float) -> dict:
@@ -110,6 +125,11 @@ def _run_round(dataset, admin, config: dict, timeout: float) -> dict:
         "overhead_ratio": round(1 - total_compute / round_seconds, 4) if round_seconds else None,
         "phase_seconds": {p: (phases.get(p) or {}).get("seconds") for p in PHASES},
         "phase_compute_seconds": compute,
+        # What each phase costs beyond its measured work: the fixed per-phase costs (task hand-off,
+        # model construction and checkpoint loading, decoding the images, the database bookkeeping).
+        "phase_overhead_seconds": {
+            p: round(float((phases.get(p) or {}).get("seconds") or 0.0) - compute[p], 3) for p in PHASES
+        },
         "metrics": {
             name: {
                 "auc_seen": (m.get("seen") or {}).get("auc"),
@@ -123,7 +143,7 @@ def _run_round(dataset, admin, config: dict, timeout: float) -> dict:
 def run(quick: bool) -> dict:
     from bench.common import device_info
 
-    count, size, rounds, epochs = (96, 32, 2, 1) if quick else (600, 64, 3, 2)
+    count, size, rounds, epochs = (96, 32, 2, 1) if quick else (4000, 64, 2, 3)
     base_url, url, db_name = _database_urls()
     media = Path(tempfile.mkdtemp(prefix="bench-rounds-media-"))
     prefix = f"bench-rounds-{os.getpid()}:"
@@ -131,6 +151,7 @@ def run(quick: bool) -> dict:
            "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING"}  # fmt: skip
     admin_sql(base_url, f'CREATE DATABASE "{db_name}"')
     worker = None
+    fixed: dict[str, float] = {}
     try:
         _setup(env)
         from django.contrib.auth.models import Group, User
@@ -146,7 +167,8 @@ def run(quick: bool) -> dict:
         admin = User.objects.create(username="bench-admin", is_superuser=True)
         admin.groups.add(Group.objects.get_or_create(name="admin")[0])
         worker = _start_worker(env, media / "worker.log")
-        _wait_ready(worker)  # the worker's start-up (Django, imports) is not part of a round
+        # The worker's start-up (process, Django, the compute modules' imports) is not part of a round.
+        fixed = _wait_ready(worker, media / "worker.log")
         # The default 3% of the training data every round; no campaign cap (orchestration is measured).
         config = {"detectors": ["lae", "sjedd"], "epochs": epochs, "retrain_epochs": epochs, "image_size": size,
                   "budget_total": 1.0, "protocol": "cross_manipulation", "labeling": "none",
@@ -179,7 +201,18 @@ def run(quick: bool) -> dict:
         "compute_seconds": round(compute_total, 3),
         "overhead_ratio": round(1 - compute_total / round_total, 4),
         "steady_state_overhead_ratio": round(1 - steady_compute / steady_round, 4),
-        "goal_overhead_ratio": 0.10,
+        # The goal is stated for a realistically sized round (the full run); a quick round's fixed costs
+        # are most of it by construction, so the quick run reports them without a goal.
+        **({} if quick else {"goal_overhead_ratio": 0.10}),
+        "fixed_seconds": {
+            **fixed,
+            # Per phase, beyond its measured work, summed over the rounds: first round (fresh imports
+            # and first-use costs in the worker) and the steady state (later rounds) separately.
+            "first_round_phase_overhead": records[0]["phase_overhead_seconds"],
+            "steady_phase_overhead": {
+                p: round(sum(r["phase_overhead_seconds"][p] for r in steady) / len(steady), 3) for p in PHASES
+            },
+        },
         "phase_seconds": {
             p: round(sum((r["phase_seconds"].get(p) or 0) for r in records), 3) for p in PHASES
         },

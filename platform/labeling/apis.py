@@ -27,6 +27,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+import weakref
 
 from django.conf import settings
 from django.db import connection
@@ -39,6 +40,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from forgery_site.api import IsAnnotatorOrAdmin, IsPlatformAdmin
+from forgery_site.errors import DATABASE_ERRORS
 from labeling.client import WEBHOOK_SECRET_HEADER
 from labeling.models import LabelingProject
 
@@ -77,27 +79,54 @@ _covered_until = 0.0  # time.monotonic() before which a scheduled dispatch cover
 # when the project is one of ours; duplicates skipped by the unique constraint. ``synchronous_commit``
 # is off for this transaction only (12 ms -> 1.6 ms per commit here): a row lost in a database crash
 # within that window is not a lost mask, reconciliation re-reads the project from Label Studio.
+# Prepared once per database connection (planning the CTE cost more than running it).
 _RECORD_SQL = """
 WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true)),
 new AS (
     INSERT INTO labeling_webhookdelivery
         (action, ls_project_id, ls_annotation_id, ls_updated_at, status, message, attempts, received_at)
-    SELECT %s, %s, item.id, item.updated_at, 'pending', '', 0, now()
-    FROM unnest(%s::bigint[], %s::text[]) AS item(id, updated_at)
-    WHERE EXISTS (SELECT 1 FROM labeling_labelingproject WHERE ls_project_id = %s)
+    SELECT $1, $2, item.id, item.updated_at, 'pending', '', 0, now()
+    FROM unnest($3::bigint[], $4::text[]) AS item(id, updated_at)
+    WHERE EXISTS (SELECT 1 FROM labeling_labelingproject WHERE ls_project_id = $2)
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
 SELECT count(*) FROM new, relaxed
 """
+_PREPARED = weakref.WeakSet()  # the psycopg2 connections that have the statement
 
 
-def _record(action: str, project_id: int, annotations: list[dict]) -> int:
+def _execute_record(action: str, project_id: int, ids: list[int], stamps: list[str]) -> int:
+    with connection.cursor() as cursor:
+        raw = connection.connection
+        if connection.vendor != "postgresql":
+            raise NotImplementedError("the webhook receiver needs PostgreSQL")
+        if raw not in _PREPARED:
+            cursor.execute(
+                "PREPARE labeling_webhook_record (text, bigint, bigint[], text[]) AS " + _RECORD_SQL
+            )
+            _PREPARED.add(raw)
+        cursor.execute("EXECUTE labeling_webhook_record (%s, %s, %s, %s)", [action, project_id, ids, stamps])
+        return cursor.fetchone()[0]
+
+
+def _record(action: str, project_id: int, annotations: list[dict]) -> tuple[int, bool]:
+    """Store the deliveries; returns (rows created, whether the statement ran twice).
+
+    Django checks a reused connection with a ``SELECT 1`` before the first query of a request
+    (``CONN_HEALTH_CHECKS``): here that would be a second round trip for a one-statement view, so the
+    statement is its own check. On a connection that turns out dead it reconnects and runs once more
+    (the statement is idempotent); inside a transaction (tests) nothing is retried."""
     ids = [item["id"] for item in annotations]
     stamps = [str(item.get("updated_at") or "")[:40] for item in annotations]
-    with connection.cursor() as cursor:
-        cursor.execute(_RECORD_SQL, [action, project_id, ids, stamps, project_id])
-        return cursor.fetchone()[0]
+    if connection.in_atomic_block:
+        return _execute_record(action, project_id, ids, stamps), False
+    connection.health_check_done = True
+    try:
+        return _execute_record(action, project_id, ids, stamps), False
+    except DATABASE_ERRORS:
+        connection.close()
+        return _execute_record(action, project_id, ids, stamps), True
 
 
 def _flag():
@@ -188,10 +217,10 @@ class LabelStudioWebhookApi(APIView):
             return Response({"detail": f"malformed webhook: {exc}"}, status=400)
         if project_id is None:
             return Response({"detail": "unknown Label Studio project None"}, status=404)
-        created = _record(action, project_id, annotations) if annotations else 0
+        created, retried = _record(action, project_id, annotations) if annotations else (0, False)
         if not created and not LabelingProject.objects.filter(ls_project_id=project_id).exists():
             return Response({"detail": f"unknown Label Studio project {project_id}"}, status=404)
-        if created:
+        if created or retried:  # retried: the first try may have committed before its answer was lost
             wake_dispatcher()
         return Response(
             {"accepted": created, "duplicates": len(annotations) - created}, status=status.HTTP_200_OK

@@ -80,6 +80,9 @@ class RoundListLaunchApi(APIView):
         dataset = serializers.IntegerField(required=False, min_value=1)
 
     class InputSerializer(StrictSerializer):
+        class Meta:
+            ref_name = "RoundLaunchInput"  # a name of its own in the schema (generated clients' class name)
+
         dataset = serializers.IntegerField(min_value=1)
         config = serializers.JSONField(required=False, default=dict)
 

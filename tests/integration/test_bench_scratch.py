@@ -91,3 +91,32 @@ def test_goals_stated_as_goal_keys_are_checked_from_the_measurement():
         "overhead_ratio <= 0.1": False,
         "scaling >= 1.7": True,
     }
+
+
+def test_repeated_runs_report_their_spread_and_whether_ratios_are_stable():
+    from bench.__main__ import goal_rows, spread
+
+    def run(ratio: float, lost: int) -> dict:
+        return {
+            "goals": {
+                "ratio_to_trivial": {"goal": ">= 0.8", "value": ratio, "meets_goal": ratio >= 0.8},
+                "lost": {"goal": "== 0", "value": lost, "meets_goal": lost == 0},
+            },
+            "overhead_ratio": ratio / 10,
+            "goal_overhead_ratio": 0.1,
+        }
+
+    steady = spread([run(0.91, 0), run(0.95, 0), run(0.99, 0)])
+    assert steady["repeats"] == 3 and steady["runs"][1] == {
+        "ratio_to_trivial": 0.95, "lost": 0, "overhead_ratio": 0.095
+    }  # fmt: skip
+    assert steady["spread"] == {"ratio_to_trivial": 0.08, "lost": 0, "overhead_ratio": 0.008}
+    stable = {r["goal"].split(" ")[0]: r["meets_goal"] for r in goal_rows(steady)}
+    assert stable["stable_ratio_to_trivial"] is True and stable["stable_overhead_ratio"] is True
+    assert "stable_lost" not in stable  # a count, not a ratio
+    flipping = spread([run(0.75, 0), run(0.86, 0), run(0.81, 0)])
+    rows = {r["goal"].split(" ")[0]: r for r in goal_rows(flipping)}
+    assert (
+        rows["stable_ratio_to_trivial"]["meets_goal"] is False
+        and rows["stable_ratio_to_trivial"]["value"] == 0.055
+    )

@@ -147,3 +147,31 @@ def test_the_dispatch_task_hands_every_claimed_delivery_to_a_delivery_task(proje
     monkeypatch.setattr(webhook_delivery_task, "delay", sent.append)
     assert webhook_dispatch_task.run() == 18
     assert sorted(sent + handed) == sorted(WebhookDelivery.objects.values_list("pk", flat=True))
+
+
+def test_a_dead_database_connection_costs_a_retry_not_a_delivery(project, monkeypatch):
+    """The receipt skips Django's per-request SELECT 1 health check: its statement is the check. A
+    connection the server has dropped (here: terminated) is replaced and the delivery stored."""
+    import psycopg2
+    from django.db import connection
+
+    from labeling.models import WebhookDelivery
+    from workers.tasks.labeling import webhook_dispatch_task
+
+    monkeypatch.setattr(webhook_dispatch_task, "apply_async", lambda **kw: None)
+    client = APIClient()
+    assert _post(client, _delivery(501)).json() == {"accepted": 1, "duplicates": 0}
+    pid = connection.connection.get_backend_pid()
+    killer = psycopg2.connect(
+        host=connection.settings_dict["HOST"] or "127.0.0.1", port=connection.settings_dict["PORT"] or 5432,
+        user=connection.settings_dict["USER"], password=connection.settings_dict["PASSWORD"] or None,
+        dbname=connection.settings_dict["NAME"],
+    )  # fmt: skip
+    killer.autocommit = True
+    with killer.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    killer.close()
+    answer = _post(client, _delivery(502))
+    assert answer.status_code == 200 and answer.json() == {"accepted": 1, "duplicates": 0}
+    assert connection.connection.get_backend_pid() != pid
+    assert set(WebhookDelivery.objects.values_list("ls_annotation_id", flat=True)) == {501, 502}
