@@ -3,7 +3,7 @@ publishes, and nothing from inside the process.
 
 1. ``schemathesis run`` (the CLI, as a consumer would run it) with every default phase (examples,
    coverage, fuzzing, stateful), ``--checks all``, ``CONTRACT_MAX_EXAMPLES`` examples per operation
-   (default 25), seed 7 and a time bound per role, as admin, as annotator and anonymously: it must
+   (default 25), seed 7 and a time bound per role (``CONTRACT_MAX_SECONDS``), as admin, as annotator and anonymously: it must
    report no failure. Writes that enqueue work (imports, rounds) reach the real worker.
 2. A typed client generated from the same schema by ``openapi-python-client`` (at test time, into a
    temporary folder) walks a campaign: create a dataset, import it, launch a round with oracle masks,
@@ -27,7 +27,7 @@ import requests
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "25"))
-MAX_SECONDS_PER_ROLE = int(os.environ.get("CONTRACT_MAX_SECONDS", "240"))
+MAX_SECONDS_PER_ROLE = int(os.environ.get("CONTRACT_MAX_SECONDS", "600"))
 BIN = Path(sys.executable).parent
 
 
@@ -71,14 +71,14 @@ def test_schemathesis_all_phases_all_checks_every_role(contract_server, tmp_path
             str(BIN / "st"), "run", str(schema), "--url", contract_server,
             "--checks", "all", "--max-examples", str(MAX_EXAMPLES), "--seed", "7",
             "--phases", "examples,coverage,fuzzing,stateful", "--workers", "1",
-            "--max-time", str(MAX_SECONDS_PER_ROLE), "--request-timeout", "30",
+            "--request-timeout", "30",
             "--report", "json", "--report-json-path", str(tmp_path / f"{role}.json"),
             "--output-truncate", "false",
         ]  # fmt: skip
         if role != "anonymous":
             command += ["--header", f"Authorization: Token {tokens[role]}"]
         started = time.monotonic()
-        done = subprocess.run(command, capture_output=True, text=True, timeout=MAX_SECONDS_PER_ROLE + 600)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=MAX_SECONDS_PER_ROLE)
         print(f"{role}: exit {done.returncode} in {time.monotonic() - started:.0f} s")
         if done.returncode != 0:
             failures.append(
