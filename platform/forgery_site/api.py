@@ -34,6 +34,7 @@ class StrictSerializer(serializers.Serializer):
         if hasattr(data, "keys"):
             unknown = sorted(set(data.keys()) - set(self.fields.keys()) - set(self.ignored_keys()))
         errors = {key: ["Unknown field."] for key in unknown}
+        errors.update(self._json_type_errors(data))
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
@@ -47,12 +48,55 @@ class StrictSerializer(serializers.Serializer):
     def ignored_keys(self) -> set[str]:
         return set()
 
+    def _json_type_errors(self, data) -> dict[str, list[str]]:
+        """In a JSON body a value must have the field's own type: DRF would read 12 as the string "12"
+        and "12" as the integer 12, while the schema (and a generated client) say which one it is. Form
+        and query data are all text, so only a JSON object is checked."""
+        if not isinstance(data, dict) or hasattr(data, "getlist"):
+            return {}
+        errors = {}
+        for name, field in self.fields.items():
+            value = data.get(name)
+            if value is None or field.read_only or isinstance(field, serializers.ChoiceField):
+                continue
+            for kind, types, message in _JSON_TYPES:
+                if isinstance(field, kind):
+                    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+                        errors[name] = [message]
+                    break
+        return errors
+
+
+_JSON_TYPES = (
+    (serializers.BooleanField, (bool,), "Must be a valid boolean."),
+    (serializers.CharField, (str,), "Not a valid string."),
+    (serializers.IntegerField, (int,), "A valid integer is required."),
+    (serializers.FloatField, (int, float), "A valid number is required."),
+)
+
 
 class StrictFilterSerializer(StrictSerializer):
-    """Query-string filters: unknown parameters are errors; paging parameters are allowed."""
+    """Query-string filters: unknown parameters are errors; paging parameters are allowed; a parameter
+    that takes one value given several times is an error (not silently its last value)."""
 
     def ignored_keys(self) -> set[str]:
         return {"page", "page_size", "format"}
+
+    def to_internal_value(self, data):
+        repeated = {}
+        if hasattr(data, "getlist"):
+            for key in data.keys():
+                field = self.fields.get(key)
+                many = isinstance(field, serializers.ListField | serializers.MultipleChoiceField)
+                if len(data.getlist(key)) > 1 and not many:
+                    repeated[key] = ["Give this parameter once."]
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            raise serializers.ValidationError({**exc.detail, **repeated}) from None
+        if repeated:
+            raise serializers.ValidationError(repeated)
+        return value
 
 
 class Pagination(pagination.PageNumberPagination):
@@ -67,7 +111,11 @@ class Pagination(pagination.PageNumberPagination):
             if param["name"] == self.page_query_param:
                 param["schema"] = {"type": "integer", "minimum": 1}
             elif param["name"] == self.page_size_query_param:
-                param["schema"] = {"type": "integer", "minimum": 1, "maximum": self.max_page_size}
+                # Larger sizes are served capped (DRF's convention), so the schema states no maximum.
+                param["schema"] = {"type": "integer", "minimum": 1}
+                param["description"] = (
+                    f"results per page (default {self.page_size}, at most {self.max_page_size})"
+                )
         return params
 
     def get_page_size(self, request) -> int:

@@ -4,12 +4,17 @@
 references them from every operation that can produce them, unless the view documented that status
 itself: 400 (validation: ``{"detail", "code", "errors"}`` with field errors) wherever an operation takes
 parameters or a body; 401 and 403 on every authenticated operation; 404 wherever the path names an
-object; 413 where a request body is accepted; 429 (throttled, with ``Retry-After``); 503 (the database
+object, a request body may name one, or a list is paged; 413 where a request body is accepted; 429 (throttled, with ``Retry-After``); 503 (the database
 briefly unreachable, with ``Retry-After``) and 507 (the media volume cannot be written) on writes. The
 webhook's shared-secret header is a security scheme of its own, so clients can call it correctly.
+Optional query parameters allow an empty value (DRF reads it as "not given"), and request bodies
+declare ``additionalProperties: false`` (they are StrictSerializers: an unknown field is a 400).
 """
 
 from __future__ import annotations
+
+# Query parameters that name objects (an unknown one is a 404, as in a path).
+NAMING_PARAMETERS = {"tags"}
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -34,9 +39,18 @@ RESPONSES = {
     ),
     "401": ("Unauthenticated", "No or invalid credentials (token or session).", {}),
     "403": ("Forbidden", "Authenticated, but the role does not allow this.", {}),
-    "404": ("NotFound", "The object named in the path does not exist.", {}),
+    "404": (
+        "NotFound",
+        "The object named in the path or the body does not exist, or the page is past the end.",
+        {},
+    ),
     "409": ("Conflict", "The object's state does not allow this now (the reason is in detail).", {}),
     "413": ("TooLarge", "The request body is larger than the server accepts.", {}),
+    "422": (
+        "Unprocessable",
+        "The upload is well formed but cannot be used (no face found; the reason per image in errors).",
+        {},
+    ),
     "429": ("Throttled", "Too many requests; retry after the indicated delay.", RETRY_AFTER),
     "503": (
         "Unavailable",
@@ -62,6 +76,7 @@ def document_errors(result, generator, request, public):
     schemes = components.setdefault("securitySchemes", {})
     schemes["webhookSecret"] = {"type": "apiKey", "in": "header", "name": WEBHOOK_HEADER,
                                 "description": "the platform's WEBHOOK_SECRET, as configured in Label Studio's webhook"}  # fmt: skip
+    strict_bodies: set[str] = set()
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             if not isinstance(operation, dict) or "responses" not in operation:
@@ -76,7 +91,14 @@ def document_errors(result, generator, request, public):
                 wanted.append("400")
             if not anonymous:
                 wanted += ["401", "403"]
-            if "{" in path:
+            # 404: the object the path names, or a page past the end of a list.
+            # ... or an object a request body names (a dataset id, a detector tag).
+            if (
+                "{" in path
+                or any(p.get("name") == "page" for p in operation.get("parameters") or [])
+                or (method in WRITE_METHODS and operation.get("requestBody"))
+                or any(p.get("name") in NAMING_PARAMETERS for p in operation.get("parameters") or [])
+            ):
                 wanted.append("404")
             if method in WRITE_METHODS:
                 wanted += ["409", "503", "507"]
@@ -84,7 +106,30 @@ def document_errors(result, generator, request, public):
                     wanted.append("413")
             else:
                 wanted.append("503")
+            if path.endswith("/predict/"):
+                wanted.append("422")
             wanted.append("429")
             for status in wanted:
                 responses.setdefault(status, {"$ref": f"#/components/responses/{RESPONSES[status][0]}"})
+            for param in operation.get("parameters") or []:
+                # DRF reads an empty optional query parameter as "not given" (no filter, the default).
+                if param.get("in") == "query" and not param.get("required"):
+                    param["allowEmptyValue"] = True
+            body_content = (operation.get("requestBody") or {}).get("content", {})
+            # One encoding per body, the one clients should use: JSON, or multipart for uploads (the API
+            # also parses form encodings; documenting each would give clients three copies of one type).
+            for preferred in ("application/json", "multipart/form-data"):
+                if preferred in body_content:
+                    for other in [c for c in body_content if c != preferred]:
+                        del body_content[other]
+                    break
+            for content in body_content.values():
+                ref = (content.get("schema") or {}).get("$ref", "")
+                if ref:
+                    strict_bodies.add(ref.rsplit("/", 1)[1])
+    # Request bodies are StrictSerializers: a field the schema does not list is refused (400).
+    for name in strict_bodies:
+        body = components.get("schemas", {}).get(name)
+        if isinstance(body, dict) and body.get("type") == "object":
+            body["additionalProperties"] = False
     return result

@@ -39,7 +39,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from forgery_site.api import IsAnnotatorOrAdmin, IsPlatformAdmin
+from forgery_site.api import IsAnnotatorOrAdmin, IsPlatformAdmin, StrictFilterSerializer
 from forgery_site.errors import DATABASE_ERRORS
 from labeling.client import WEBHOOK_SECRET_HEADER
 from labeling.models import LabelingProject
@@ -305,15 +305,17 @@ class InstanceApi(APIView):
 
     permission_classes = [IsPlatformAdmin]
 
-    @extend_schema(
-        parameters=[OpenApiParameter("check", OpenApiTypes.BOOL, required=False)],
-        responses=InstanceStateSerializer,
-    )
+    class FilterSerializer(StrictFilterSerializer):
+        check = serializers.BooleanField(required=False, default=False, help_text="ask Label Studio now")
+
+    @extend_schema(parameters=[FilterSerializer], responses=InstanceStateSerializer)
     def get(self, request: Request) -> Response:
         from labeling.client import LabelStudioError
         from labeling.instance import instance_check, instance_state
 
-        if str(request.query_params.get("check", "")).lower() in ("1", "true", "yes"):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        if filters.validated_data["check"]:
             try:
                 instance_check()
             except LabelStudioError as exc:

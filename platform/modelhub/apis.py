@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 
 from django.conf import settings
-from django.http import FileResponse
+from django.http import FileResponse, QueryDict
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -115,7 +115,9 @@ class VersionCompare(APIView):
         class Meta:
             ref_name = "DetectorCompareFilter"
 
-        tags = serializers.CharField(max_length=2000)
+        tags = serializers.RegexField(
+            r"^[^,]+(,[^,]+){1,9}$", max_length=2000, help_text="2 to 10 detector tags, comma-separated"
+        )
 
     @extend_schema(parameters=[FilterSerializer], responses=OpenApiTypes.OBJECT)
     def get(self, request):
@@ -207,7 +209,10 @@ class Predict(APIView):
     def post(self, request, ref: str):
         # Refuse an oversized body from its header, before the multipart parser spools it to disk.
         inference.request_size_check(request.META.get("CONTENT_LENGTH"))
-        fields = {k: request.data.get(k) for k in request.data if k not in request.FILES}
+        fields = QueryDict(mutable=True)  # form fields stay form data (text), the files are apart
+        for key in request.data:
+            if key not in request.FILES:
+                fields.setlist(key, request.data.getlist(key))
         data = self.InputSerializer(data=fields)
         data.is_valid(raise_exception=True)
         unknown_files = sorted(set(request.FILES) - {"images"})
