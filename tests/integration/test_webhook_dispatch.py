@@ -22,6 +22,8 @@ def project(settings):
 
     settings.WEBHOOK_SECRET = SECRET
     apis._covered_until = 0.0
+    # A dispatch flag another test's delivery set (it lives 250 ms) must not cover this test's first one.
+    apis._flag().delete(f"{settings.CELERY_KEY_PREFIX}forgerylab:webhook-dispatch")
     dataset = Dataset.objects.create(name="dispatch")
     round_ = Round.objects.create(dataset=dataset, number=1, state="annotating")
     return LabelingProject.objects.create(round=round_, ls_project_id=4242)
