@@ -6,7 +6,7 @@ the result as one JSON object on the last line of stdout and writes ``bench/resu
 names another folder, e.g. a test's scratch directory). Benchmarks report
 ratios measured in the same run; absolute times on a shared machine are noise.
 
-``--repeat N`` runs each benchmark N times and adds every run's goal values (``runs``), their range
+``--repeat N`` runs each benchmark N times (each run in a process of its own) and adds every run's goal values (``runs``), their range
 (``spread``) and, for unitless ratios, a ``stable_<goal>`` goal: half the range within ±0.05.
 
 Goals: a benchmark states its goals as ``goals`` ({name: {goal, value, meets_goal}}, computed from what it
@@ -39,23 +39,36 @@ def available() -> list[str]:
 
 
 def run_one(name: str, quick: bool, repeat: int = 1) -> dict:
-    """Run a benchmark (``repeat`` times: the last result is kept, with every run's goal values in
-    ``runs`` and their ``spread``) and write its result file."""
-    module = importlib.import_module(f"bench.{name}")
-    runs = []
-    for _ in range(max(1, repeat)):
+    """Run a benchmark and write its result file. ``repeat`` > 1: each run in a process of its own (a
+    run's scratch database, Label Studio and Django setup are its own), the last result kept with every
+    run's goal values in ``runs`` and their ``spread``."""
+    if repeat > 1:
+        runs = [_run_in_subprocess(name, quick) for _ in range(repeat)]
+        result = {**runs[-1], **spread(runs)}
+    else:
+        module = importlib.import_module(f"bench.{name}")
         started = time.time()
         result = module.run(quick=quick)
         result = {"bench": name, "quick": quick, **result}
         result.setdefault("wall_s", round(time.time() - started, 3))
         result.setdefault("host", {"machine": platform.machine(), "cpus": os.cpu_count()})
-        runs.append(result)
-    if len(runs) > 1:
-        result = {**runs[-1], **spread(runs)}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
     out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
+
+
+def _run_in_subprocess(name: str, quick: bool) -> dict:
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-repeat-") as folder:
+        command = [sys.executable, "-m", "bench", name, *(["--quick"] if quick else [])]
+        done = subprocess.run(command, env={**os.environ, "BENCH_RESULTS": folder}, check=False)
+        out = Path(folder) / (f"{name}.quick.json" if quick else f"{name}.json")
+        if not out.is_file():  # a missed goal exits 1 with a result; no result is a failure
+            raise RuntimeError(f"{name} wrote no result (exit {done.returncode})")
+        return json.loads(out.read_text())
 
 
 # Unitless goal values whose run-to-run stability is a goal of its own (± STABLE over the runs).
