@@ -140,8 +140,16 @@ def _prepare_fork() -> None:
 
 
 def worker_count(chunks: int) -> int:
+    """Checking processes for ``chunks`` chunks: 1 (this process) when other threads are running here, as
+    in a solo-pool Celery worker with its background threads. A fork copies every lock another thread
+    holds at that moment; a forked checker was seen hanging on one. Prefork worker children and the
+    command line are single-threaded and fork."""
+    import threading
+
     from django.conf import settings
 
+    if threading.active_count() > 1:
+        return 1
     wanted = int(getattr(settings, "IMPORT_WORKERS", 0) or 0) or (os.cpu_count() or 1)
     return max(1, min(wanted, chunks))
 
