@@ -14,7 +14,8 @@ re-import). Duplicates within the source are errors, found by the parent across 
 Fork safety: the processes are forked after every module the check needs is imported and Pillow's
 plugins are registered, they touch no database connection or socket of the parent, and they leave through
 ``os._exit`` (multiprocessing's worker exit), so no inherited connection is ever closed by them. A
-small source (one chunk) or ``IMPORT_WORKERS=1`` runs in the calling process.
+small source (one chunk), ``IMPORT_WORKERS=1`` or a process with other threads running checks in the
+calling process (``worker_count``).
 
 Measured on 2 cores, 100k manifest rows (``python -m bench import``): in one process, parse 3.7 s +
 check 10.1 s, then tuples + COPY 11.7 s (26.3 s, 0.31 of a raw COPY); forked and streamed, 15.8 s
@@ -163,11 +164,12 @@ def checked_chunks(
     skip_ids: frozenset[str] = frozenset(),
     dataset_id: int,
     created_at: str,
+    workers: int,
 ) -> Iterator[ChunkResult]:
-    """Check every chunk (in parallel when there are several) and yield the results in source order."""
+    """Check every chunk (in ``workers`` processes when more than one, see ``worker_count``) and yield
+    the results in source order."""
     global _JOB
     _JOB = _Job(base, manifest, rows, skip_ids, dataset_id, created_at)
-    workers = worker_count(len(chunks))
     try:
         if workers == 1:
             for chunk in chunks:

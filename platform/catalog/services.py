@@ -131,8 +131,6 @@ class _CopyStream:
                 return "".join(result.lines)
         return ""
 
-    readline = read
-
 
 def _save_progress_aside(job: ImportJob, **fields) -> None:
     """Progress written on a connection of its own while this one streams the COPY (its transaction
@@ -226,9 +224,10 @@ def _import_job_run(job_id: int) -> ImportJob:
 
     started = time.monotonic()
     created_at = timezone.now().isoformat()
+    workers = worker_count(len(plan.chunks))
     results = checked_chunks(
         plan.chunks, base=plan.base, manifest=plan.manifest, rows=plan.rows, skip_ids=existing_ids,
-        dataset_id=job.dataset_id, created_at=created_at,
+        dataset_id=job.dataset_id, created_at=created_at, workers=workers,
     )  # fmt: skip
     stream = _CopyStream(results, progress)
     try:
@@ -268,7 +267,7 @@ def _import_job_run(job_id: int) -> ImportJob:
             "inserted": inserted,
             "existing": existing,
             "seconds": round(time.monotonic() - started, 3),
-            "workers": worker_count(len(plan.chunks)),
+            "workers": workers,
         },
     )
     return job

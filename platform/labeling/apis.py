@@ -97,10 +97,10 @@ _PREPARED = weakref.WeakSet()  # the psycopg2 connections that have the statemen
 
 
 def _execute_record(action: str, project_id: int, ids: list[int], stamps: list[str]) -> int:
+    if connection.vendor != "postgresql":
+        raise NotImplementedError("the webhook receiver needs PostgreSQL")
     with connection.cursor() as cursor:
         raw = connection.connection
-        if connection.vendor != "postgresql":
-            raise NotImplementedError("the webhook receiver needs PostgreSQL")
         if raw not in _PREPARED:
             cursor.execute(
                 "PREPARE labeling_webhook_record (text, bigint, bigint[], text[]) AS " + _RECORD_SQL
@@ -141,6 +141,11 @@ def _flag():
     return _flag_client
 
 
+def dispatch_flag_key() -> str:
+    """The Redis key of the dispatch flag, under the Celery key prefix (tests and benchmarks keep theirs)."""
+    return f"{settings.CELERY_KEY_PREFIX}forgerylab:webhook-dispatch"
+
+
 def wake_dispatcher() -> None:
     """Schedule a dispatch unless one is already due (see the module's docstring).
 
@@ -157,8 +162,7 @@ def wake_dispatcher() -> None:
         return
     try:
         if settings.CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
-            key = f"{settings.CELERY_KEY_PREFIX}forgerylab:webhook-dispatch"
-            if not _flag().set(key, "1", nx=True, px=DISPATCH_FLAG_MS):
+            if not _flag().set(dispatch_flag_key(), "1", nx=True, px=DISPATCH_FLAG_MS):
                 _covered_until = now + LOCAL_WINDOW_S
                 return
         webhook_dispatch_task.apply_async(countdown=DISPATCH_DELAY_S)

@@ -14,6 +14,7 @@ publishes, and nothing from inside the process.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import subprocess
@@ -208,23 +209,19 @@ def test_a_generated_client_walks_a_campaign(contract_server, celery_worker_proc
     bundle = api("v1_detectors_bundle_retrieve").sync_detailed(tag, client=annotator)
     assert bundle.status_code == 200 and bundle.content[:2] == b"PK"  # a zip
     image = write_png(tmp_path / "face.png", size=(48, 48), seed=3)
-    prediction = api("v1_detectors_predict_create").sync_detailed(
-        tag, client=annotator,
-        body=models.DetectorPredictInputRequest(
-            images=[types.File(payload=image.open("rb"), file_name="face.png", mime_type="image/png")],
-            mode=models.ModeEnum.PHOTO,
-        ),
-    )  # fmt: skip
-    # A random image has no face: a documented 422, parsed as the Error it is.
+
+    def predict(mode):
+        upload = types.File(
+            payload=io.BytesIO(image.read_bytes()), file_name="face.png", mime_type="image/png"
+        )
+        body = models.DetectorPredictInputRequest(images=[upload], mode=mode)
+        return api("v1_detectors_predict_create").sync_detailed(tag, client=annotator, body=body)
+
+    # A random image has no face: a documented 422, parsed as the Error it is; as a crop, a probability.
+    prediction = predict(models.ModeEnum.PHOTO)
     assert prediction.status_code == 422 and isinstance(prediction.parsed, models.Error)
     assert prediction.parsed.code == "no_face"
-    prediction = api("v1_detectors_predict_create").sync_detailed(
-        tag, client=annotator,
-        body=models.DetectorPredictInputRequest(
-            images=[types.File(payload=image.open("rb"), file_name="face.png", mime_type="image/png")],
-            mode=models.ModeEnum.CROP,
-        ),
-    )  # fmt: skip
+    prediction = predict(models.ModeEnum.CROP)
     assert prediction.status_code == 200, prediction.content[:2000]
     results = prediction.parsed.to_dict()["results"]
     assert len(results) == 1 and len(results[0]["faces"]) == 1, results

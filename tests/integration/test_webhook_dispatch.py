@@ -23,7 +23,7 @@ def project(settings):
     settings.WEBHOOK_SECRET = SECRET
     apis._covered_until = 0.0
     # A dispatch flag another test's delivery set (it lives 250 ms) must not cover this test's first one.
-    apis._flag().delete(f"{settings.CELERY_KEY_PREFIX}forgerylab:webhook-dispatch")
+    apis._flag().delete(apis.dispatch_flag_key())
     dataset = Dataset.objects.create(name="dispatch")
     round_ = Round.objects.create(dataset=dataset, number=1, state="annotating")
     return LabelingProject.objects.create(round=round_, ls_project_id=4242)
@@ -80,7 +80,7 @@ def test_after_the_window_a_new_delivery_asks_redis_and_finds_the_flag(project, 
     _post(client, _delivery(2))
     assert len(scheduled) == 1  # the flag is still set: the scheduled dispatch will see this row
     apis._covered_until = 0.0
-    apis._flag().delete(f"{apis.settings.CELERY_KEY_PREFIX}forgerylab:webhook-dispatch")
+    apis._flag().delete(apis.dispatch_flag_key())
     _post(client, _delivery(3))
     assert len(scheduled) == 2  # flag gone: this delivery schedules the next dispatch
 
@@ -154,25 +154,23 @@ def test_the_dispatch_task_hands_every_claimed_delivery_to_a_delivery_task(proje
 def test_a_dead_database_connection_costs_a_retry_not_a_delivery(project, monkeypatch):
     """The receipt skips Django's per-request SELECT 1 health check: its statement is the check. A
     connection the server has dropped (here: terminated) is replaced and the delivery stored."""
-    import psycopg2
     from django.db import connection
 
+    from bench.faults import pg_drop
     from labeling.models import WebhookDelivery
+    from tests.conftest import _database_url
     from workers.tasks.labeling import webhook_dispatch_task
 
     monkeypatch.setattr(webhook_dispatch_task, "apply_async", lambda **kw: None)
     client = APIClient()
     assert _post(client, _delivery(501)).json() == {"accepted": 1, "duplicates": 0}
     pid = connection.connection.get_backend_pid()
-    killer = psycopg2.connect(
-        host=connection.settings_dict["HOST"] or "127.0.0.1", port=connection.settings_dict["PORT"] or 5432,
-        user=connection.settings_dict["USER"], password=connection.settings_dict["PASSWORD"] or None,
-        dbname=connection.settings_dict["NAME"],
-    )  # fmt: skip
-    killer.autocommit = True
-    with killer.cursor() as cursor:
-        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-    killer.close()
+    killer = pg_drop.admin_connect(_database_url(connection.settings_dict))  # a separate connection
+    try:
+        with killer.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        killer.close()
     answer = _post(client, _delivery(502))
     assert answer.status_code == 200 and answer.json() == {"accepted": 1, "duplicates": 0}
     assert connection.connection.get_backend_pid() != pid
