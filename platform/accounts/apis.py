@@ -42,7 +42,12 @@ class UserListCreateApi(APIView):
             ref_name = "UserCreateInput"
 
         username = serializers.RegexField(r"^[\w.@+-]{1,150}$")
-        password = serializers.CharField(write_only=True, min_length=8)
+        password = serializers.CharField(
+            write_only=True,
+            min_length=8,
+            help_text="at least 8 characters, and not one of the common passwords Django's "
+            "CommonPasswordValidator lists (refused with 400 and errors.password)",
+        )
         role = serializers.ChoiceField(choices=ROLES)
         email = serializers.EmailField(required=False, default="")
 

@@ -7,7 +7,7 @@ import os
 
 from django.db import transaction
 from django.http import FileResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -159,43 +159,80 @@ class DatasetDetailApi(APIView):
         return Response(DatasetOutputSerializer(dataset_get(dataset_id=dataset_id)).data)
 
 
+IMPORT_FORMATS = [c for c in ImportJob.Format.choices if c[0] != ImportJob.Format.EXPANSION]
+IMAGE_FORMATS = [ImportJob.Format.MANIFEST, ImportJob.Format.FACEFORENSICS]
+VIDEO_FORMATS = [ImportJob.Format.CELEBDF, ImportJob.Format.DFDC, ImportJob.Format.VIDEO_FOLDER]
+
+
+class _ImportSource(StrictSerializer):
+    source = serializers.CharField(help_text="manifest file or FF++ root; absolute or relative to MEDIA_ROOT")
+
+
+class _VideoOptions(StrictSerializer):
+    """Options of the video formats (ffpp-video, celebdf, dfdc, video-folder)."""
+
+    frames = serializers.IntegerField(
+        required=False, min_value=1, max_value=512, help_text="frames sampled per video (32)"
+    )
+    size = serializers.IntegerField(
+        required=False, min_value=32, max_value=1024, help_text="face crop size in pixels (128)"
+    )
+    shard_size = serializers.IntegerField(
+        required=False, min_value=1, max_value=1000, help_text="videos per extraction task (16)"
+    )
+    semantic_targets = serializers.ChoiceField(
+        choices=["released", "paper", "none"],
+        required=False,
+        help_text="SJEDD targets of the fakes from their method: the official code's (released, default), "
+        "the paper's hierarchy (paper) or fake only (none)",
+    )
+
+
+def _compression_field():
+    return serializers.ListField(
+        child=serializers.ChoiceField(choices=["raw", "c0", "c23", "c40"]),
+        required=False,
+        allow_empty=False,
+        min_length=1,  # in the schema as minItems
+        help_text="FaceForensics++ only: the compression levels to import (default: all)",
+    )
+
+
+# The import body as the schema shows it: one of three shapes, by format, each with the options that
+# format takes and no other. ``DatasetImportApi.InputSerializer`` validates (the same fields and rules).
+class ImageImportInput(_ImportSource):
+    """A manifest (.jsonl/.csv) or a FaceForensics++ image tree."""
+
+    format = serializers.ChoiceField(choices=IMAGE_FORMATS, default=ImportJob.Format.MANIFEST)
+
+
+class VideoImportInput(_ImportSource, _VideoOptions):
+    """Videos: faces are sampled from frames (Celeb-DF, DFDC, a folder of videos)."""
+
+    format = serializers.ChoiceField(choices=VIDEO_FORMATS)
+
+
+class FfppVideoImportInput(_ImportSource, _VideoOptions):
+    """FaceForensics++ videos, optionally some compression levels only."""
+
+    format = serializers.ChoiceField(choices=[ImportJob.Format.FFPP_VIDEO])
+    compression = _compression_field()
+
+
+IMPORT_BODY = PolymorphicProxySerializer(
+    component_name="DatasetImportInput",
+    serializers=[ImageImportInput, VideoImportInput, FfppVideoImportInput],
+    resource_type_field_name=None,
+)
+
+
 class DatasetImportApi(APIView):
     pagination_class = Pagination  # documents the paginated list body and page/page_size in the schema
     permission_classes = [IsPlatformAdmin]
 
-    class InputSerializer(StrictSerializer):
-        class Meta:
-            ref_name = "DatasetImportInput"
-
-        source = serializers.CharField(
-            help_text="manifest file or FF++ root; absolute or relative to MEDIA_ROOT"
-        )
-        format = serializers.ChoiceField(
-            choices=[c for c in ImportJob.Format.choices if c[0] != ImportJob.Format.EXPANSION],
-            default=ImportJob.Format.MANIFEST,
-        )
-        # Video formats only (ffpp-video, celebdf, dfdc, video-folder):
-        frames = serializers.IntegerField(
-            required=False, min_value=1, max_value=512, help_text="frames sampled per video (32)"
-        )
-        size = serializers.IntegerField(
-            required=False, min_value=32, max_value=1024, help_text="face crop size in pixels (128)"
-        )
-        shard_size = serializers.IntegerField(
-            required=False, min_value=1, max_value=1000, help_text="videos per extraction task (16)"
-        )
-        compression = serializers.ListField(
-            child=serializers.ChoiceField(choices=["raw", "c0", "c23", "c40"]),
-            required=False,
-            allow_empty=False,
-            help_text="FaceForensics++ only: the compression levels to import (default: all)",
-        )
-        semantic_targets = serializers.ChoiceField(
-            choices=["released", "paper", "none"],
-            required=False,
-            help_text="SJEDD targets of the fakes from their method: the official code's (released, default), "
-            "the paper's hierarchy (paper) or fake only (none)",
-        )
+    class InputSerializer(_ImportSource, _VideoOptions):
+        format = serializers.ChoiceField(choices=IMPORT_FORMATS, default=ImportJob.Format.MANIFEST)
+        compression = _compression_field()
 
         def validate(self, attrs):
             from catalog.video_import import is_video_format
@@ -218,7 +255,7 @@ class DatasetImportApi(APIView):
         page = paginator.paginate_queryset(jobs, request, view=self)
         return paginator.get_paginated_response(ImportOutputSerializer(page, many=True).data)
 
-    @extend_schema(request=InputSerializer, responses={202: ImportOutputSerializer})
+    @extend_schema(request=IMPORT_BODY, responses={202: ImportOutputSerializer})
     def post(self, request, dataset_id: int):
         from catalog.video_import import is_video_format, video_options
 
@@ -257,7 +294,7 @@ class DatasetExpandApi(APIView):
 
         regions = serializers.ListField(
             child=serializers.ChoiceField(choices=["eye", "mouth", "nose"]), required=False, allow_empty=False,
-            help_text="regions to swap, one per real face in turn (default: eye, mouth, nose)",
+            min_length=1, help_text="regions to swap, one per real face in turn (default: eye, mouth, nose)",
         )  # fmt: skip
         limit = serializers.IntegerField(required=False, min_value=1, max_value=1_000_000,
                                          help_text="expand at most this many real faces")  # fmt: skip

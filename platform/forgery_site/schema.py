@@ -127,9 +127,49 @@ def document_errors(result, generator, request, public):
                 ref = (content.get("schema") or {}).get("$ref", "")
                 if ref:
                     strict_bodies.add(ref.rsplit("/", 1)[1])
-    # Request bodies are StrictSerializers: a field the schema does not list is refused (400).
+            for param in operation.get("parameters") or []:
+                if param.get("in") == "query":
+                    _no_nul(param.get("schema") or {}, components)
+    # Request bodies are StrictSerializers: a field the schema does not list is refused (400). A body that
+    # is one of several shapes (oneOf) is strict in each of them.
+    schemas = components.get("schemas", {})
+    for name in list(strict_bodies):
+        strict_bodies.update(ref.rsplit("/", 1)[1] for ref in _one_of_refs(schemas.get(name)))
+    from forgery_site.api import StrictSerializer
+
     for name in strict_bodies:
-        body = components.get("schemas", {}).get(name)
+        body = schemas.get(name)
         if isinstance(body, dict) and body.get("type") == "object":
             body["additionalProperties"] = False
+            if body.get("description") == StrictSerializer.__doc__:  # the base class's, not the body's
+                del body["description"]
+        _no_nul(body or {}, components)
     return result
+
+
+# DRF refuses a NUL byte in any text field or query parameter (PostgreSQL cannot store one), so the
+# schema says so: free text gets this pattern unless it already has a pattern, a format or an enum.
+NO_NUL = r"^[^\x00]*$"
+
+
+def _one_of_refs(schema) -> list[str]:
+    if not isinstance(schema, dict):
+        return []
+    return [item["$ref"] for item in schema.get("oneOf", []) if isinstance(item, dict) and "$ref" in item]
+
+
+def _no_nul(schema: dict, components: dict, seen: set | None = None) -> None:
+    seen = set() if seen is None else seen
+    if not isinstance(schema, dict) or id(schema) in seen:
+        return
+    seen.add(id(schema))
+    if schema.get("type") == "string" and not ({"pattern", "format", "enum"} & set(schema)):
+        schema["pattern"] = NO_NUL
+    for key in ("properties",):
+        for child in (schema.get(key) or {}).values():
+            _no_nul(child, components, seen)
+    for key in ("items", "additionalProperties"):
+        _no_nul(schema.get(key), components, seen)
+    for key in ("oneOf", "anyOf", "allOf"):
+        for child in schema.get(key) or []:
+            _no_nul(child, components, seen)

@@ -116,7 +116,9 @@ class VersionCompare(APIView):
             ref_name = "DetectorCompareFilter"
 
         tags = serializers.RegexField(
-            r"^[^,]+(,[^,]+){1,9}$", max_length=2000, help_text="2 to 10 detector tags, comma-separated"
+            r"^[^,\x00]+(,[^,\x00]+){1,9}$",
+            max_length=2000,
+            help_text="2 to 10 detector tags, comma-separated",
         )
 
     @extend_schema(parameters=[FilterSerializer], responses=OpenApiTypes.OBJECT)
@@ -254,7 +256,14 @@ class WeightsList(APIView):
             ref_name = "WeightsRegisterInput"
 
         name = serializers.SlugField(max_length=64)
-        path = serializers.CharField(max_length=512, help_text="relative to MEDIA_ROOT, under weights/")
+        path = serializers.RegexField(
+            r"^weights(/[^/\x00.][^/\x00]{0,254})+$",  # a file name has at most 255 bytes
+            max_length=512,
+            help_text="relative to MEDIA_ROOT, under weights/ (no segment starting with a dot)",
+            error_messages={
+                "invalid": "Weights live under weights/ in the media root (no '..' or hidden segments)."
+            },
+        )
         model = serializers.CharField(max_length=64, help_text="open_clip model, e.g. ViT-B-16-quickgelu")
 
     @extend_schema(responses=WeightsOutput(many=True))

@@ -64,8 +64,12 @@ def weights_register(*, name: str, path: str, model: str, user=None) -> Pretrain
         raise InvalidInput(
             "Bad weights path.", errors={"path": [f"Weights live under {WEIGHTS_DIR}/ in the media root."]}
         )
-    if not absolute.is_file():
-        raise InvalidInput("No such weights file.", errors={"path": [f"{path} does not exist."]})
+    try:
+        present = absolute.is_file()
+    except OSError:  # a name the file system cannot hold (too long): no such file either
+        present = False
+    if not present:
+        raise NotFound("No such weights file.", errors={"path": [f"{path} does not exist."]})
     try:
         info = tower_info(model)
         check_pretrained(model, str(absolute))

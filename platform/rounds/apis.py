@@ -14,7 +14,7 @@ import io
 from django.db import transaction
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,6 +28,12 @@ from forgery_site.api import (
     StrictSerializer,
 )
 from rounds import selectors, workflow
+from rounds.config_schema import CONFIG_SCHEMA
+
+
+@extend_schema_field(CONFIG_SCHEMA)
+class RoundConfigField(serializers.JSONField):
+    """The launch options, documented by ``rounds.config_schema`` and checked by ``validate_config``."""
 
 
 class RoundOutputSerializer(serializers.Serializer):
@@ -84,7 +90,7 @@ class RoundListLaunchApi(APIView):
             ref_name = "RoundLaunchInput"  # a name of its own in the schema (generated clients' class name)
 
         dataset = serializers.IntegerField(min_value=1)
-        config = serializers.JSONField(required=False, default=dict)
+        config = RoundConfigField(required=False, default=dict)
 
     def get_permissions(self):
         return [IsPlatformAdmin()] if self.request.method == "POST" else [IsAnnotatorOrAdmin()]

@@ -9,7 +9,7 @@ One round, DESIGN §3::
   **The campaign's budget**: ``budget_total`` (default 3%) of the training data is all the masks the
   dataset's rounds may ask for together; a launch whose own budget (``budget_count``, or
   ``budget_fraction`` of the training data) plus the masks already collected would exceed it is refused
-  (400, with the numbers: ``rounds.scoring.budget_status``).
+  (409, with the numbers: ``rounds.scoring.budget_status``).
   **Per-dataset serialization**: the Dataset row is locked (``SELECT ... FOR UPDATE``) and a second
   launch while a round of that dataset is live is *refused* with 409 (not queued): an admin sees at once
   that a round is running, and there is no hidden queue to reason about. Rounds of different datasets run
@@ -39,6 +39,7 @@ from rest_framework import status
 from catalog.models import Dataset, Sample
 from forgery_site.api import is_platform_admin
 from forgery_site.errors import Conflict, DomainError, InvalidInput, NotFound
+from rounds.config_schema import DETECTORS, INT_RANGES, PROTOCOLS, STRATEGIES, schema_errors
 from rounds.models import Round, Selection
 from rounds.selectors import annotation_status, round_get
 from rounds.services import round_transition
@@ -50,18 +51,6 @@ class Forbidden(DomainError):
 
 
 LIVE_STATES = ("created", "training", "scoring", "selecting", "annotating", "retraining", "evaluating")
-DETECTORS = ("lae", "sjedd")
-STRATEGIES = (
-    "entropy",
-    "bald",
-    "map_entropy",
-    "map_spread",
-    "disagreement",
-    "node_entropy",
-    "combined",
-    "random",
-)
-PROTOCOLS = ("in_domain", "cross_manipulation", "lae_swap", "lae_reenact", "lae_inpaint")
 # Small on purpose: the demo must finish 3 rounds of two detectors on 2 CPU cores in < 20 minutes.
 DEFAULT_CONFIG: dict[str, Any] = {
     "detectors": ["lae", "sjedd"],
@@ -125,14 +114,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 # Options of ``detector_config.<name>`` that set that detector's training rather than build it.
 TRAINING_KEYS = ("lr", "weight_decay", "optimizer", "schedule", "warmup_epochs")
-_INT_RANGES = {
-    "epochs": (1, 1000),
-    "retrain_epochs": (1, 1000),
-    "seed": (0, 2**31 - 1),
-    "image_size": (16, 1024),
-    "batch_size": (1, 4096),
-    "threads": (1, 256),
-}
 
 
 def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -142,14 +123,15 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
             "Invalid round config.", errors={"config": "config must be a JSON object of options."}
         )
     config = dict(config or {})
-    errors: dict[str, str] = {}
+    # The published schema first (rounds.config_schema); the checks below keep their own wording.
+    errors: dict[str, str] = schema_errors(config)
     unknown = sorted(set(config) - set(DEFAULT_CONFIG))
     for key in unknown:
         errors[key] = "Unknown option."
     out = copy.deepcopy(DEFAULT_CONFIG)
     preset = config.get("preset")
     if preset is not None:
-        if preset not in PRESETS:
+        if not isinstance(preset, str) or preset not in PRESETS:
             errors["preset"] = f"One of {sorted(PRESETS)}, or null."
         else:
             for key, value in copy.deepcopy(PRESETS[preset]).items():
@@ -197,7 +179,7 @@ def validate_config(config: dict[str, Any] | None) -> dict[str, Any]:
         errors["strategy"] = f"One of {list(STRATEGIES)}."
     if out["protocol"] not in PROTOCOLS:
         errors["protocol"] = f"One of {list(PROTOCOLS)}."
-    for key, (low, high) in _INT_RANGES.items():
+    for key, (low, high) in INT_RANGES.items():
         value = out[key]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             errors[key] = f"An integer in [{low}, {high}]."
@@ -351,12 +333,18 @@ def cross_dataset_rows(dataset: Dataset) -> list[dict[str, Any]]:
 
 
 def _test_datasets_check(dataset: Dataset, ids: list[int]) -> None:
+    """An unknown id is a 404 (the body names a dataset that does not exist); a dataset that cannot be
+    evaluated on (the round's own, or without both labels) is a 409: its contents decide."""
+    missing = [test_id for test_id in ids if not Dataset.objects.filter(pk=test_id).exists()]
+    if missing:
+        raise NotFound(
+            "Cross-dataset evaluation names datasets that do not exist.",
+            errors={"test_datasets": f"no dataset {', '.join(map(str, missing))}."},
+        )
     problems = []
     for test_id in ids:
-        other = Dataset.objects.filter(pk=test_id).first()
-        if other is None:
-            problems.append(f"no dataset {test_id}")
-        elif other.pk == dataset.pk:
+        other = Dataset.objects.get(pk=test_id)
+        if other.pk == dataset.pk:
             problems.append(f"{other.name!r} is the round's own dataset (its test split is evaluated anyway)")
         else:
             scope = Sample.objects.filter(dataset=other)
@@ -365,7 +353,7 @@ def _test_datasets_check(dataset: Dataset, ids: list[int]) -> None:
             if set(scope.values_list("label", flat=True).distinct()) != {"real", "fake"}:
                 problems.append(f"{other.name!r} has no real and fake samples to compute an AUC on")
     if problems:
-        raise InvalidInput(
+        raise Conflict(
             "Cross-dataset evaluation cannot run.", errors={"test_datasets": "; ".join(problems) + "."}
         )
 
@@ -428,7 +416,9 @@ def round_launch(*, dataset: Dataset, config: dict[str, Any] | None, user) -> Ro
             "cancel it or wait for it to finish."
         )
     if not Sample.objects.filter(dataset=dataset, split="train").exists():
-        raise InvalidInput(f"Dataset {dataset.name!r} has no training samples to run a round on.")
+        raise Conflict(
+            f"Dataset {dataset.name!r} has no training samples to run a round on (import some first)."
+        )
     _test_datasets_check(dataset, config["test_datasets"])
     budget = _budget_check(dataset, config)
     last = Round.objects.filter(dataset=dataset).order_by("-number").first()
@@ -456,7 +446,7 @@ def _budget_check(dataset: Dataset, config: dict[str, Any]) -> dict[str, Any]:
             f"{budget['training_pool']} training samples) are already collected, {budget['remaining']} "
             "remain. Lower budget_count or budget_fraction, or raise budget_total."
         )
-        raise InvalidInput(message, errors={"budget_total": message})
+        raise Conflict(message, errors={"budget_total": message})  # the masks already collected decide
     return budget
 
 

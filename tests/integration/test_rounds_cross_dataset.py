@@ -33,10 +33,11 @@ def test_a_round_is_scored_on_other_datasets(celery_worker_proc, platform_media_
         config = {**TINY_CONFIG, "detectors": ["lae"], "test_datasets": test_datasets}
         return client.post("/api/v1/rounds/", {"dataset": home.pk, "config": config}, format="json")
 
-    for bad, reason in (([home.pk], "own dataset"), ([999999], "no dataset"), ([empty.pk], "no real and fake"),
-                        (["xd-away"], "list of dataset ids")):  # fmt: skip
+    # A malformed list is a 400, an unknown dataset a 404, a dataset that cannot be evaluated on a 409.
+    for bad, status, reason in (([home.pk], 409, "own dataset"), ([999999], 404, "no dataset"),
+                                ([empty.pk], 409, "no real and fake"), (["xd-away"], 400, "list of dataset ids")):  # fmt: skip
         answer = launch(bad)
-        assert answer.status_code == 400 and reason in str(answer.json()), answer.json()
+        assert answer.status_code == status and reason in str(answer.json()), answer.json()
     answer = launch([away.pk])
     assert answer.status_code == 201, answer.content
     round_id = answer.json()["id"]
