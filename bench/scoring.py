@@ -231,7 +231,7 @@ def _distributed(
 def run(quick: bool) -> dict:
     import torch
 
-    count = 512 if quick else 2048
+    count = 1024 if quick else 2048  # quick: 8 shards (4 made the two-worker split decide the ratio)
     load_before = os.getloadavg()[0]
     with scratch_platform("scoring") as scratch:
         from workers.tasks.scoring import score_shard_rows

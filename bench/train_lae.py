@@ -56,7 +56,7 @@ def run(quick: bool) -> dict:
 
     size, count = 64, (240 if quick else 1200)
     batch_size, pairs, block = 32, (7 if quick else 10), (2 if quick else 3)
-    workers = 0 if quick else min(2, os.cpu_count() or 1)
+    workers = min(2, os.cpu_count() or 1)  # as in training; quick only takes fewer steps
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
