@@ -12,6 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 help:
 	@echo "make demo   - install, start local services, run the active-learning demo, print URLs"
 	@echo "make test   - the whole test suite against real services"
+	@echo "make test-fast - the unit tier without slow tests (< 1 min, no services)"
 	@echo "make bench  - all benchmarks (results in bench/results/)"
 	@echo "make lint   - ruff lint and format check"
 
@@ -42,6 +43,10 @@ test: install
 
 test-unit: install
 	$(PY) -m pytest -q -m unit
+
+# Under a minute, no services started: pure logic, small models, no training runs or service processes.
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "unit and not slow and not integration and not labelstudio and not e2e" tests/unit
 
 bench: install
 	$(PY) -m bench all

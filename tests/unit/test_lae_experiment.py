@@ -127,6 +127,7 @@ def test_mean_ci_paired_comparison_and_holm():
     }
 
 
+@pytest.mark.slow
 def test_finetune_study_follows_lae_loop_and_resumes(tmp_path, monkeypatch):
     """Per seed a mask-free base, every arm continued from it; the pool scored once; a rerun trains nothing."""
     from ml.active import experiment
