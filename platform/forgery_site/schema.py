@@ -13,6 +13,8 @@ declare ``additionalProperties: false`` (they are StrictSerializers: an unknown 
 
 from __future__ import annotations
 
+from forgery_site.api import StrictSerializer
+
 # Query parameters that name objects (an unknown one is a 404, as in a path).
 NAMING_PARAMETERS = {"tags"}
 
@@ -129,21 +131,19 @@ def document_errors(result, generator, request, public):
                     strict_bodies.add(ref.rsplit("/", 1)[1])
             for param in operation.get("parameters") or []:
                 if param.get("in") == "query":
-                    _no_nul(param.get("schema") or {}, components)
+                    _no_nul(param.get("schema") or {})
     # Request bodies are StrictSerializers: a field the schema does not list is refused (400). A body that
     # is one of several shapes (oneOf) is strict in each of them.
     schemas = components.get("schemas", {})
     for name in list(strict_bodies):
         strict_bodies.update(ref.rsplit("/", 1)[1] for ref in _one_of_refs(schemas.get(name)))
-    from forgery_site.api import StrictSerializer
-
     for name in strict_bodies:
         body = schemas.get(name)
         if isinstance(body, dict) and body.get("type") == "object":
             body["additionalProperties"] = False
             if body.get("description") == StrictSerializer.__doc__:  # the base class's, not the body's
                 del body["description"]
-        _no_nul(body or {}, components)
+        _no_nul(body or {})
     return result
 
 
@@ -158,18 +158,18 @@ def _one_of_refs(schema) -> list[str]:
     return [item["$ref"] for item in schema.get("oneOf", []) if isinstance(item, dict) and "$ref" in item]
 
 
-def _no_nul(schema: dict, components: dict, seen: set | None = None) -> None:
+def _no_nul(schema, seen: set | None = None) -> None:
     seen = set() if seen is None else seen
     if not isinstance(schema, dict) or id(schema) in seen:
         return
     seen.add(id(schema))
     if schema.get("type") == "string" and not ({"pattern", "format", "enum"} & set(schema)):
         schema["pattern"] = NO_NUL
-    for key in ("properties",):
-        for child in (schema.get(key) or {}).values():
-            _no_nul(child, components, seen)
-    for key in ("items", "additionalProperties"):
-        _no_nul(schema.get(key), components, seen)
-    for key in ("oneOf", "anyOf", "allOf"):
-        for child in schema.get(key) or []:
-            _no_nul(child, components, seen)
+    children = [
+        *(schema.get("properties") or {}).values(),
+        schema.get("items"),
+        schema.get("additionalProperties"),
+    ]
+    children += [child for key in ("oneOf", "anyOf", "allOf") for child in schema.get(key) or []]
+    for child in children:
+        _no_nul(child, seen)

@@ -14,6 +14,7 @@ from ``rounds.workflow.PRESETS``, active-learning settings from ``rounds.scoring
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 from ml.data.protocols import BUILTIN as PROTOCOL_REGISTRY
@@ -272,18 +273,17 @@ def json_schema(openapi: Any) -> Any:
     return out
 
 
-_VALIDATOR = None
+@functools.cache
+def _validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(json_schema(copy.deepcopy(CONFIG_SCHEMA)))
 
 
 def schema_errors(config: dict[str, Any]) -> dict[str, str]:
     """Each option that breaks the schema -> why (the first problem per top-level option)."""
-    global _VALIDATOR
-    if _VALIDATOR is None:
-        import jsonschema
-
-        _VALIDATOR = jsonschema.Draft202012Validator(json_schema(copy.deepcopy(CONFIG_SCHEMA)))
     errors: dict[str, str] = {}
-    for error in sorted(_VALIDATOR.iter_errors(config), key=lambda e: list(e.absolute_path)):
+    for error in sorted(_validator().iter_errors(config), key=lambda e: list(e.absolute_path)):
         path = [str(part) for part in error.absolute_path]
         if not path:  # the object itself: an unknown option
             for key in sorted(set(config) - set(CONFIG_SCHEMA["properties"])):
