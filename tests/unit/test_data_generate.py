@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -133,31 +131,17 @@ def test_bad_arguments_and_existing_output_are_refused(dataset, tmp_path):
         generate_dataset(tmp_path / "f", count=4, size=48, seed=0, protocol="nope")
 
 
-def test_cli_generate(tmp_path):
+def test_cli_generate(tmp_path, capsys):
+    from ml.data.__main__ import main
+
     out = tmp_path / "cli"
-    cmd = [
-        sys.executable,
-        "-m",
-        "ml.data",
-        "generate",
-        "--out",
-        str(out),
-        "--count",
-        "6",
-        "--size",
-        "40",
-        "--seed",
-        "2",
-    ]
-    repo = Path(__file__).resolve().parents[2]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=repo)
-    assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    args = ["generate", "--out", str(out), "--count", "6", "--size", "40", "--seed", "2"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
     assert report["count"] == 6 and len(read_manifest(out)) == 6
-    bad = subprocess.run(
-        cmd[:-2] + ["--protocol", "nope"], capture_output=True, text=True, timeout=60, cwd=repo
-    )
-    assert bad.returncode != 0 and "invalid choice" in bad.stderr
+    with pytest.raises(SystemExit) as refused:
+        main(args[:-2] + ["--protocol", "nope"])
+    assert refused.value.code != 0 and "invalid choice" in capsys.readouterr().err
 
 
 def test_images_decode_to_the_manifest_size(dataset):

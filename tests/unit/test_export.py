@@ -1,72 +1,35 @@
-"""Export bundles: standalone loading in a clean process (torch only / onnxruntime only), tamper refusal,
-model card, CLI, and the face-inference pipeline on a real photo. Tiny random-init detectors."""
+"""Export bundles in-process: contents and manifest, tamper refusal, round trip, model card and CLI. Tiny
+random-init detectors. Loading a bundle in a clean interpreter (torch only / onnxruntime only) is tested in
+tests/integration/test_export_standalone.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+
+from tests.export_helpers import crops, export, flip_weights, in_process_probs, rewrite, tiny_detector
 
 pytestmark = pytest.mark.unit
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-TINY_LAE = {"image_size": 32, "depth": 2, "width": 4, "latent_channels": 16}
 
 
 @pytest.fixture(scope="module")
 def lae():
-    from ml.detectors import create
-
-    torch.manual_seed(0)
-    return create("lae", **TINY_LAE).eval()
+    return tiny_detector("lae")
 
 
 @pytest.fixture(scope="module")
 def sjedd():
-    from ml.detectors import create
-
-    torch.manual_seed(0)
-    return create("sjedd").eval()
+    return tiny_detector("sjedd")
 
 
 @pytest.fixture(scope="module")
 def sjedd_bundle(sjedd, tmp_path_factory) -> Path:
-    from ml.export.bundle import export_bundle
-
-    out = tmp_path_factory.mktemp("bundle") / "sjedd.zip"
-    report = export_bundle(
-        sjedd, out, {"tag": "sjedd-test", "metrics": {"in_domain": {"test": {"auc": 0.5}}}}
-    )
-    assert report.verification["onnx_max_abs_diff"] < 1e-4
-    return out
-
-
-def _crops(size: int, n: int = 3, seed: int = 1) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
-
-
-def _in_process_probs(detector, crops: np.ndarray) -> np.ndarray:
-    from ml.export.inference import FaceInference
-
-    return FaceInference(detector).score_crops(crops)["prob"]
-
-
-def _run_predict(workdir: Path, *args: str) -> dict:
-    """The bundle's own predict.py in an isolated interpreter (-I: no user site, no cwd on sys.path)."""
-    env = {"PATH": os.environ.get("PATH", ""), "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(
-        [sys.executable, "-I", *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=120
-    )
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert lines, f"no JSON from predict.py (rc {done.returncode}):\n{done.stdout}\n{done.stderr}"
-    return {"rc": done.returncode, **json.loads(lines[-1])}
+    meta = {"tag": "sjedd-test", "metrics": {"in_domain": {"test": {"auc": 0.5}}}}
+    return export(sjedd, tmp_path_factory.mktemp("bundle") / "sjedd.zip", meta)
 
 
 def test_bundle_contents_and_manifest(sjedd_bundle):
@@ -88,52 +51,10 @@ def test_bundle_contents_and_manifest(sjedd_bundle):
     assert 0 <= verification["onnx_max_abs_diff"] < 1e-4
 
 
-@pytest.mark.parametrize("backend,module", [("torchscript", "torch"), ("onnx", "onnxruntime")])
-def test_standalone_predict_matches_in_process(sjedd, sjedd_bundle, tmp_path, backend, module):
-    extracted = tmp_path / "bundle"
-    with zipfile.ZipFile(sjedd_bundle) as archive:
-        archive.extractall(extracted)
-    crops = _crops(32)
-    np.save(tmp_path / "crops.npy", crops)
-    out = _run_predict(tmp_path, str(extracted / "predict.py"), "--backend", backend, "crops.npy")
-    assert out["rc"] == 0
-    # Only the chosen backend was imported; nothing of the project (ml/, the platform).
-    assert out["modules"] == [module]
-    expected = _in_process_probs(sjedd, crops)
-    np.testing.assert_allclose(out["prob"], expected, atol=1e-4)
-    assert len(out["node_probs"]) == 3 and len(out["node_probs"][0]) == 10
-    assert out["explanation_shape"] == [3, 32, 32]
-
-
-def test_predict_reads_the_zip_directly(sjedd, sjedd_bundle, tmp_path):
-    with zipfile.ZipFile(sjedd_bundle) as archive:
-        (tmp_path / "predict.py").write_bytes(archive.read("predict.py"))
-    crops = _crops(32, n=2, seed=5)
-    np.save(tmp_path / "c.npy", crops)
-    out = _run_predict(tmp_path, "predict.py", "--bundle", str(sjedd_bundle), "c.npy")
-    np.testing.assert_allclose(out["prob"], _in_process_probs(sjedd, crops), atol=1e-4)
-
-
-def _rewrite(src: Path, dst: Path, change) -> Path:
-    with zipfile.ZipFile(src) as archive:
-        files = {name: archive.read(name) for name in archive.namelist()}
-    change(files)
-    with zipfile.ZipFile(dst, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return dst
-
-
-def _flip_weights(files):
-    data = bytearray(files["weights.safetensors"])
-    data[-1] ^= 0x01
-    files["weights.safetensors"] = bytes(data)
-
-
 @pytest.mark.parametrize(
     "change,message",
     [
-        (_flip_weights, "checksum mismatch for weights.safetensors"),
+        (flip_weights, "checksum mismatch for weights.safetensors"),
         (lambda f: f.__setitem__("extra.py", b"print('hi')"), "unlisted ['extra.py']"),
         (lambda f: f.pop("model.onnx"), "missing ['model.onnx']"),
         (lambda f: f.pop("MANIFEST.sha256"), "MANIFEST.sha256 is missing"),
@@ -144,29 +65,20 @@ def test_tampered_bundle_is_refused(sjedd_bundle, tmp_path, change, message):
     from ml.export.bundle import load_bundle
     from ml.export.standalone import BundleError, Predictor
 
-    bad = _rewrite(sjedd_bundle, tmp_path / "bad.zip", change)
+    bad = rewrite(sjedd_bundle, tmp_path / "bad.zip", change)
     with pytest.raises(BundleError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_bundle(bad)
     with pytest.raises(BundleError):
         Predictor(bad, "onnx")
 
 
-def test_tampered_bundle_refused_by_standalone_script(sjedd_bundle, tmp_path):
-    bad = _rewrite(sjedd_bundle, tmp_path / "bad.zip", _flip_weights)
-    with zipfile.ZipFile(sjedd_bundle) as archive:
-        (tmp_path / "predict.py").write_bytes(archive.read("predict.py"))
-    np.save(tmp_path / "c.npy", _crops(32, n=1))
-    out = _run_predict(tmp_path, "predict.py", "--bundle", str(bad), "c.npy")
-    assert out["rc"] == 2 and "checksum mismatch" in out["error"]
-
-
 def test_load_bundle_round_trip(sjedd, sjedd_bundle):
     from ml.export.bundle import load_bundle
 
     loaded = load_bundle(sjedd_bundle)
-    crops = _crops(32)
+    batch = crops(32)
     np.testing.assert_allclose(
-        _in_process_probs(loaded.detector, crops), _in_process_probs(sjedd, crops), atol=1e-6
+        in_process_probs(loaded.detector, batch), in_process_probs(sjedd, batch), atol=1e-6
     )
     assert loaded.metadata["tag"] == "sjedd-test"
 

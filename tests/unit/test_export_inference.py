@@ -1,12 +1,10 @@
 """Face inference pipeline (``ml.export.inference``): real photos through dlib crops, one result per face,
-heatmaps at the photo's size, SJEDD node probabilities, and the torch-free ONNX serving path."""
+heatmaps at the photo's size, SJEDD node probabilities. The torch-free ONNX serving path (a clean
+interpreter) is tested in tests/integration/test_export_standalone.py."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,13 +22,6 @@ def lae():
 
     torch.manual_seed(0)
     return create("lae", **TINY_LAE).eval()
-
-
-@pytest.fixture(scope="module")
-def lae_bundle(lae, tmp_path_factory) -> Path:
-    from ml.export.bundle import export_bundle
-
-    return export_bundle(lae, tmp_path_factory.mktemp("bundle") / "lae.zip", {"tag": "lae-test"}).path
 
 
 def _crops(size: int, n: int = 3, seed: int = 1) -> np.ndarray:
@@ -87,30 +78,3 @@ def test_sjedd_results_carry_node_probabilities():
         face.prob, abs=1e-6
     )
     assert face.explanation.startswith("fake ") and face.heatmap.shape == (48, 48)
-
-
-def test_onnx_serving_path_never_imports_torch(lae, lae_bundle):
-    """The web process serves exported versions through this path: it must stay free of torch."""
-    code = (
-        "import sys, numpy as np\n"
-        "from skimage import data\n"
-        "from ml.export.inference import FaceInference\n"
-        "from ml.export.standalone import Predictor\n"
-        f"engine = FaceInference(predictor=Predictor({str(lae_bundle)!r}, 'onnx'))\n"
-        "faces = engine.analyse(data.astronaut())\n"
-        "print(len(faces), faces[0].heatmap.shape, faces[0].prob, 'torch' in sys.modules)\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split()[-1] == "False" and done.stdout.startswith("1 (512, 512)")
-    # Same face, same crop: the eager detector gives the same probability.
-    from skimage import data
-
-    from ml.export.inference import FaceInference
-
-    eager = FaceInference(lae).analyse(data.astronaut())[0].prob
-    assert float(done.stdout.split()[-2]) == pytest.approx(eager, abs=1e-4)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.unit, pytest.mark.slow]  # runs the GPU check script in a subprocess
+pytestmark = [pytest.mark.integration, pytest.mark.slow]  # runs the GPU check script in a subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,7 +1,7 @@
 """Trains a tiny LAE with the shared trainer and saves its parameters; run as one process or under torchrun.
 
-    python tests/unit/ddp_train_script.py OUT BATCH [EPOCHS]
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/unit/ddp_train_script.py OUT BATCH
+    python tests/integration/ddp_train_script.py OUT BATCH [EPOCHS]
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/integration/ddp_train_script.py OUT BATCH
 
 Used by ``test_distributed_training.py``: two ranks with BATCH b must end where one process with BATCH 2b
 ends (same data order, averaged gradients), and both ranks must hold identical weights.
