@@ -1,10 +1,11 @@
 """Face crops from a video: evenly sampled frames, aligned crops, landmarks and (FF++) mask crops.
 
 ``extract_video(path, frames=32, size=128, scale=1.3, mask_path=None, sink=None)`` opens the video
-(PyAV), checks it against ``VideoLimits`` *before* decoding a pixel, picks ``frames`` frame indices
-spread evenly over the video (all of them when the video is shorter, ``report.short``), decodes the
-video as a stream (one frame held at a time; frames between picks are decoded but never converted)
-and for every picked frame (long gaps between picks are skipped by seeking, see ``iter_frames``):
+(PyAV), checks it against ``VideoLimits`` *before* decoding a pixel (``ml.data.video_probe``), picks
+``frames`` frame indices spread evenly over the video (all of them when the video is shorter,
+``report.short``), decodes the video as a stream (one frame held at a time; frames between picks
+are decoded but never converted) and for every picked frame (long gaps between picks are skipped by
+seeking, see ``ml.data.video_frames.iter_frames``):
 
   detect   the largest face (dlib HOG; small frames are retried upsampled once), then its 68
            landmarks. A frame without a detection is tracked: the landmark predictor runs in the
@@ -21,13 +22,8 @@ the video. The returned ``VideoReport`` has counts, skipped frames with reasons 
 seconds: ``decode`` (demuxing, decoding, conversion of picked frames, mask video included),
 ``detect`` (detector + landmarks) and ``crop_write`` (warps, PNG encoding and the sink).
 
-A video that cannot be used raises ``VideoError`` with a short ``reason``: ``not_found``,
-``too_large`` (bytes), ``unsupported_container``, ``unsupported_codec``, ``no_video_stream``,
-``too_many_pixels`` (resolution), ``too_small`` (under 32 px a side), ``too_long`` (duration or frame count), ``unreadable`` (the demuxer
-or decoder failed before any frame), ``no_frames``, ``no_face`` (no face in any sampled frame). The
-limits and the container/codec allow-lists are a security boundary: ffmpeg demuxers such as HLS or
-concat open other files or URLs, so the demuxer is chosen from the file's extension, never guessed,
-and only local files may be read.
+A video that cannot be used raises ``VideoError`` (``ml.data.video_probe`` lists the reasons), or,
+with no face in any sampled frame, ``VideoError("no_face")``.
 """
 
 from __future__ import annotations
@@ -41,86 +37,12 @@ import cv2
 import numpy as np
 
 from ml.data import landmarks as L
+from ml.data.video_frames import iter_frames, pick_indices
+from ml.data.video_probe import VideoError, VideoInfo, VideoLimits, probe
 
 DEFAULT_FRAMES = 32
 DIRECT_FROM = 112  # px, shorter frame side from which the detector first runs without upsampling
-SEEK_GAP = 300  # frames: a longer gap to the next pick seeks instead of decoding through (> usual GOP)
 UPSAMPLE_BELOW = 400  # px, shorter frame side under which a miss is retried upsampled once
-# Extension -> the only demuxer used for it.
-CONTAINERS = {
-    ".mp4": "mp4",
-    ".m4v": "mp4",
-    ".mov": "mov",
-    ".avi": "avi",
-    ".mkv": "matroska",
-    ".webm": "matroska",
-    ".mpg": "mpeg",
-    ".mpeg": "mpeg",
-    ".ts": "mpegts",
-    ".flv": "flv",
-}
-CODECS = frozenset(
-    {
-        "h264",
-        "hevc",
-        "mpeg4",
-        "mpeg2video",
-        "mpeg1video",
-        "msmpeg4v2",
-        "msmpeg4v3",
-        "vp8",
-        "vp9",
-        "av1",
-        "mjpeg",
-        "ffv1",
-        "prores",
-        "theora",
-        "wmv2",
-        "wmv3",
-        "vc1",
-    }
-)
-
-
-class VideoError(ValueError):
-    """A video that cannot be used; ``reason`` is a short machine-readable word."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True)
-class VideoLimits:
-    max_bytes: int = 4 << 30
-    max_side: int = 4096
-    max_pixels: int = 4096 * 2304  # 4K UHD fits
-    max_duration_s: float = 3 * 3600
-    max_frames: int = 500_000
-
-    @classmethod
-    def from_settings(cls, obj) -> VideoLimits:
-        """Limits from an object with ``VIDEO_MAX_*`` attributes (Django settings), defaults otherwise."""
-        d = cls()
-        return cls(
-            max_bytes=int(getattr(obj, "VIDEO_MAX_BYTES", d.max_bytes)),
-            max_side=int(getattr(obj, "VIDEO_MAX_SIDE", d.max_side)),
-            max_pixels=int(getattr(obj, "VIDEO_MAX_PIXELS", d.max_pixels)),
-            max_duration_s=float(getattr(obj, "VIDEO_MAX_DURATION_S", d.max_duration_s)),
-            max_frames=int(getattr(obj, "VIDEO_MAX_FRAMES", d.max_frames)),
-        )
-
-
-@dataclass
-class VideoInfo:
-    codec: str
-    width: int
-    height: int
-    frames: int  # frames in the stream (container metadata or counted packets)
-    fps: float
-    duration_s: float
-    counted: bool = False  # True when the container gave no frame count and packets were counted
 
 
 @dataclass
@@ -173,178 +95,6 @@ class VideoReport:
                 "duration_s": round(info.duration_s, 3),
             },
         }
-
-
-# ----------------------------------------------------------------------------- opening and probing
-def _open(path: Path):
-    import av
-
-    fmt = CONTAINERS.get(path.suffix.lower())
-    if fmt is None:
-        raise VideoError(
-            "unsupported_container", f"{path.suffix or 'no extension'}; expected one of {sorted(CONTAINERS)}"
-        )
-    try:
-        return av.open(str(path), format=fmt, options={"protocol_whitelist": "file"})
-    except av.error.FFmpegError as exc:
-        raise VideoError("unreadable", str(exc)) from None
-
-
-def _stream(container):
-    if not container.streams.video:
-        raise VideoError("no_video_stream")
-    stream = container.streams.video[0]
-    stream.thread_count = 1  # one core per worker process: workers scale by processes
-    return stream
-
-
-def probe(path: str | Path, limits: VideoLimits = VideoLimits()) -> VideoInfo:
-    """Check a video against ``limits`` without decoding pixels; raises ``VideoError``."""
-    import av
-
-    path = Path(path)
-    try:
-        nbytes = path.stat().st_size
-    except FileNotFoundError:
-        raise VideoError("not_found", str(path)) from None
-    if not path.is_file():
-        raise VideoError("not_found", f"{path} is not a regular file")
-    if nbytes > limits.max_bytes:
-        raise VideoError("too_large", f"{nbytes} bytes > {limits.max_bytes}")
-    with _open(path) as container:
-        stream = _stream(container)
-        cc = stream.codec_context
-        codec = cc.name if cc is not None else ""
-        if codec not in CODECS:
-            raise VideoError(
-                "unsupported_codec", f"{codec or 'unknown'}; supported: {', '.join(sorted(CODECS))}"
-            )
-        w, h = int(cc.width or 0), int(cc.height or 0)
-        if w <= 0 or h <= 0:
-            raise VideoError("unreadable", "no frame size in the stream header")
-        if max(w, h) > limits.max_side or w * h > limits.max_pixels:
-            raise VideoError(
-                "too_many_pixels", f"{w}x{h} > {limits.max_side} px a side / {limits.max_pixels} px"
-            )
-        if min(w, h) < L.MIN_SIDE:
-            raise VideoError("too_small", f"{w}x{h} < {L.MIN_SIDE} px")
-        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
-        if stream.duration is not None and stream.time_base is not None:
-            duration = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            duration = container.duration / 1e6
-        else:
-            duration = 0.0
-        if duration > limits.max_duration_s:
-            raise VideoError("too_long", f"{duration:.0f} s > {limits.max_duration_s:.0f} s")
-        frames, counted = int(stream.frames or 0), False
-        if frames > limits.max_frames:
-            raise VideoError("too_long", f"{frames} frames > {limits.max_frames}")
-        if frames <= 0:  # no count in the container (avi/mkv/webm often): count packets, no decoding
-            counted = True
-            try:
-                for packet in container.demux(stream):
-                    if packet.size:
-                        frames += 1
-                        if frames > limits.max_frames:
-                            raise VideoError("too_long", f"more than {limits.max_frames} frames")
-            except av.error.FFmpegError as exc:
-                if frames == 0:
-                    raise VideoError("unreadable", str(exc)) from None
-        if frames <= 0:
-            raise VideoError("no_frames")
-        if not duration and fps:
-            duration = frames / fps
-    return VideoInfo(codec, w, h, frames, fps, duration, counted)
-
-
-def pick_indices(total: int, n: int) -> list[int]:
-    """``min(n, total)`` frame indices spread evenly over ``[0, total)`` (first and last included)."""
-    if n < 1:
-        raise ValueError("frames must be >= 1")
-    if total < 1:
-        return []
-    return [int(i) for i in np.unique(np.linspace(0, total - 1, min(n, total)).round().astype(int))]
-
-
-def iter_frames(
-    path: str | Path,
-    picks: list[int],
-    fmt: str = "rgb24",
-    limits: VideoLimits = VideoLimits(),
-    seek_gap: int = SEEK_GAP,
-    stats: dict | None = None,
-) -> Iterator[tuple[int, np.ndarray | None, str]]:
-    """Stream ``(index, array, "")`` for each picked index in order; only picked frames are converted.
-
-    Frames are decoded in order; when the next pick is more than ``seek_gap`` frames ahead, the
-    demuxer seeks to the keyframe before it instead (long videos: 32 picks out of 100k frames decode
-    32 GOPs, not the whole video). After a seek a frame's index comes from its timestamp, which is
-    only trusted for a constant-rate stream: the indices counted while decoding from the start are
-    compared with the timestamps, and any mismatch turns seeking off for that video. A pick the
-    stream ends or breaks before gives ``(index, None, reason)``. ``stats`` (optional) receives the
-    counts ``decoded`` and ``seeks``."""
-    import av
-
-    todo = sorted(set(picks))
-    if not todo:
-        return
-    stats = {} if stats is None else stats
-    stats.setdefault("decoded", 0)
-    stats.setdefault("seeks", 0)
-    k = 0
-    idx = -1
-    reason = "stream_ended"
-    with _open(Path(path)) as container:
-        stream = _stream(container)
-        rate = float(stream.average_rate or 0)
-        tb = float(stream.time_base or 0)
-        gaps = (b - a for a, b in zip([-1, *todo], todo, strict=False))
-        seekable = seek_gap > 0 and rate > 0 and tb > 0 and any(g > seek_gap for g in gaps)
-        origin = None  # timestamp of frame 0
-        by_pts = False
-        frames = container.decode(stream)
-        try:
-            while k < len(todo):
-                frame = next(frames, None)
-                if frame is None:
-                    break
-                stats["decoded"] += 1
-                if by_pts:
-                    if frame.pts is None:
-                        reason = "decode_error: a frame without a timestamp after seeking"
-                        break
-                    idx = round((frame.pts - origin) * tb * rate)
-                else:
-                    idx += 1
-                    if seekable:
-                        if frame.pts is None:
-                            seekable = False
-                        elif origin is None:
-                            origin = frame.pts
-                        elif round((frame.pts - origin) * tb * rate) != idx:
-                            seekable = False  # not constant-rate: keep counting
-                if idx < todo[k]:
-                    if seekable and origin is not None and todo[k] - idx > seek_gap:
-                        target = origin + int((todo[k] - 0.5) / (rate * tb))
-                        container.seek(target, stream=stream, backward=True)
-                        frames = container.decode(stream)
-                        by_pts = True
-                        stats["seeks"] += 1
-                    continue
-                if (
-                    frame.width * frame.height > limits.max_pixels
-                    or max(frame.width, frame.height) > limits.max_side
-                ):
-                    reason = "too_many_pixels"
-                    break
-                arr = frame.to_ndarray(format=fmt)
-                yield todo[k], arr, ""
-                k += 1
-        except av.error.FFmpegError as exc:
-            reason = f"decode_error: {exc}"
-    for i in todo[k:]:
-        yield i, None, reason
 
 
 # ----------------------------------------------------------------------------- cropping

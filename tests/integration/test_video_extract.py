@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ml.data import synthvideo as S
-from ml.data import video as V
+from ml.data import video_frames as VF
 
 pytestmark = pytest.mark.integration
 
@@ -84,7 +84,7 @@ def test_shards_extract_faces_masks_and_failures_and_a_rerun_adds_nothing(
     assert corrupt.finished_at is not None and corrupt.samples_created == 0
     assert by_id["outside"].status == Video.Status.FAILED
     assert by_id["outside"].reason.startswith("outside_import_roots")
-    picks = V.pick_indices(FRAMES, OPTIONS["frames"])
+    picks = VF.pick_indices(FRAMES, OPTIONS["frames"])
     media = platform_media_root
     for ext, video in by_id.items():
         if ext in ("outside", corrupt.external_id):
@@ -131,7 +131,7 @@ def test_shards_extract_faces_masks_and_failures_and_a_rerun_adds_nothing(
 
 def _check_masks(samples, mask_source: str, media) -> None:
     """A pixel set (well inside the region) in the source mask frame is set in the sample's mask crop."""
-    frames = {i: a for i, a, _ in V.iter_frames(mask_source, [s.frame for s in samples], "gray")}
+    frames = {i: a for i, a, _ in VF.iter_frames(mask_source, [s.frame for s in samples], "gray")}
     size = OPTIONS["size"]
     k = np.ones((5, 5), np.uint8)
     for s in samples:

@@ -11,6 +11,8 @@ import pytest
 
 from ml.data import synthvideo as S
 from ml.data import video as V
+from ml.data import video_frames as VF
+from ml.data import video_probe as VP
 
 pytestmark = pytest.mark.unit
 
@@ -30,11 +32,11 @@ def _decode(path, fmt="rgb24"):
 
 
 def test_pick_indices_spread_evenly_and_short_videos_give_all_frames():
-    assert V.pick_indices(100, 5) == [0, 25, 50, 74, 99]
-    assert V.pick_indices(3, 32) == [0, 1, 2]
-    assert V.pick_indices(0, 8) == []
+    assert VF.pick_indices(100, 5) == [0, 25, 50, 74, 99]
+    assert VF.pick_indices(3, 32) == [0, 1, 2]
+    assert VF.pick_indices(0, 8) == []
     with pytest.raises(ValueError):
-        V.pick_indices(10, 0)
+        VF.pick_indices(10, 0)
 
 
 def test_layouts_are_written_as_the_public_datasets_ship_them(ffpp, tmp_path):
@@ -89,7 +91,7 @@ def test_extracts_the_requested_frames_with_landmarks_in_crop_coordinates(ffpp):
     faces = []
     report = V.extract_video(ffpp.root / ffpp.videos[0].path, frames=6, size=CROP, sink=faces.append)
     assert report.picks == report.frames_sampled == report.faces == len(faces) == 6 and not report.short
-    assert [f.index for f in faces] == V.pick_indices(FRAMES, 6)
+    assert [f.index for f in faces] == VF.pick_indices(FRAMES, 6)
     assert set(report.timings) == {"decode", "detect", "crop_write"} and all(
         v > 0 for v in report.timings.values()
     )
@@ -170,29 +172,29 @@ def test_detection_misses_reuse_the_previous_box_a_bounded_number_of_times(tmp_p
 @pytest.mark.parametrize(
     ("name", "make", "limits", "reason"),
     [
-        ("corrupt.mp4", lambda p: S.write_corrupt_video(p), V.VideoLimits(), "unreadable"),
-        ("faceless.mp4", lambda p: S.write_faceless(p, 0, 4, SIZE), V.VideoLimits(), "no_face"),
-        ("clip.gif", lambda p: p.write_bytes(b"GIF89a"), V.VideoLimits(), "unsupported_container"),
-        ("missing.mp4", lambda p: None, V.VideoLimits(), "not_found"),
-        ("big.mp4", lambda p: S.write_real(p, 0, 0, 2, SIZE), V.VideoLimits(max_bytes=100), "too_large"),
+        ("corrupt.mp4", lambda p: S.write_corrupt_video(p), VP.VideoLimits(), "unreadable"),
+        ("faceless.mp4", lambda p: S.write_faceless(p, 0, 4, SIZE), VP.VideoLimits(), "no_face"),
+        ("clip.gif", lambda p: p.write_bytes(b"GIF89a"), VP.VideoLimits(), "unsupported_container"),
+        ("missing.mp4", lambda p: None, VP.VideoLimits(), "not_found"),
+        ("big.mp4", lambda p: S.write_real(p, 0, 0, 2, SIZE), VP.VideoLimits(max_bytes=100), "too_large"),
         (
             "bomb.mp4",
             lambda p: S.write_real(p, 0, 0, 2, SIZE),
-            V.VideoLimits(max_pixels=64 * 64),
+            VP.VideoLimits(max_pixels=64 * 64),
             "too_many_pixels",
         ),
-        ("long.mp4", lambda p: S.write_real(p, 0, 0, 6, SIZE), V.VideoLimits(max_frames=5), "too_long"),
+        ("long.mp4", lambda p: S.write_real(p, 0, 0, 6, SIZE), VP.VideoLimits(max_frames=5), "too_long"),
         (
             "long2.mp4",
             lambda p: S.write_real(p, 0, 0, 6, SIZE),
-            V.VideoLimits(max_duration_s=0.1),
+            VP.VideoLimits(max_duration_s=0.1),
             "too_long",
         ),
         # an HLS playlist named .mp4 would make a guessing demuxer open other files: never guessed
         (
             "playlist.mp4",
             lambda p: p.write_text("#EXTM3U\n#EXTINF:1,\n/etc/passwd\n"),
-            V.VideoLimits(),
+            VP.VideoLimits(),
             "unreadable",
         ),
     ],
@@ -200,7 +202,7 @@ def test_detection_misses_reuse_the_previous_box_a_bounded_number_of_times(tmp_p
 def test_unusable_videos_fail_with_a_clear_reason(tmp_path, name, make, limits, reason):
     path = tmp_path / name
     make(path)
-    with pytest.raises(V.VideoError) as err:
+    with pytest.raises(VP.VideoError) as err:
         V.extract_video(path, frames=4, size=CROP, limits=limits)
     assert err.value.reason == reason
 
@@ -217,8 +219,8 @@ def test_unsupported_codec_is_refused_before_decoding(tmp_path):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    with pytest.raises(V.VideoError) as err:
-        V.probe(path)
+    with pytest.raises(VP.VideoError) as err:
+        VP.probe(path)
     assert err.value.reason == "unsupported_codec" and "png" in str(err.value)
 
 
@@ -247,12 +249,12 @@ def test_frames_are_picked_by_index_and_long_gaps_are_skipped_by_seeking(tmp_pat
     S.write_video(path, (frame(i) for i in range(n)), crf=8, options={"g": "25", "bf": "2"})
     picks = [0, 1, 150, 451, 452, 599, 700]
     plain, seeking = {"x": 0}, {}
-    got = list(V.iter_frames(path, picks, "gray", seek_gap=0, stats=plain))
+    got = list(VF.iter_frames(path, picks, "gray", seek_gap=0, stats=plain))
     assert [index_of(a) if a is not None else why for _, a, why in got] == picks[:-1] + ["stream_ended"]
     assert plain == {"x": 0, "decoded": n, "seeks": 0}
-    sought = list(V.iter_frames(path, picks, "gray", seek_gap=100, stats=seeking))
+    sought = list(VF.iter_frames(path, picks, "gray", seek_gap=100, stats=seeking))
     assert [i for i, *_ in sought] == picks
     for (_, a, _), (_, b, _) in zip(got[:-1], sought[:-1], strict=True):
         assert np.array_equal(a, b)  # the very same frames
     assert seeking["seeks"] >= 2 and seeking["decoded"] < n / 2
-    assert V.pick_indices(n, 4) == [0, 200, 399, 599]
+    assert VF.pick_indices(n, 4) == [0, 200, 399, 599]

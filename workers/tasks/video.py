@@ -92,7 +92,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _inside_import_roots(path: str) -> Path:
     from catalog.paths import import_roots
-    from ml.data.video import VideoError
+    from ml.data.video_probe import VideoError
 
     if not path or "\x00" in path or not os.path.isabs(path):
         raise VideoError("outside_import_roots", "the video path must be absolute")
@@ -154,7 +154,8 @@ def _extract_one(video, opts: dict, media: Path) -> dict:
     from catalog.bulk import copy_samples, sample_tuples
     from catalog.models import Sample, Video
     from ml.data.generate import _lm_json, encode_png
-    from ml.data.video import VideoLimits, extract_video
+    from ml.data.video import extract_video
+    from ml.data.video_probe import VideoLimits
 
     source = _inside_import_roots(video.source_path)
     mask_source = _inside_import_roots(video.mask_source_path) if video.mask_source_path else None
@@ -247,7 +248,7 @@ def _extract_one(video, opts: dict, media: Path) -> dict:
 def extract_videos(self, video_ids: list[int], options: dict | None = None) -> dict:
     """Extract a shard of videos (see the module docstring); returns counts and summed stage timings."""
     from catalog.paths import media_root
-    from ml.data.video import VideoError
+    from ml.data.video_probe import VideoError
 
     opts = clean_options(options)
     task_id = self.request.id or f"local-{os.getpid()}-{time.time_ns()}"
