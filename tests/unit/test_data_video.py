@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from ml.data import synthclips as SC
 from ml.data import synthvideo as S
 from ml.data import video as V
 from ml.data import video_frames as VF
@@ -81,7 +82,7 @@ def test_layouts_are_written_as_the_public_datasets_ship_them(ffpp, tmp_path):
 def test_mask_video_holds_exactly_the_manipulated_region(ffpp):
     fake = ffpp.by_path()["manipulated_sequences/Deepfakes/c23/videos/000_001.mp4"]
     decoded = _decode(ffpp.root / fake.mask_path, "gray")
-    truth = [m for _, m in S.fake_frames(3, 0, 1, FRAMES, SIZE)]
+    truth = [m for _, m in SC.fake_frames(3, 0, 1, FRAMES, SIZE)]
     assert len(decoded) == len(truth) == FRAMES
     for got, want in zip(decoded, truth, strict=True):
         assert want.any() and np.array_equal(got >= 128, want > 0)
@@ -95,7 +96,7 @@ def test_extracts_the_requested_frames_with_landmarks_in_crop_coordinates(ffpp):
     assert set(report.timings) == {"decode", "detect", "crop_write"} and all(
         v > 0 for v in report.timings.values()
     )
-    truth = list(S.real_landmarks(3, 0, FRAMES, SIZE))
+    truth = list(SC.real_landmarks(3, 0, FRAMES, SIZE))
     for face in faces:
         assert face.image.shape == (CROP, CROP, 3) and face.image.dtype == np.uint8
         assert face.landmarks.shape == (68, 2) and face.mask is None
@@ -109,7 +110,7 @@ def test_extracts_the_requested_frames_with_landmarks_in_crop_coordinates(ffpp):
 
 def test_short_video_yields_all_its_frames_and_says_so(tmp_path):
     path = tmp_path / "short.mp4"
-    S.write_real(path, seed=1, ident=4, frames=5, size=SIZE)
+    SC.write_real(path, seed=1, ident=4, frames=5, size=SIZE)
     report = V.extract_video(path, frames=32, size=CROP)
     assert report.short and report.picks == report.frames_sampled == 5 and report.requested == 32
     assert report.as_dict()["video"]["frames"] == 5
@@ -122,7 +123,7 @@ def test_mask_crops_are_aligned_with_the_source_mask_frames(ffpp):
         ffpp.root / fake.path, frames=4, size=CROP, mask_path=ffpp.root / fake.mask_path, sink=faces.append
     )
     assert report.masks == report.faces == 4
-    truth = [m for _, m in S.fake_frames(3, 0, 1, FRAMES, SIZE)]
+    truth = [m for _, m in SC.fake_frames(3, 0, 1, FRAMES, SIZE)]
     k = np.ones((5, 5), np.uint8)
     for face in faces:
         src = truth[face.index] > 0
@@ -151,16 +152,16 @@ def test_mask_crops_are_aligned_with_the_source_mask_frames(ffpp):
 
 def test_detection_misses_reuse_the_previous_box_a_bounded_number_of_times(tmp_path):
     path = tmp_path / "gap.mp4"
-    faces = list(S.real_frames(seed=2, ident=1, frames=8, size=SIZE))
+    faces = list(SC.real_frames(seed=2, ident=1, frames=8, size=SIZE))
     blank = np.full_like(faces[0], 128)
     # frames 0-2 face, 3-5 no face, 6-7 face: with max_reuse=2, frames 3 and 4 are tracked, 5 dropped
-    S.write_video(path, faces[:3] + [blank] * 3 + faces[6:])
+    SC.write_video(path, faces[:3] + [blank] * 3 + faces[6:])
     report = V.extract_video(path, frames=8, size=CROP, max_reuse=2)
     assert report.frames_sampled == 8 and report.faces == 7 and report.reused_boxes == 2
     assert report.skipped == [{"frame": 5, "reason": "no_face"}]
     # no face in the first frames: the first detected box is used for up to max_reuse frames before it
     path = tmp_path / "late.mp4"
-    S.write_video(path, [blank] * 3 + faces[3:])
+    SC.write_video(path, [blank] * 3 + faces[3:])
     faces_out = []
     report = V.extract_video(path, frames=8, size=CROP, max_reuse=2, sink=faces_out.append)
     assert (
@@ -172,21 +173,21 @@ def test_detection_misses_reuse_the_previous_box_a_bounded_number_of_times(tmp_p
 @pytest.mark.parametrize(
     ("name", "make", "limits", "reason"),
     [
-        ("corrupt.mp4", lambda p: S.write_corrupt_video(p), VP.VideoLimits(), "unreadable"),
-        ("faceless.mp4", lambda p: S.write_faceless(p, 0, 4, SIZE), VP.VideoLimits(), "no_face"),
+        ("corrupt.mp4", lambda p: SC.write_corrupt_video(p), VP.VideoLimits(), "unreadable"),
+        ("faceless.mp4", lambda p: SC.write_faceless(p, 0, 4, SIZE), VP.VideoLimits(), "no_face"),
         ("clip.gif", lambda p: p.write_bytes(b"GIF89a"), VP.VideoLimits(), "unsupported_container"),
         ("missing.mp4", lambda p: None, VP.VideoLimits(), "not_found"),
-        ("big.mp4", lambda p: S.write_real(p, 0, 0, 2, SIZE), VP.VideoLimits(max_bytes=100), "too_large"),
+        ("big.mp4", lambda p: SC.write_real(p, 0, 0, 2, SIZE), VP.VideoLimits(max_bytes=100), "too_large"),
         (
             "bomb.mp4",
-            lambda p: S.write_real(p, 0, 0, 2, SIZE),
+            lambda p: SC.write_real(p, 0, 0, 2, SIZE),
             VP.VideoLimits(max_pixels=64 * 64),
             "too_many_pixels",
         ),
-        ("long.mp4", lambda p: S.write_real(p, 0, 0, 6, SIZE), VP.VideoLimits(max_frames=5), "too_long"),
+        ("long.mp4", lambda p: SC.write_real(p, 0, 0, 6, SIZE), VP.VideoLimits(max_frames=5), "too_long"),
         (
             "long2.mp4",
-            lambda p: S.write_real(p, 0, 0, 6, SIZE),
+            lambda p: SC.write_real(p, 0, 0, 6, SIZE),
             VP.VideoLimits(max_duration_s=0.1),
             "too_long",
         ),
@@ -226,7 +227,7 @@ def test_unsupported_codec_is_refused_before_decoding(tmp_path):
 
 def test_broken_mask_video_is_reported_and_the_faces_are_kept(ffpp, tmp_path):
     bad_mask = tmp_path / "mask.mp4"
-    S.write_corrupt_video(bad_mask)
+    SC.write_corrupt_video(bad_mask)
     report = V.extract_video(ffpp.root / ffpp.videos[1].path, frames=3, size=CROP, mask_path=bad_mask)
     assert report.faces == 3 and report.masks == 0
     assert report.skipped[0]["reason"].startswith("mask_unusable: unreadable")
@@ -246,7 +247,7 @@ def test_frames_are_picked_by_index_and_long_gaps_are_skipped_by_seeking(tmp_pat
     def index_of(arr):
         return sum(1 << bit for bit in range(10) if arr[:, bit * 6 + 2 : bit * 6 + 4].mean() > 128)
 
-    S.write_video(path, (frame(i) for i in range(n)), crf=8, options={"g": "25", "bf": "2"})
+    SC.write_video(path, (frame(i) for i in range(n)), crf=8, options={"g": "25", "bf": "2"})
     picks = [0, 1, 150, 451, 452, 599, 700]
     plain, seeking = {"x": 0}, {}
     got = list(VF.iter_frames(path, picks, "gray", seek_gap=0, stats=plain))
