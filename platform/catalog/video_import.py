@@ -38,14 +38,8 @@ from django.utils import timezone
 from catalog.models import ImportJob, Video
 from catalog.paths import PathError
 from catalog.sources import SourceError
-from catalog.video_sources import (
-    DEFAULT_MAX_VIDEO_BYTES,
-    DEFAULT_MAX_VIDEOS,
-    FFPP_COMPRESSIONS,
-    VideoItem,
-    VideoProblem,
-    video_entries,
-)
+from catalog.video_items import DEFAULT_MAX_VIDEO_BYTES, DEFAULT_MAX_VIDEOS, VideoItem, VideoProblem
+from catalog.video_sources import FFPP_COMPRESSIONS, video_entries
 from forgery_site.errors import InvalidInput, NotFound
 
 logger = logging.getLogger(__name__)

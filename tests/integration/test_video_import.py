@@ -309,7 +309,8 @@ def test_faceforensics_videos_import_with_masks_splits_failures_and_reimport(
 @pytest.mark.parametrize("kind", ["celebdf", "dfdc", "video-folder"])
 def test_other_layouts_import_through_the_worker(celery_worker_proc, admin_client, kind):
     from catalog.models import Video
-    from catalog.video_sources import CELEBDF_SHARES, hash_split
+    from catalog.video_items import hash_split
+    from catalog.video_sources import CELEBDF_SHARES
     from ml.data.synthvideo import make_celebdf, make_dfdc, make_video_folder
 
     root = celery_worker_proc.media_root / f"layout-{kind}"

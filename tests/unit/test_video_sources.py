@@ -12,16 +12,9 @@ from pathlib import Path
 import pytest
 
 from catalog.sources import SourceError
-from catalog.video_sources import (
-    VideoItem,
-    VideoProblem,
-    celebdf_videos,
-    dfdc_videos,
-    ffpp_videos,
-    folder_videos,
-    hash_split,
-    video_entries,
-)
+from catalog.video_items import VideoItem, VideoProblem, hash_split
+from catalog.video_metadata import dfdc_videos, folder_videos
+from catalog.video_sources import celebdf_videos, ffpp_videos, video_entries
 
 pytestmark = pytest.mark.unit
 
