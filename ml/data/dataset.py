@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ml.data import images
 from ml.data.manifest import resolve_in_root
 
 DEFAULT_MEAN = DEFAULT_STD = (0.5, 0.5, 0.5)
@@ -86,10 +87,7 @@ AUG_PROB = 0.3
 
 def read_rgb(path: Path, size: int) -> np.ndarray:
     """Decode an image file to RGB uint8 (size,size,3); raises ValueError if unreadable."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read image {path.name}")
-    img = np.ascontiguousarray(img[..., ::-1])
+    img = images.read(path)
     if img.shape[0] != size or img.shape[1] != size:
         # The preprocessing contract's resize (Pillow bilinear), the one the exported bundle applies.
         from ml.export.standalone import _resize
@@ -99,9 +97,7 @@ def read_rgb(path: Path, size: int) -> np.ndarray:
 
 
 def read_mask(path: Path, size: int) -> np.ndarray:
-    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if m is None:
-        raise ValueError(f"cannot read mask {path.name}")
+    m = images.read(path, grey=True)
     if m.shape[0] != size or m.shape[1] != size:
         m = cv2.resize(m, (size, size), interpolation=cv2.INTER_LINEAR)
     return m
@@ -140,7 +136,7 @@ def augment_pair(
     else:  # real JPEG, quality 75 / 80 / 90
         q = int(rng.choice([75, 80, 90]))
         ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, q])
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        img = images.decode(buf)
     return np.ascontiguousarray(img), mask
 
 

@@ -23,7 +23,6 @@ byte-identical files whatever the number of workers (tested).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import multiprocessing as mp
@@ -38,6 +37,7 @@ from ml.data import faces as F
 from ml.data.manifest import dumps_row, write_manifest
 from ml.data.manipulations import FAMILIES, Face, manipulate, nearest_donor, sample_params
 from ml.data.protocols import BUILTIN, PROTOCOL_NAMES, protocol_families, write_protocols
+from ml.digest import sha256
 
 SPLIT_OF_RESIDUE = ("train",) * 7 + ("val",) + ("test",) * 2
 MIN_IDENTITIES = 20
@@ -95,7 +95,7 @@ def encode_png(img: np.ndarray) -> bytes:
 
 def _write(root: Path, rel: str, data: bytes) -> str:
     (root / rel).write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
+    return sha256(data)
 
 
 def _lm_json(lm: np.ndarray) -> list[list[float]]:

@@ -84,17 +84,17 @@ def check_image(img) -> np.ndarray:
 
 def load_image(path: str | Path) -> np.ndarray:
     """Read an image file as RGB uint8, refusing decompression bombs before decoding the pixels."""
-    from PIL import Image, UnidentifiedImageError
+    from ml.data import images
 
     try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > MAX_PIXELS or max(w, h) > MAX_SIDE:
-                raise SkipInput("decompression_bomb" if w * h > MAX_PIXELS else "too_large", f"{w}x{h}")
-            if im.mode in ("L", "LA", "1", "I", "I;16", "F"):
-                raise SkipInput("greyscale", f"mode {im.mode}")
-            arr = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as exc:
+        head = images.header(path)
+        w, h = head.width, head.height
+        if w * h > MAX_PIXELS or max(w, h) > MAX_SIDE:
+            raise SkipInput("decompression_bomb" if w * h > MAX_PIXELS else "too_large", f"{w}x{h}")
+        if head.mode in ("L", "LA", "1", "I", "I;16", "F"):
+            raise SkipInput("greyscale", f"mode {head.mode}")
+        arr = images.read(path)
+    except images.ImageUnreadable as exc:
         raise SkipInput("unreadable", str(exc)) from None
     return check_image(arr)
 

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from ml.data import images
 from ml.data import regions as R
 from ml.data.faces import through_lower_resolution
 from ml.labels import LOCAL_NODES, targets_for
@@ -177,7 +178,7 @@ def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:  # pragma: no cover - OpenCV always encodes a uint8 RGB array
         raise RuntimeError("JPEG encoding failed")
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+    return images.decode(buf)
 
 
 def poisson(src: np.ndarray, dst: np.ndarray, support: np.ndarray) -> np.ndarray:

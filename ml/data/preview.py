@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
-
+from ml.data import images
 from ml.data.manifest import read_manifest, resolve_in_root
 
 
@@ -38,8 +37,8 @@ def contact_sheet(dataset_dir: str | Path, out_png: str | Path, n: int = 12) -> 
         ax.axis("off")
 
     def show(ax, rel, title=None, grey=False):
-        img = cv2.imread(str(resolve_in_root(root, rel)), cv2.IMREAD_GRAYSCALE if grey else cv2.IMREAD_COLOR)
-        ax.imshow(img if grey else img[..., ::-1], cmap="gray" if grey else None, vmin=0, vmax=255)
+        img = images.read(resolve_in_root(root, rel), grey=grey)
+        ax.imshow(img, cmap="gray" if grey else None, vmin=0, vmax=255)
         if title:
             ax.set_title(title, fontsize=6)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ml.data import images
 from ml.data import landmarks as L
 from ml.data.manipulations import FAMILIES, Face, Forgery, manipulate, nearest_donor, sample_params
 
@@ -34,8 +35,7 @@ def photo_sources(lfw: int = 100) -> list[tuple[str, np.ndarray]]:
 
     out = [("astronaut", np.ascontiguousarray(skimage.data.astronaut()))]
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as fh:
-        buf = np.frombuffer(fh.read(), np.uint8)
-    out.append(("grace_hopper", np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])))
+        out.append(("grace_hopper", images.decode(fh.read(), what="grace_hopper.jpg")))
     if lfw > 0:
         crops = skimage.data.lfw_subset()[: min(int(lfw), 100)]  # first 100 are faces
         for k, crop in enumerate(crops):

@@ -50,16 +50,14 @@ def image_statistics(image: np.ndarray) -> np.ndarray:
 
 def rows_statistics(rows: Sequence[dict], dataset_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(N,15) statistics and (N,) labels (1 = fake) of manifest rows."""
+    from ml.data import images
     from ml.data.manifest import resolve_in_root
 
     root = Path(dataset_dir)
     feats, labels = [], []
     for row in rows:
         path = resolve_in_root(root, row["path"])
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f"cannot read image {row['path']}")
-        feats.append(image_statistics(img[..., ::-1]))
+        feats.append(image_statistics(images.read(path)))
         labels.append(1.0 if row["label"] == "fake" else 0.0)
     return np.asarray(feats).reshape(-1, len(FEATURES)), np.asarray(labels)
 

@@ -50,6 +50,7 @@ from torch import nn
 
 from ml.atomic import atomic_write_file
 from ml.detectors import Detector, create
+from ml.digest import file_sha256
 from ml.export import standalone
 from ml.export.card import model_card
 from ml.export.standalone import MANIFEST, BundleError, read_bundle
@@ -289,7 +290,7 @@ def export_bundle(
                 archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), files[name])
 
     atomic_write_file(out, write)
-    return ExportReport(out, hashlib.sha256(out.read_bytes()).hexdigest(), manifest, verification)
+    return ExportReport(out, file_sha256(out), manifest, verification)
 
 
 @dataclass

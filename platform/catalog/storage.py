@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import errno
-import hashlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import BinaryIO
 
 from forgery_site.errors import StorageUnavailable
 from ml.atomic import atomic_write_file
+from ml.digest import sha256
 
 STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -79,7 +79,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], None], *, what: str | N
 def atomic_write_bytes(path: Path, data: bytes, *, what: str | None = None) -> str:
     """``atomic_write`` of a bytes payload; returns its sha256."""
     atomic_write(path, lambda handle: handle.write(data), what=what)
-    return hashlib.sha256(data).hexdigest()
+    return sha256(data)
 
 
 def atomic_copy(source: Path, target: Path, *, what: str | None = None) -> Path:

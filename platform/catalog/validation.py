@@ -9,7 +9,6 @@ JPEG must also end with the EOI marker. Full decoding is not done at import time
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import warnings
@@ -19,6 +18,7 @@ from django.conf import settings
 from PIL import Image
 
 from catalog.paths import Confiner, PathError
+from ml.digest import file_sha256
 
 LABELS = ("real", "fake")
 SPLITS = ("train", "val", "test", "unassigned")
@@ -77,14 +77,6 @@ def check_image(absolute: str, size_bytes: int) -> ImageInfo:
             if handle.read(2) != b"\xff\xd9":
                 raise ValueError("truncated JPEG (no end-of-image marker)")
     return ImageInfo(width, height, fmt)
-
-
-def file_sha256(absolute: str) -> str:
-    digest = hashlib.sha256()
-    with open(absolute, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _json_value(raw, field: str):

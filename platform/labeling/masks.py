@@ -16,11 +16,8 @@ Pure numpy + Pillow: no Django here, so the unit tests run in milliseconds.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import itertools
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -186,27 +183,11 @@ def png_bytes(mask: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_png_atomic(mask: np.ndarray, path: Path) -> str:
-    """Write the mask PNG through a temp file in the same directory + rename; returns its sha256."""
-    data = png_bytes(mask)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return hashlib.sha256(data).hexdigest()
-
-
 def read_mask_png(path: Path, *, width: int | None = None, height: int | None = None) -> np.ndarray:
     """Grayscale PNG -> bool mask (>= 128 forged; ground-truth masks may be soft)."""
-    with Image.open(path) as img:
-        arr = np.asarray(img.convert("L"))
+    from ml.data.images import read
+
+    arr = read(path, grey=True)  # not an image: ml.data.images.ImageUnreadable (a ValueError)
     if width is not None and height is not None and arr.shape != (height, width):
         raise MaskRejected(
             f"mask file {path.name} is {arr.shape[1]}x{arr.shape[0]}, expected {width}x{height}"

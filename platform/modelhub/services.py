@@ -17,8 +17,8 @@ from django.db import transaction
 
 from catalog.paths import PathError, check_relative, media_root
 from catalog.storage import storage_errors
-from catalog.validation import file_sha256
 from forgery_site.errors import Conflict, InvalidInput, NotFound
+from ml.digest import file_sha256
 from modelhub.models import DetectorAlias, DetectorVersion
 from modelhub.selectors import PRODUCTION, detector_version_get, lineage
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from django.db import IntegrityError, transaction
 
 from catalog.paths import PathError, media_file, media_root
-from catalog.validation import file_sha256
 from forgery_site.errors import Conflict, InvalidInput, NotFound
+from ml.digest import file_sha256
 from modelhub.models import PretrainedWeights
 
 WEIGHTS_DIR = "weights"

@@ -23,6 +23,8 @@ def store_ground_truth_masks(round_id: int) -> int:
     import numpy as np
     from PIL import Image
 
+    from ml.data.images import read_mask
+
     root = Path(settings.MEDIA_ROOT)
     written = 0
     for selection in Selection.objects.filter(round_id=round_id).select_related("sample").order_by("rank"):
@@ -36,7 +38,7 @@ def store_ground_truth_masks(round_id: int) -> int:
             what = f"the mask of sample {sample.pk}"
             if sample.gt_mask_path:
                 atomic_copy(root / sample.gt_mask_path, target, what=what)
-                area = float((np.asarray(Image.open(target).convert("L")) >= 128).mean())
+                area = float(read_mask(target).mean())
             else:
                 empty = io.BytesIO()
                 Image.fromarray(np.zeros((sample.height, sample.width), np.uint8)).save(empty, format="PNG")

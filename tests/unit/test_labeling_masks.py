@@ -89,9 +89,16 @@ def test_iou_majority_and_degrade():
     assert big.sum() > a.sum() > small.sum() and (small <= a).all() and (a <= big).all()
 
 
-def test_png_atomic_write_round_trip(tmp_path):
+def test_png_round_trip_through_the_platform_writer(tmp_path):
+    from catalog.storage import atomic_write_bytes
+
     m = blob()
     target = tmp_path / "x" / "m.png"
-    digest = masks.write_png_atomic(m, target)
-    assert len(digest) == 64 and not list(target.parent.glob(".tmp-*"))
+    digest = atomic_write_bytes(target, masks.png_bytes(m))
+    assert len(digest) == 64 and [p.name for p in target.parent.iterdir()] == ["m.png"]
     assert np.array_equal(masks.read_mask_png(target, width=40, height=24), m)
+    with pytest.raises(masks.MaskRejected, match="expected 41x24"):
+        masks.read_mask_png(target, width=41, height=24)
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="cannot read image junk.png"):
+        masks.read_mask_png(tmp_path / "junk.png")

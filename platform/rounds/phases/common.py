@@ -73,9 +73,9 @@ def protocol_splits(round_: Round, *, ground_truth: bool = False) -> dict[str, l
 
 def _training_targets(rows: list[dict], mode: str) -> list[dict]:
     """Region targets for SJEDD from the collected masks (see the ``rounds.phases`` docstring)."""
-    import cv2
     import numpy as np
 
+    from ml.data import images
     from ml.data.regions import region_targets_from_mask
     from ml.labels import refine_with_mask
 
@@ -88,7 +88,10 @@ def _training_targets(rows: list[dict], mode: str) -> list[dict]:
             known = list(row.get("region_targets") or [])
             targets = known if len(known) == 10 and known[0] == 1 else [1] + [-1] * 9
             if row.get("mask_path"):
-                mask = cv2.imread(str(Path(settings.MEDIA_ROOT) / row["mask_path"]), cv2.IMREAD_GRAYSCALE)
+                try:
+                    mask = images.read(Path(settings.MEDIA_ROOT) / row["mask_path"], grey=True)
+                except images.ImageUnreadable:
+                    mask = None
                 landmarks = np.asarray(row["landmarks"], dtype=np.float32) if row.get("landmarks") else None
                 if mask is not None:
                     targets = refine_with_mask(targets, region_targets_from_mask(mask, landmarks))

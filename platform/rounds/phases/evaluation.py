@@ -84,7 +84,7 @@ def round_evaluate(*, round_id: int) -> None:
 def _register_versions(round_id: int) -> None:
     # Imported here, not at module level: the gpu worker's background preload imports this module, and
     # it should not also load PIL (catalog.validation) in that thread while the worker serves tasks.
-    from catalog.validation import file_sha256
+    from ml.digest import file_sha256
 
     round_ = Round.objects.select_for_update().get(pk=round_id)
     progress = round_.progress
