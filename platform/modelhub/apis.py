@@ -26,7 +26,6 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from catalog.validation import file_sha256
 from forgery_site.api import (
     IsAnnotatorOrAdmin,
     IsPlatformAdmin,
@@ -35,6 +34,7 @@ from forgery_site.api import (
     StrictSerializer,
 )
 from forgery_site.errors import InvalidInput
+from ml.digest import file_sha256
 from modelhub import inference, selectors, services
 
 
