@@ -189,21 +189,25 @@ def extract_face(img, size: int, upsample: int = 0, refine: bool = True) -> Extr
 
 
 def sample_frames(path: str | Path, n: int) -> list[tuple[int, np.ndarray]]:
-    """``n`` frames spread evenly over a video (PyAV), as (frame index, RGB uint8) pairs."""
-    import av
+    """``n`` frames spread evenly over a video, as (frame index, RGB uint8) pairs.
+
+    Through the hardened video path (``ml.data.video_probe`` limits and codec checks before any pixel
+    is decoded, ``ml.data.video_frames`` streaming only the picked frames); a video that cannot be
+    used raises ``SkipInput`` with the probe's reason (unreadable, too_large, unsupported_codec, ...).
+    """
+    from ml.data.video_frames import iter_frames, pick_indices
+    from ml.data.video_probe import VideoError, probe
 
     if n < 1:
         raise ValueError("n must be >= 1")
     try:
-        with av.open(str(path)) as container:
-            stream = container.streams.video[0]
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-    except (av.error.FFmpegError, IndexError) as exc:
-        raise SkipInput("unreadable", f"video: {exc}") from None
+        picks = pick_indices(probe(path).frames, n)
+        frames = [(index, frame) for index, frame, _ in iter_frames(path, picks) if frame is not None]
+    except VideoError as exc:
+        raise SkipInput(exc.reason, f"video: {exc.detail}") from None
     if not frames:
         raise SkipInput("unreadable", "video has no frames")
-    picks = np.unique(np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int))
-    return [(int(i), frames[i]) for i in picks]
+    return frames
 
 
 def extract_video_faces(
