@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help install demo test test-unit test-fast bench bench-quick lint format services-up services-down services-status clean labelstudio-up labelstudio-down
+.PHONY: help install demo test test-unit test-fast bench bench-quick bench-table lint format services-up services-down services-status clean labelstudio-up labelstudio-down
 
 help:
 	@echo "make demo   - install, start local services, run the active-learning demo, print URLs"
 	@echo "make test   - the whole test suite against real services"
 	@echo "make test-fast - the unit tier without slow tests (< 1 min, no services)"
 	@echo "make bench  - all benchmarks (results in bench/results/)"
+	@echo "make bench-table - rewrite the benchmark table in README.md from bench/results/*.json"
 	@echo "make lint   - ruff lint and format check"
 
 $(STAMP): pyproject.toml
@@ -53,6 +54,10 @@ bench: install
 
 bench-quick: install
 	$(PY) -m bench all --quick
+
+# The README's benchmark table, generated from the committed results (standard library only: no install needed).
+bench-table:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m bench table --write
 
 lint: install
 	$(VENV)/bin/ruff check .

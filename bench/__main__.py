@@ -1,5 +1,8 @@
 """Benchmark harness: ``python -m bench NAME [--quick]`` or ``python -m bench all [--quick]``.
 
+``python -m bench table [--write]`` prints the table of every result in ``bench/results/`` (``--write``:
+into README.md, see ``bench/table.py``); it runs nothing.
+
 Each benchmark is a module ``bench/<name>.py`` exposing ``run(quick: bool) -> dict``. The harness prints
 the result as one JSON object on the last line of stdout and writes ``bench/results/<name>.json``
 (``<name>.quick.json`` for quick runs, so a quick run never overwrites a full one; ``BENCH_RESULTS``
@@ -28,13 +31,18 @@ import sys
 import time
 from pathlib import Path
 
+# Modules of this package that are not benchmarks (no ``run``): shared helpers, the webhook benchmark's
+# server settings and URLs, and the results table.
+NOT_BENCHMARKS = {"common", "table", "webhook_settings", "webhook_site"}
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def available() -> list[str]:
     here = Path(__file__).resolve().parent
     return sorted(
-        m.name for m in pkgutil.iter_modules([str(here)]) if not m.name.startswith("_") and m.name != "common"
+        m.name
+        for m in pkgutil.iter_modules([str(here)])
+        if not m.name.startswith("_") and m.name not in NOT_BENCHMARKS
     )
 
 
@@ -98,8 +106,13 @@ def spread(runs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["table"]:  # the results table: standard library only, runs no benchmark
+        from bench.table import main as table_main
+
+        return table_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("name", help=f"one of: all, {', '.join(available())}")
+    parser.add_argument("name", help=f"one of: all, table, {', '.join(available())}")
     parser.add_argument("--quick", action="store_true", help="small sizes, for smoke runs")
     parser.add_argument(
         "--repeat", type=int, default=1, metavar="N",
