@@ -17,13 +17,12 @@ frames.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from ml.atomic import atomic_path
 from ml.data import faces as F
 from ml.data.generate import identity_params
 from ml.data.manipulations import Face, manipulate, sample_params
@@ -49,13 +48,10 @@ def write_video(
     import av
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
     n = 0
-    try:
+    with atomic_path(path, suffix=path.suffix) as tmp:
         with av.open(
-            tmp, "w", format="mp4" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else None
+            str(tmp), "w", format="mp4" if path.suffix.lower() in (".mp4", ".m4v", ".mov") else None
         ) as out:
             stream = None
             for frame in frames:
@@ -77,10 +73,6 @@ def write_video(
                 raise ValueError("no frames to write")
             for packet in stream.encode():
                 out.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return n
 
 
