@@ -1,6 +1,8 @@
-"""From Label Studio annotations to versioned masks: webhook deliveries, ingestion, reconciliation, agreement.
+"""From Label Studio annotations to versioned masks: ingestion and agreement.
 
-The webhook view only records a ``WebhookDelivery`` and enqueues; everything here runs in a worker.
+The webhook view only records a ``WebhookDelivery`` and enqueues; everything here runs in a worker,
+called from the delivery processing (``labeling.deliveries``) and the reconciliation
+(``labeling.reconcile``).
 
 Ingestion (``annotation_ingest``) takes an annotation as Label Studio returns it and
 1. maps it to the round's ``AnnotationTask`` (unknown task, foreign project or a sample that is not in
@@ -19,32 +21,26 @@ Training reads the newest ``Mask`` version of samples whose ``has_mask`` is true
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Max
-from django.utils import timezone
 
 from catalog.models import Mask, Sample
 from catalog.paths import media_root
 from catalog.storage import atomic_write_bytes, undo_on_error
-from forgery_site.errors import StorageUnavailable
 from labeling import masks
-from labeling.client import LabelStudioClient, LabelStudioRejected, LabelStudioUnavailable, get_client
+from labeling.client import LabelStudioRejected, LabelStudioUnavailable
 from labeling.models import (
     AnnotationRecord,
     AnnotatorAccount,
     LabelingProject,
     SampleAgreement,
-    WebhookDelivery,
 )
 from rounds.models import AnnotationTask, Selection
 
 logger = logging.getLogger(__name__)
-
-DELETE_ACTIONS = {"ANNOTATIONS_DELETED", "ANNOTATION_DELETED"}
 
 
 class AnnotationRejected(ValueError):
@@ -256,200 +252,9 @@ def annotation_forget(*, annotation_id: int) -> bool:
     return True
 
 
-def _finish(delivery: WebhookDelivery, status: str, message: str = "") -> str:
-    delivery.status, delivery.message, delivery.processed_at = status, message[:2000], timezone.now()
-    delivery.save(update_fields=["status", "message", "processed_at"])
-    return status
-
-
-def deliveries_claim(limit: int = 10_000) -> list[int]:
-    """Mark pending deliveries no dispatcher has handed out yet as dispatched, and return their ids.
-
-    One statement: two dispatchers running at once never hand out the same delivery (row locks, the
-    second skips what the first holds)."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE labeling_webhookdelivery SET dispatched_at = now() WHERE id IN ("
-            " SELECT id FROM labeling_webhookdelivery WHERE status = %s AND dispatched_at IS NULL"
-            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id",
-            [WebhookDelivery.Status.PENDING, limit],
-        )
-        return sorted(row[0] for row in cursor.fetchall())
-
-
-def deliveries_unclaim(ids: list[int]) -> None:
-    """Give deliveries back to the next dispatch (their tasks could not be enqueued)."""
-    WebhookDelivery.objects.filter(pk__in=ids, status=WebhookDelivery.Status.PENDING).update(
-        dispatched_at=None
-    )
-
-
-def delivery_process(*, delivery_id: int, client: LabelStudioClient | None = None) -> str:
-    """Process one stored webhook delivery (fetching the annotation from Label Studio). Idempotent."""
-    delivery = WebhookDelivery.objects.filter(pk=delivery_id).first()
-    if delivery is None or delivery.status != WebhookDelivery.Status.PENDING:
-        return "done"
-    WebhookDelivery.objects.filter(pk=delivery_id).update(attempts=delivery.attempts + 1)
-    if delivery.action in DELETE_ACTIONS:
-        annotation_forget(annotation_id=delivery.ls_annotation_id)
-        return _finish(delivery, WebhookDelivery.Status.DELETED)
-    client = client or get_client()
-    try:
-        annotation = client.annotation_get(delivery.ls_annotation_id)
-    except LabelStudioRejected as exc:
-        if exc.status_code == 404:  # deleted before we got to it
-            annotation_forget(annotation_id=delivery.ls_annotation_id)
-            return _finish(delivery, WebhookDelivery.Status.DELETED, "annotation no longer exists")
-        return _finish(delivery, WebhookDelivery.Status.REJECTED, str(exc))
-    try:
-        outcome = annotation_ingest(annotation)
-    except (AnnotationRejected, masks.MaskRejected) as exc:
-        logger.warning(
-            "annotation rejected", extra={"annotation": delivery.ls_annotation_id, "reason": str(exc)}
-        )
-        return _finish(delivery, WebhookDelivery.Status.REJECTED, str(exc))
-    status = WebhookDelivery.Status.UNCHANGED if outcome == "unchanged" else WebhookDelivery.Status.STORED
-    return _finish(delivery, status, outcome)
-
-
-def _mark_degraded(project: LabelingProject, exc: Exception) -> None:
-    LabelingProject.objects.filter(pk=project.pk).update(
-        sync_state=LabelingProject.Sync.DEGRADED,
-        sync_failures=project.sync_failures + 1,
-        last_sync_error=str(exc)[:2000],
-    )
-
-
-def _adopt_unrecorded_tasks(project: LabelingProject, tasks: list[dict]) -> int:
-    """Record Label Studio tasks of this round whose ids the platform never kept.
-
-    A push interrupted after Label Studio imported a batch but before the platform's transaction
-    committed (Label Studio or the database going down in between) leaves tasks in Label Studio that
-    no ``AnnotationTask`` points at; their annotations would be rejected as "unknown task" forever.
-    Each such task carries its ``sample_id``: when the sample is in the round's selection and has no
-    Label Studio task yet, the task is adopted. A second task for a sample that already has one is
-    left alone (its annotations stay rejected, and logged).
-    """
-    recorded = set(
-        AnnotationTask.objects.filter(ls_task_id__in=[int(t["id"]) for t in tasks]).values_list(
-            "ls_task_id", flat=True
-        )
-    )
-    candidates = {}
-    for task in tasks:
-        sample_id = (task.get("data") or {}).get("sample_id")
-        if int(task["id"]) not in recorded and isinstance(sample_id, int) and not isinstance(sample_id, bool):
-            candidates.setdefault(sample_id, int(task["id"]))
-    if not candidates:
-        return 0
-    selected = set(
-        Selection.objects.filter(round_id=project.round_id, sample_id__in=candidates).values_list(
-            "sample_id", flat=True
-        )
-    )
-    adopted = 0
-    for sample_id in sorted(selected):
-        with transaction.atomic():
-            task, _ = AnnotationTask.objects.select_for_update().get_or_create(
-                round_id=project.round_id,
-                sample_id=sample_id,
-                defaults={"ls_project_id": project.ls_project_id},
-            )
-            if task.ls_task_id is not None:
-                continue
-            task.ls_task_id, task.ls_project_id = candidates[sample_id], project.ls_project_id
-            task.status = AnnotationTask.Status.CREATED
-            task.save(update_fields=["ls_task_id", "ls_project_id", "status", "updated_at"])
-            adopted += 1
-    if adopted:
-        logger.warning(
-            "adopted unrecorded Label Studio tasks", extra={"round": project.round_id, "tasks": adopted}
-        )
-    return adopted
-
-
-def project_reconcile(*, project: LabelingProject, client: LabelStudioClient | None = None) -> dict:
-    """Repair what webhooks missed: adopt tasks an interrupted push left unrecorded, ingest new/changed
-    annotations, forget deleted ones.
-
-    Raises ``LabelStudioUnavailable`` or ``StorageUnavailable`` (after marking the sync degraded) so the
-    caller retries with backoff; what was ingested before the failure stays (each annotation is its own
-    transaction) and the next pass picks up the rest.
-    """
-    from labeling.instance import WrongInstance, instance_check
-
-    client = client or get_client()
-    counts = {"seen": 0, "stored": 0, "unchanged": 0, "recorded": 0, "rejected": 0, "forgotten": 0}
-    try:
-        instance_check(client=client)
-    except LabelStudioUnavailable as exc:  # down: degraded, and the caller retries with backoff
-        _mark_degraded(project, exc)
-        raise
-    except WrongInstance as exc:  # reading another instance would take every annotation for deleted
-        _mark_degraded(project, exc)
-        logger.error("reconciliation stopped: wrong Label Studio instance", extra={"project": project.pk})
-        return {**counts, "wrong_instance": True}
-    read_started = timezone.now()
-    # What the platform knew *before* reading Label Studio. An annotation that a webhook stores while the
-    # read is under way is absent from the listing but must not be taken for a deleted one (that
-    # forgot fresh masks and stored them again as duplicate versions on the next pass).
-    known = dict(
-        # Negative ids are archived records of a previous Label Studio instance (``labeling.instance``):
-        # never in this instance's listing, never "deleted" by it.
-        AnnotationRecord.objects.filter(
-            task__round_id=project.round_id, deleted=False, ls_annotation_id__gt=0
-        ).values_list("ls_annotation_id", "ls_updated_at")
-    )
-    try:
-        tasks = list(client.tasks_iter(project_id=project.ls_project_id))
-    except LabelStudioUnavailable as exc:
-        _mark_degraded(project, exc)
-        raise
-    counts["adopted"] = _adopt_unrecorded_tasks(project, tasks)
-    seen: set[int] = set()
-    for task in tasks:
-        for annotation in task.get("annotations") or []:
-            annotation.setdefault("task", task["id"])
-            annotation.setdefault("project", project.ls_project_id)
-            seen.add(int(annotation["id"]))
-            counts["seen"] += 1
-            if known.get(int(annotation["id"])) == str(annotation.get("updated_at") or ""):
-                counts["unchanged"] += 1
-                continue
-            try:
-                counts[annotation_ingest(annotation)] += 1
-            except (AnnotationRejected, masks.MaskRejected) as exc:
-                counts["rejected"] += 1
-                logger.warning(
-                    "annotation rejected", extra={"annotation": annotation["id"], "reason": str(exc)}
-                )
-            except StorageUnavailable as exc:  # media volume full/read-only: retried, nothing settled
-                _mark_degraded(project, exc)
-                raise
-    for missing in set(known) - seen:
-        counts["forgotten"] += int(annotation_forget(annotation_id=missing))
-    # Deliveries stuck in "pending" (broker down when they arrived) are settled by what we just read:
-    # only those received before the read began (a long pass must not settle a later change unread).
-    stale = min(read_started, timezone.now() - timedelta(seconds=60))
-    WebhookDelivery.objects.filter(
-        ls_project_id=project.ls_project_id, status=WebhookDelivery.Status.PENDING, received_at__lt=stale
-    ).update(
-        status=WebhookDelivery.Status.UNCHANGED,
-        message="settled by reconciliation",
-        processed_at=timezone.now(),
-    )
-    LabelingProject.objects.filter(pk=project.pk).update(
-        sync_state=LabelingProject.Sync.OK, sync_failures=0, last_sync_at=timezone.now(), last_sync_error=""
-    )
-    return counts
-
-
 def _link_author(ls_user: int) -> AnnotatorAccount | None:
     """Link an annotation's Label Studio author by email (``provisioning.annotator_link_ls_user``); when
     Label Studio cannot be asked right now the annotation keeps no author rather than failing."""
-    from labeling.client import LabelStudioRejected, LabelStudioUnavailable
     from labeling.provisioning import annotator_link_ls_user
 
     try:

@@ -588,7 +588,8 @@ def _good_rle(width: int = 40, height: int = 32) -> list[int]:
 
 def test_webhook_replay_stores_one_delivery_and_one_mask_version(labeling, media):
     from catalog.models import Mask
-    from labeling.ingest import annotation_ingest, delivery_process
+    from labeling.deliveries import delivery_process
+    from labeling.ingest import annotation_ingest
     from labeling.models import WebhookDelivery
 
     annotation = _annotation([_verdict(), _brush(_good_rle())])
@@ -629,7 +630,7 @@ INGEST = {
 
 @pytest.mark.parametrize("case_id", [p for p in cases("ingest") if p.values[0] in INGEST])
 def test_ingest_rejects_bad_annotations_and_stores_no_mask(case_id, labeling, media):
-    from labeling.ingest import delivery_process
+    from labeling.deliveries import delivery_process
     from labeling.models import WebhookDelivery
 
     result, fragment = INGEST[case_id]
@@ -659,7 +660,7 @@ def test_ingest_choices_not_a_list_is_rejected(labeling, media):
 
 def test_comment_nul(labeling, media):
     from catalog.models import Mask
-    from labeling.ingest import delivery_process
+    from labeling.deliveries import delivery_process
     from labeling.models import AnnotationRecord, WebhookDelivery
 
     comment = {"type": "textarea", "value": {"text": ["blend seam\x00 at the jaw"]}}

@@ -88,7 +88,7 @@ def test_after_the_window_a_new_delivery_asks_redis_and_finds_the_flag(project, 
 def test_each_pending_delivery_is_claimed_once_even_by_concurrent_dispatchers(project):
     from django.db import connection
 
-    from labeling.ingest import deliveries_claim, deliveries_unclaim
+    from labeling.deliveries import deliveries_claim, deliveries_unclaim
     from labeling.models import WebhookDelivery
 
     WebhookDelivery.objects.bulk_create(

@@ -30,10 +30,11 @@ def test_label_studio_and_webhook_target_down_mid_sync_every_mask_recovered_once
     from django.conf import settings
 
     from catalog.models import Mask
-    from labeling.ingest import delivery_process, project_reconcile
+    from labeling.deliveries import delivery_process
     from labeling.models import LabelingProject, WebhookDelivery
     from labeling.oracle import oracle_answer
     from labeling.provisioning import round_push_tasks
+    from labeling.reconcile import project_reconcile
     from workers.tasks.labeling import project_reconcile_task, reconcile_task
 
     def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
@@ -116,10 +117,10 @@ def test_push_interrupted_after_label_studio_imported_the_tasks_loses_no_mask(
     must adopt the tasks (by their sample id) and store every mask once; a later push imports nothing."""
     from catalog.models import Sample
     from labeling.client import LabelStudioClient, LabelStudioUnavailable
-    from labeling.ingest import project_reconcile
     from labeling.models import LabelingProject, WebhookDelivery
     from labeling.oracle import oracle_account, oracle_result
     from labeling.provisioning import round_push_tasks
+    from labeling.reconcile import project_reconcile
     from rounds.models import AnnotationTask
 
     class AnswerLost(LabelStudioClient):
@@ -165,10 +166,11 @@ def test_annotation_stored_by_webhook_during_a_reconciliation_read_is_kept_once(
     (a duplicate mask version). Found by the ls_outage benchmark (2 worker threads)."""
     from catalog.models import Sample
     from labeling.client import LabelStudioClient
-    from labeling.ingest import annotation_ingest, project_reconcile
+    from labeling.ingest import annotation_ingest
     from labeling.models import AnnotationRecord, LabelingProject
     from labeling.oracle import oracle_account, oracle_answer, oracle_result
     from labeling.provisioning import round_push_tasks
+    from labeling.reconcile import project_reconcile
     from rounds.models import AnnotationTask
 
     round_obj, samples = make_round(platform_media_root, name="ls-read-race", fakes=2, reals=0)

@@ -36,11 +36,12 @@ def test_the_state_directory_decides_the_database_not_the_shell(labelstudio_serv
 def test_a_reset_label_studio_is_noticed_and_reprovisioning_loses_no_mask(labeling_live, platform_media_root):
     from catalog.models import Mask
     from labeling.client import _cached
-    from labeling.ingest import annotation_ingest, project_reconcile
+    from labeling.ingest import annotation_ingest
     from labeling.instance import WrongInstance, instance_check, instance_reprovision, instance_state
     from labeling.masks import brush_result
     from labeling.models import LabelingProject
     from labeling.provisioning import round_push_tasks
+    from labeling.reconcile import project_reconcile
     from rounds.models import AnnotationTask, Round
     from rounds.phases.common import RoundStopped
     from rounds.workflow import round_push, validate_config

@@ -97,8 +97,8 @@ def test_selection_to_exact_masks_through_webhooks(labeling_live, platform_media
     )
     client.annotation_delete(ann1["id"])
     from catalog.models import Sample
-    from labeling.ingest import project_reconcile
     from labeling.models import AnnotationRecord
+    from labeling.reconcile import project_reconcile
 
     project.refresh_from_db()
     project_reconcile(project=project, client=client)  # the deletion webhook or this, whichever is first

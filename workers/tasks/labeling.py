@@ -37,7 +37,7 @@ def _transient() -> tuple[type[BaseException], ...]:
     retry_backoff_max=120,
 )
 def webhook_delivery_task(delivery_id: int) -> str:
-    from labeling.ingest import delivery_process
+    from labeling.deliveries import delivery_process
 
     return delivery_process(delivery_id=delivery_id)
 
@@ -50,7 +50,7 @@ def webhook_delivery_task(delivery_id: int) -> str:
     retry_backoff_max=60,
 )
 def webhook_dispatch_task() -> int:
-    from labeling.ingest import deliveries_claim, deliveries_unclaim
+    from labeling.deliveries import deliveries_claim, deliveries_unclaim
 
     total = 0
     while ids := deliveries_claim():
@@ -72,8 +72,8 @@ def webhook_dispatch_task() -> int:
     retry_backoff_max=120,
 )
 def project_reconcile_task(project_id: int) -> dict:
-    from labeling.ingest import project_reconcile
     from labeling.models import LabelingProject
+    from labeling.reconcile import project_reconcile
 
     project = LabelingProject.objects.filter(pk=project_id, active=True).first()
     if project is None:
