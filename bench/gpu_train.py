@@ -25,7 +25,7 @@ from bench.common import device_info, peak_rss_mb
 def run(quick: bool) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ml.data.generate import generate_dataset
-    from ml.experiments.budget import load_splits
+    from ml.data.protocols import load_splits
     from ml.training.devices import choose_device, describe
     from ml.training.pipeline import FitSpec, evaluate, fit_detector
 

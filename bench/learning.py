@@ -111,7 +111,7 @@ def fit(root, splits, detector, config, *, seed, epochs, lr, out, mask_ids=froze
 def fit_and_score(
     root, splits, detector, config, *, seed, epochs, lr, out, mask_fraction=0.0, init=None
 ) -> dict:
-    from ml.experiments.budget import with_unseen_reals
+    from ml.data.protocols import with_unseen_reals
     from ml.training.pipeline import evaluate
 
     fakes = sorted(r["id"] for r in splits["train"] if r["label"] == "fake" and r.get("mask_path"))

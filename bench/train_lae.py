@@ -50,9 +50,10 @@ def _recorded(stream, count: int, into: list):
 def run(quick: bool) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ml.data.generate import generate_dataset
+    from ml.data.protocols import load_splits, mask_pool
     from ml.detectors import create
-    from ml.experiments.budget import load_splits, make_dataset, mask_pool
     from ml.training import make_train_loader, seed_everything
+    from ml.training.pipeline import make_dataset
 
     size, count = 64, (240 if quick else 1200)
     batch_size, pairs, block = 32, (7 if quick else 10), (2 if quick else 3)

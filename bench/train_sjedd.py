@@ -39,10 +39,11 @@ def _steps(detector, optimizer, pairs, device) -> tuple[float, int]:
 def run(quick: bool) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ml.data.generate import generate_dataset
+    from ml.data.protocols import load_splits
     from ml.detectors import create
-    from ml.experiments.budget import load_splits, make_dataset
     from ml.sjedd.graph import state_matrix
     from ml.training import make_train_loader, seed_everything
+    from ml.training.pipeline import make_dataset
 
     model, size = "sjedd-tiny-vit", 64
     count = 240 if quick else 1200

@@ -25,13 +25,12 @@ import os
 import sys
 from pathlib import Path
 
+from ml.data.protocols import load_splits, mask_pool
 from ml.detectors import available
 from ml.experiments.budget import (
     BUILTIN_SELECTORS,
     SelectionContext,
     budget_count,
-    load_splits,
-    mask_pool,
     parse_budget,
     train_and_evaluate,
 )
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 def cross_dataset(model, manifests: list[Path], threshold: float, args) -> dict:
     """The trained model on each other dataset's test split (all rows without one), keyed by folder name."""
     from ml.data.manifest import read_manifest
-    from ml.experiments.budget import evaluate_rows
+    from ml.training.pipeline import evaluate
 
     device = str(next(model.parameters()).device)
     out = {}
@@ -191,8 +190,8 @@ def cross_dataset(model, manifests: list[Path], threshold: float, args) -> dict:
         rows = read_manifest(manifest)
         rows = [r for r in rows if r.get("split") == "test"] or rows
         name = manifest.resolve().parent.name
-        out[name] = evaluate_rows(model, rows, manifest.resolve().parent, model.input_size, threshold, device,
-                                  args.batch_size * 2)  # fmt: skip
+        out[name] = evaluate(model, rows, manifest.resolve().parent, threshold=threshold,
+                             image_size=model.input_size, device=device, batch_size=args.batch_size * 2)  # fmt: skip
     return out
 
 

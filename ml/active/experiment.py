@@ -45,7 +45,7 @@ def score_pool(ctx, strategies: Sequence[str], batch_size: int = 128, seed: int 
 
 
 def _score(ctx, rows, strategies, batch_size, seed):
-    from ml.experiments.budget import make_dataset
+    from ml.training.pipeline import make_dataset
 
     dataset = make_dataset(rows, ctx.dataset_dir, ctx.image_size, normalization=ctx.model.preprocessing())
     model = ctx.model.to(ctx.device)

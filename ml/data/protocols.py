@@ -28,6 +28,7 @@ the variant key of each family is ``manipulations.VARIANT_KEY``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +146,27 @@ def split_rows(rows: list[dict], protocol: dict) -> dict[str, list[dict]]:
             and (r["label"] == "real" or (r["label"] == "fake" and _matches(r, selector)))
         ]
     return out
+
+
+def load_splits(dataset_dir: str | Path, protocol: str) -> dict[str, list[dict]]:
+    """A dataset's manifest split by one of its protocols; train and val must not be empty."""
+    from ml.data.manifest import read_manifest
+
+    rows = read_manifest(Path(dataset_dir) / "manifest.jsonl")
+    splits = split_rows(rows, load_protocol(dataset_dir, protocol))
+    if not splits.get("train") or not splits.get("val"):
+        raise ValueError(f"protocol {protocol!r} has an empty train or val split in {dataset_dir}")
+    return splits
+
+
+def mask_pool(rows: Sequence[dict]) -> list[dict]:
+    """Training rows that can receive a mask: fakes with a ground-truth mask file."""
+    return [r for r in rows if r.get("label") == "fake" and r.get("mask_path")]
+
+
+def with_unseen_reals(splits: dict[str, list[dict]]) -> list[dict]:
+    """The unseen test set; when the protocol put no reals there, borrow the seen test's reals for AUC."""
+    unseen = list(splits.get("test_unseen") or [])
+    if unseen and not any(r["label"] == "real" for r in unseen):
+        unseen += [r for r in splits.get("test_seen", []) if r["label"] == "real"]
+    return unseen

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from ml.active.selection import Budget
+from ml.data.protocols import load_splits, mask_pool, with_unseen_reals
 from ml.detectors import Detector
 from ml.training import (
     TrainConfig,
@@ -63,7 +64,7 @@ class SelectionContext:
         """Run ``model`` over ``rows`` (default: the candidates) without masks."""
         if self.model is None:
             raise ValueError("this selector needs the mask-free model")
-        dataset = make_dataset(
+        dataset = pipeline.make_dataset(
             list(rows if rows is not None else self.candidates),
             self.dataset_dir,
             self.image_size,
@@ -81,8 +82,12 @@ def random_selector(ctx: SelectionContext) -> list[str]:
 
 
 def predictive_entropy(probs: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    """Entropy (nats) of P(fake): ``ml.active.strategies.binary_entropy``, the one definition."""
+    import torch
+
+    from ml.active.strategies import binary_entropy
+
+    return binary_entropy(torch.as_tensor(np.asarray(probs, dtype=np.float64))).numpy()
 
 
 def uncertainty_selector(ctx: SelectionContext) -> list[str]:
@@ -97,37 +102,6 @@ BUILTIN_SELECTORS: dict[str, Selector] = {"random": random_selector, "uncertaint
 NEEDS_MODEL = {"uncertainty"}
 
 
-def make_dataset(
-    rows: list[dict],
-    dataset_dir: Path,
-    image_size: int,
-    mask_ids: set[str] | None = None,
-    preload: bool = False,
-    normalization: dict | None = None,
-):
-    """The data engine's dataset; ``preload`` decodes every PNG once (small images, many epochs);
-    ``normalization``: the detector's ``preprocessing()``."""
-    return pipeline.make_dataset(
-        rows, dataset_dir, image_size, mask_ids, preload=preload, normalization=normalization
-    )
-
-
-def load_splits(dataset_dir: Path, protocol: str) -> dict[str, list[dict]]:
-    from ml.data.manifest import read_manifest
-    from ml.data.protocols import load_protocol, split_rows
-
-    rows = read_manifest(Path(dataset_dir) / "manifest.jsonl")
-    splits = split_rows(rows, load_protocol(dataset_dir, protocol))
-    if not splits.get("train") or not splits.get("val"):
-        raise ValueError(f"protocol {protocol!r} has an empty train or val split in {dataset_dir}")
-    return splits
-
-
-def mask_pool(rows: Sequence[dict]) -> list[dict]:
-    """Training rows that can receive a mask: fakes with a ground-truth mask file."""
-    return [r for r in rows if r.get("label") == "fake" and r.get("mask_path")]
-
-
 def budget_count(budget: float, train_rows: Sequence[dict]) -> int:
     """Masks for ``budget`` of the training data (real + fake), at most the pool size; 1.0 = every fake
     (``ml.active.Budget`` resolved against the training rows)."""
@@ -140,36 +114,6 @@ def parse_budget(text: str | float) -> float:
         return Budget.parse(text, counts=False).fraction or 0.0
     except ValueError as exc:
         raise ValueError(f"mask budget {text!r}: {exc}") from None
-
-
-def with_unseen_reals(splits: dict[str, list[dict]]) -> list[dict]:
-    """The unseen test set; when the protocol put no reals there, borrow the seen test's reals for AUC."""
-    unseen = list(splits.get("test_unseen") or [])
-    if unseen and not any(r["label"] == "real" for r in unseen):
-        unseen += [r for r in splits.get("test_seen", []) if r["label"] == "real"]
-    return unseen
-
-
-def evaluate_rows(
-    detector: Detector,
-    rows: list[dict],
-    dataset_dir: Path,
-    image_size: int,
-    threshold: float,
-    device: str,
-    batch_size: int,
-) -> dict[str, Any]:
-    """Classification (+ AUC standard error, P(fake) spread) on ``rows`` + localization on every fake
-    with a ground-truth mask (``ml.training.pipeline.evaluate``)."""
-    return pipeline.evaluate(
-        detector,
-        rows,
-        dataset_dir,
-        threshold=threshold,
-        image_size=image_size,
-        device=device,
-        batch_size=batch_size,
-    )
 
 
 def train_and_evaluate(
@@ -220,7 +164,8 @@ def train_and_evaluate(
     if not distributed.current().is_main:  # data-parallel: rank 0 evaluates and writes eval.json
         return model, {}
     device = str(next(model.parameters()).device)
-    size = fitted.image_size
+    scoring = {"threshold": result.threshold, "image_size": fitted.image_size, "device": device,
+               "batch_size": batch_size * 2}  # fmt: skip
     evaluation = {
         "val_auc": result.best_val_auc if math.isfinite(result.best_val_auc) else None,
         "best_epoch": result.best_epoch,
@@ -228,12 +173,8 @@ def train_and_evaluate(
         "threshold": result.threshold,
         "seconds": round(fitted.seconds, 3),
         "model_path": str(result.model_path),
-        "seen": evaluate_rows(
-            model, splits.get("test_seen", []), dataset_dir, size, result.threshold, device, batch_size * 2
-        ),
-        "unseen": evaluate_rows(
-            model, with_unseen_reals(splits), dataset_dir, size, result.threshold, device, batch_size * 2
-        ),
+        "seen": pipeline.evaluate(model, splits.get("test_seen", []), dataset_dir, **scoring),
+        "unseen": pipeline.evaluate(model, with_unseen_reals(splits), dataset_dir, **scoring),
     }
     (out_dir / "eval.json").write_text(json.dumps(evaluation, indent=2, sort_keys=True) + "\n")
     return model, evaluation

@@ -101,8 +101,8 @@ def run_experiment(
     ``-quickgelu`` model); the data follow the towers' preprocessing contract (CLIP's mean/std when
     pretrained). ``device``: ``ml.training.devices`` (auto = CUDA when present). The paper's recipe is
     ``optimizer="adamw", lr=6e-7, weight_decay=1e-3, schedule="cosine"``, 20 epochs, both towers tuned."""
+    from ml.data.protocols import load_splits
     from ml.detectors import create
-    from ml.experiments.budget import load_splits
     from ml.sjedd.autolambda import split_meta_rows
     from ml.training import make_eval_loader
     from ml.training.devices import choose_device

@@ -376,9 +376,9 @@ def test_video_dataset_rounds_evaluate_per_video_and_cap_selection_per_video(
     from ml.active.scoring import encode_embedding
     from ml.data.synthvideo import make_video_folder
     from ml.detectors import create
-    from ml.experiments.budget import evaluate_rows
     from ml.training.evaluate import predict_loader
     from ml.training.loaders import make_eval_loader
+    from ml.training.pipeline import evaluate
     from rounds.models import Round, Selection
     from rounds.phases.common import dataset_rows
     from rounds.phases.evaluation import video_level
@@ -400,7 +400,16 @@ def test_video_dataset_rounds_evaluate_per_video_and_cap_selection_per_video(
     torch.manual_seed(0)
     detector = create("lae", image_size=32, depth=3, width=8, latent_channels=16, groups=4)
     evaluated = video_level(
-        rows, evaluate_rows(detector, rows, celery_worker_proc.media_root, 32, 0.5, "cpu", 8)
+        rows,
+        evaluate(
+            detector,
+            rows,
+            celery_worker_proc.media_root,
+            threshold=0.5,
+            image_size=32,
+            device="cpu",
+            batch_size=8,
+        ),
     )
     assert evaluated["n"] == len(rows) and evaluated["n_videos"] == 2
     from ml.data.dataset import ForgeryDataset

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
+from ml.data.protocols import mask_pool, with_unseen_reals
 from ml.experiments import (
     SelectionContext,
     budget_count,
-    mask_pool,
     parse_budget,
     plot_budget_curves,
     predictive_entropy,
@@ -14,7 +14,7 @@ from ml.experiments import (
     summarize,
     uncertainty_selector,
 )
-from ml.experiments.budget import _resolve_selectors, with_unseen_reals
+from ml.experiments.budget import _resolve_selectors
 from ml.training.evaluate import Predictions
 
 pytestmark = pytest.mark.unit

@@ -9,7 +9,8 @@ much harder for a tiny model trained from scratch (``python -m bench learning``)
 import pytest
 import torch
 
-from ml.experiments.budget import load_splits, train_and_evaluate
+from ml.data.protocols import load_splits
+from ml.experiments.budget import train_and_evaluate
 from ml.training import TrainConfig, load_detector
 
 pytestmark = [pytest.mark.unit, pytest.mark.slow]

@@ -3,7 +3,7 @@
 Called from the ``gpu``-queue tasks in ``workers/tasks/rounds.py`` (and, for draft masks, from
 ``rounds.workflow.round_push``); torch and ``ml`` are imported inside the functions so the web process
 never loads them. Each phase turns the round's rows into a spec for the Django-free pipeline
-(``ml.training.pipeline``, ``ml.active``, ``ml.experiments.budget``) and reports progress:
+(``ml.training.pipeline``, ``ml.active``, ``ml.data.protocols``) and reports progress:
 
 * ``rounds.phases.common``: what every phase shares: ``RoundStopped``, the round's artifact directory
   (``round_dir``), the device, the dataset's rows and protocol splits (``dataset_rows``,

@@ -36,8 +36,9 @@ def video_level(rows: list[dict], metrics: dict[str, Any]) -> dict[str, Any]:
 def round_evaluate(*, round_id: int) -> None:
     """evaluating → done: test metrics per detector, one DetectorVersion each (idempotent by tag), and
     the round's draft quality against the submitted and the ground-truth masks."""
-    from ml.experiments.budget import evaluate_rows, with_unseen_reals
+    from ml.data.protocols import with_unseen_reals
     from ml.training import load_detector
+    from ml.training.pipeline import evaluate
 
     round_ = enter_phase(round_id, Round.State.EVALUATING, "evaluating")
     if round_ is None:
@@ -57,17 +58,23 @@ def round_evaluate(*, round_id: int) -> None:
         path = root / info["model"]
         detector = load_detector(path, map_location=device)[0]
         size = int(info.get("image_size") or round_.config["image_size"])
+        scoring = {
+            "threshold": info["threshold"],
+            "image_size": size,
+            "device": str(device),
+            "batch_size": batch,
+        }
         seen_rows, unseen_rows = splits.get("test_seen", []), with_unseen_reals(splits)
         metrics = {
-            "seen": video_level(seen_rows, evaluate_rows(detector, seen_rows, root, size, info["threshold"], str(device), batch)),
-            "unseen": video_level(unseen_rows, evaluate_rows(detector, unseen_rows, root, size, info["threshold"], str(device), batch)),
+            "seen": video_level(seen_rows, evaluate(detector, seen_rows, root, **scoring)),
+            "unseen": video_level(unseen_rows, evaluate(detector, unseen_rows, root, **scoring)),
             "val_auc": info.get("val_auc"),
             "masks_used": info.get("masks", 0),
             "masked_fraction": round_.progress.get("masked_fraction"),
         }  # fmt: skip
         cross = {}
         for other, rows in cross_sets:
-            evaluated = evaluate_rows(detector, rows, root, size, info["threshold"], str(device), batch)
+            evaluated = evaluate(detector, rows, root, **scoring)
             cross[other.name] = {**video_level(rows, evaluated), "dataset": other.pk}
         if cross:
             metrics["cross_dataset"] = cross
