@@ -23,7 +23,7 @@ import numpy as np
 
 from ml.data import images
 from ml.data import landmarks as L
-from ml.data.manipulations import FAMILIES, Face, Forgery, manipulate, nearest_donor, sample_params
+from ml.data.manipulations import Face, Forgery, manipulate, nearest_donor, sample_params
 
 LFW_UPSCALE = 4
 
@@ -81,16 +81,3 @@ def forge_real(
             donor = others[int(rng.integers(len(others)))]
         params["donor_identity"] = donor.identity
     return manipulate(family, face, params, donor=donor)
-
-
-def real_photo_forgeries(
-    size: int, seed: int, lfw: int = 100
-) -> tuple[list[tuple[Face, Forgery]], list[dict]]:
-    """Each usable photo with one forgery (families in turn), plus the skip report."""
-    found = real_faces(size, lfw)
-    rng = np.random.default_rng([seed, 7])
-    pairs = []
-    for k, face in enumerate(found.faces):
-        family = FAMILIES[k % len(FAMILIES)]
-        pairs.append((face, forge_real(found.faces, k, family, rng)))
-    return pairs, found.skipped
