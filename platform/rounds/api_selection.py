@@ -20,12 +20,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from forgery_site.api import Pagination, StrictFilterSerializer
-from rounds.scoring import (
-    histogram_png,
-    scores_progress,
-    selection_list,
-    uncertainty_histogram,
-)
+from rounds.scoring import scores_progress
+from rounds.selection import histogram_png, selection_list, uncertainty_histogram
 
 
 class SelectionOutputSerializer(serializers.Serializer):

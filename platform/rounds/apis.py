@@ -53,7 +53,7 @@ class RoundOutputSerializer(serializers.Serializer):
 def _round_body(round_, *, budget: bool = True) -> dict:
     """The round as JSON; ``budget``: with the campaign's mask budget now (``rounds.scoring.budget_status``:
     spent / total, remaining, this round's budget: three counts), left out of the list."""
-    from rounds.scoring import budget_status
+    from rounds.pool import budget_status
 
     body = RoundOutputSerializer(round_).data
     progress = dict(body["progress"] or {})

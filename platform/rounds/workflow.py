@@ -246,7 +246,7 @@ def _same_kind(value: Any, default: Any) -> bool:
 def _active_problem(config: dict[str, Any]) -> str | None:
     """Check the ``active`` (scoring) settings at launch, so a typo is a 400 now, not a failed round later."""
     from catalog.paths import PathError, check_relative
-    from rounds.scoring import SCORING_DEFAULTS, scoring_config
+    from rounds.pool import SCORING_DEFAULTS, scoring_config
 
     active = config["active"]
     for key, value in active.items():
@@ -385,7 +385,7 @@ def _detector_training_problem(extra: dict[str, Any]) -> str | None:
 
 def _strategy_problem(config: dict[str, Any]) -> str | None:
     """A strategy the round's detectors cannot score is a 400 at launch (there is no fallback strategy)."""
-    from rounds.scoring import scoring_config
+    from rounds.pool import scoring_config
 
     strategies = scoring_config(round_=Round(config=config))["strategies"]
     detectors = set(config["detectors"]) | set(config["active"].get("committee") or {})
@@ -434,7 +434,7 @@ def round_launch(*, dataset: Dataset, config: dict[str, Any] | None, user) -> Ro
 
 def _budget_check(dataset: Dataset, config: dict[str, Any]) -> dict[str, Any]:
     """The campaign's budget at launch (under the dataset's lock); refuses a round that would exceed it."""
-    from rounds.scoring import budget_status
+    from rounds.pool import budget_status
 
     budget = budget_status(round_=Round(dataset=dataset, config=config))
     if budget["spent"] + budget["round"] > budget["total"]:

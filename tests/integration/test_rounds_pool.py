@@ -156,7 +156,7 @@ def test_the_pool_filter_is_the_protocol_split_in_sql(platform_media_root):
     from ml.data.protocols import BUILTIN, SPLIT_KEYS, split_rows
     from rounds.models import Round
     from rounds.phases.common import dataset_rows
-    from rounds.scoring import SCORING_DEFAULTS, protocol_filter, round_protocol, training_pool_size
+    from rounds.pool import SCORING_DEFAULTS, protocol_filter, round_protocol, training_pool_size
 
     dataset = import_generated_dataset(platform_media_root, "pool-protocols", count=160)
     rows = dataset_rows(dataset.pk, ground_truth=False)
@@ -243,7 +243,8 @@ def test_unreadable_pool_images_are_skipped_not_waited_for(celery_worker_proc, p
     from catalog.models import Sample
     from poolscores.models import PoolScore
     from rounds.models import Selection
-    from rounds.scoring import UNREADABLE, scoring_pool
+    from rounds.pool import scoring_pool
+    from rounds.scoring import UNREADABLE
 
     dataset = import_generated_dataset(platform_media_root, "pool-unreadable", count=96)
     round_ = _scoring_round(dataset, platform_media_root, 1, scoring="distributed", active={"shard_size": 10})

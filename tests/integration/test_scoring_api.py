@@ -36,7 +36,8 @@ def _round(n_videos: int = 10, frames: int = 3, **active):
 
 def _score_all(round_, seed: int = 0, dim: int = 8) -> list[int]:
     from ml.active.scoring import encode_embedding
-    from rounds.scoring import score_upsert, scoring_pool
+    from rounds.pool import scoring_pool
+    from rounds.scoring import score_upsert
 
     ids = list(scoring_pool(round_=round_).order_by("id").values_list("id", flat=True))
     rng = np.random.default_rng(seed)
@@ -89,7 +90,7 @@ def test_selection_budget_cap_rank_average_and_rerun():
     from ml.active.strategies import combine_ranks
     from poolscores.models import PoolScore
     from rounds.models import Selection
-    from rounds.scoring import selection_run
+    from rounds.selection import selection_run
 
     round_ = _round()
     with pytest.raises(Conflict, match="scored"):
@@ -119,7 +120,7 @@ def test_selection_budget_cap_rank_average_and_rerun():
 
 def test_selection_without_diversity_is_top_score_under_cap():
     from rounds.models import Selection
-    from rounds.scoring import selection_run
+    from rounds.selection import selection_run
 
     round_ = _round(strategies=["entropy"], diversity=False, per_video_cap=None, budget=4)
     _score_all(round_)
@@ -136,7 +137,7 @@ def test_selection_without_diversity_is_top_score_under_cap():
 
 
 def test_selection_and_histogram_api():
-    from rounds.scoring import selection_run
+    from rounds.selection import selection_run
 
     round_ = _round()
     _score_all(round_)
@@ -162,7 +163,8 @@ def test_selection_and_histogram_api():
 
 def test_unknown_settings_and_missing_checkpoint_are_clear_errors():
     from forgery_site.errors import Conflict, InvalidInput
-    from rounds.scoring import round_checkpoints, scoring_config
+    from rounds.pool import scoring_config
+    from rounds.scoring import round_checkpoints
 
     round_ = _round(typo=1)
     with pytest.raises(InvalidInput, match="typo"):

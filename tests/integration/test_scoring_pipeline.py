@@ -115,7 +115,8 @@ def _wait(predicate, timeout: float, what: str, worker=None, log: Path | None = 
 
 @pytest.mark.django_db
 def test_shards_partition_the_pool_by_id_range(platform_media_root):
-    from rounds.scoring import scoring_pool, scoring_shards, shard_rows
+    from rounds.pool import scoring_pool
+    from rounds.scoring import scoring_shards, shard_rows
 
     round_ = _build_round(platform_media_root)
     shards = scoring_shards(round_id=round_.pk)

@@ -382,7 +382,9 @@ def test_video_dataset_rounds_evaluate_per_video_and_cap_selection_per_video(
     from rounds.models import Round, Selection
     from rounds.phases.common import dataset_rows
     from rounds.phases.evaluation import video_level
-    from rounds.scoring import score_upsert, scoring_pool, selection_run
+    from rounds.pool import scoring_pool
+    from rounds.scoring import score_upsert
+    from rounds.selection import selection_run
 
     root = celery_worker_proc.media_root / "eval-folder"
     make_video_folder(root, n_videos=8, frames=FRAMES, size=FRAME_SIZE, seed=11)

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.unit
 def test_the_schema_names_every_option_and_every_active_setting():
     from ml.data.protocols import BUILTIN
     from rounds.config_schema import CONFIG_SCHEMA, PROTOCOLS
-    from rounds.scoring import SCORING_DEFAULTS
+    from rounds.pool import SCORING_DEFAULTS
     from rounds.workflow import DEFAULT_CONFIG
 
     assert set(CONFIG_SCHEMA["properties"]) == set(DEFAULT_CONFIG)
@@ -23,7 +23,7 @@ def test_the_schema_names_every_option_and_every_active_setting():
 
 def test_defaults_and_presets_fit_the_schema():
     from rounds.config_schema import schema_errors
-    from rounds.scoring import SCORING_DEFAULTS
+    from rounds.pool import SCORING_DEFAULTS
     from rounds.workflow import DEFAULT_CONFIG, PRESETS
 
     assert schema_errors(dict(DEFAULT_CONFIG)) == {}

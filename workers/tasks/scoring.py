@@ -66,13 +66,8 @@ def score_shard_rows(
     from catalog.paths import media_root
     from ml.active.scoring import encode_embedding, score_rows
     from ml.training.devices import choose_device, describe
-    from rounds.scoring import (
-        round_checkpoints,
-        round_get,
-        score_upsert,
-        scoring_config,
-        shard_rows,
-    )
+    from rounds.pool import round_get, scoring_config
+    from rounds.scoring import round_checkpoints, score_upsert, shard_rows
 
     round_ = round_get(round_id=round_id)
     if device is None:
@@ -178,7 +173,8 @@ def select_round(self, shard_results: list[dict] | None, round_id: int) -> dict[
     """Chord callback: every shard is in; move to "selecting" and store the selection."""
     from rounds import workflow
     from rounds.models import Round
-    from rounds.scoring import round_get, selection_run
+    from rounds.pool import round_get
+    from rounds.selection import selection_run
     from rounds.services import round_transition
 
     if round_get(round_id=round_id).state == Round.State.SCORING:
@@ -210,7 +206,8 @@ def shard_workers(shard_results: list[dict] | None) -> dict[str, int]:
 
 def scoring_chord(round_id: int):
     """The chord for a round (not sent): header = one ``score_shard`` per shard, body = ``select_round``."""
-    from rounds.scoring import round_get, scoring_config, scoring_shards
+    from rounds.pool import round_get, scoring_config
+    from rounds.scoring import scoring_shards
 
     shards = scoring_shards(round_id=round_id)
     queue = scoring_config(round_=round_get(round_id=round_id))["queue"]
@@ -224,7 +221,8 @@ def scoring_chord(round_id: int):
 def launch_scoring(round_id: int) -> dict[str, Any]:
     """Entry point: move the round to "scoring" (idempotent) and fan the shards out."""
     from rounds.models import Round
-    from rounds.scoring import round_checkpoints, round_get
+    from rounds.pool import round_get
+    from rounds.scoring import round_checkpoints
     from rounds.services import round_transition
 
     round_checkpoints(round_id=round_id)  # fail before fanning out if there is no detector

@@ -66,7 +66,7 @@ def protocol_splits(round_: Round, *, ground_truth: bool = False) -> dict[str, l
     """The round's rows per protocol split (``rounds.scoring.round_protocol``: the protocol files that
     travel with the imported dataset when present; built-in names work without them)."""
     from ml.data.protocols import split_rows
-    from rounds.scoring import round_protocol
+    from rounds.pool import round_protocol
 
     return split_rows(dataset_rows(round_.dataset_id, ground_truth=ground_truth), round_protocol(round_))
 

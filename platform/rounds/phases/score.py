@@ -35,7 +35,8 @@ def round_score(*, round_id: int) -> None:
     (``rounds.scoring.selection_run``): the same pool, scores and selection as the chord, in one task
     (the same shards, because BALD's dropout seed is per batch and batches are cut per shard). Used when
     the round says ``scoring: in_process``."""
-    from rounds.scoring import scoring_shards, selection_run
+    from rounds.scoring import scoring_shards
+    from rounds.selection import selection_run
     from workers.tasks.scoring import score_shard_rows
 
     round_ = enter_phase(round_id, Round.State.SCORING, "scoring")

@@ -146,7 +146,7 @@ class Command(BaseCommand):
         gets ``budget_total`` more of the training data on top of what is already masked (said, not
         hidden), so the loop runs again instead of every launch being refused."""
         from rounds.models import Round
-        from rounds.scoring import budget_status
+        from rounds.pool import budget_status
 
         status = budget_status(round_=Round(dataset=dataset, config=self._config(opts)))
         if status["spent"] and status["training_pool"]:
@@ -174,7 +174,7 @@ class Command(BaseCommand):
         """This round's budget: ``share`` of the training data when given, else what remains of the
         campaign's total spread evenly (as a count) over the rounds left, so the demo ends at the total."""
         from rounds.models import Round
-        from rounds.scoring import budget_status
+        from rounds.pool import budget_status
 
         if share is not None:
             return {"budget_fraction": share}
