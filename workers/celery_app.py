@@ -31,6 +31,7 @@ from django.apps import apps as django_apps  # noqa: E402
 if not django_apps.ready and not django_apps.loading:
     django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.db import InterfaceError, OperationalError  # noqa: E402
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
@@ -83,8 +84,8 @@ app.conf.update(
 # Redis hands an unacknowledged task (its worker died) out again after the visibility timeout. It must be
 # longer than the longest task (a training phase), or a task still running is delivered a second time;
 # CELERY_VISIBILITY_TIMEOUT (seconds, default 12 h). A killed worker's round is resumed much sooner by the
-# rounds watchdog (rounds.recovery, ROUNDS_STALL_S). Options set in the settings win over this default.
-VISIBILITY_TIMEOUT_S = float(os.environ.get("CELERY_VISIBILITY_TIMEOUT", str(12 * 3600)))
+# rounds watchdog (rounds.recovery, ROUNDS_STALL_S). Options set in the settings win over this one.
+VISIBILITY_TIMEOUT_S = float(settings.CELERY_VISIBILITY_TIMEOUT)
 app.conf.broker_transport_options = {
     "visibility_timeout": VISIBILITY_TIMEOUT_S,
     **(app.conf.broker_transport_options or {}),

@@ -34,13 +34,10 @@ PRESENCE_PREFIX = "forgerylab:presence:"
 _state: dict = {"client": None, "pid": None, "hostname": None, "stop": None, "warned": False}
 
 
-DEFAULT_INTERVAL_S = 10.0
-
-
 def interval_s() -> float:
     from django.conf import settings
 
-    return max(1.0, float(getattr(settings, "WORKER_PRESENCE_INTERVAL_S", DEFAULT_INTERVAL_S)))
+    return max(1.0, float(settings.WORKER_PRESENCE_INTERVAL_S))
 
 
 def ttl_s() -> int:

@@ -151,7 +151,7 @@ def worker_count(chunks: int) -> int:
 
     if threading.active_count() > 1:
         return 1
-    wanted = int(getattr(settings, "IMPORT_WORKERS", 0) or 0) or (os.cpu_count() or 1)
+    wanted = int(settings.IMPORT_WORKERS) or (os.cpu_count() or 1)
     return max(1, min(wanted, chunks))
 
 

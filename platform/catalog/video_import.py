@@ -38,7 +38,7 @@ from django.utils import timezone
 from catalog.models import ImportJob, Video
 from catalog.paths import PathError
 from catalog.sources import SourceError
-from catalog.video_items import DEFAULT_MAX_VIDEO_BYTES, DEFAULT_MAX_VIDEOS, VideoItem, VideoProblem
+from catalog.video_items import VideoItem, VideoProblem
 from catalog.video_sources import FFPP_COMPRESSIONS, video_entries
 from forgery_site.errors import InvalidInput, NotFound
 
@@ -107,8 +107,8 @@ def video_options(**given) -> dict:
 
 def _entries(job: ImportJob, options: dict) -> Iterator:
     limits = {
-        "max_videos": getattr(settings, "IMPORT_MAX_VIDEOS", DEFAULT_MAX_VIDEOS),
-        "max_bytes": getattr(settings, "IMPORT_MAX_VIDEO_BYTES", DEFAULT_MAX_VIDEO_BYTES),
+        "max_videos": settings.IMPORT_MAX_VIDEOS,
+        "max_bytes": settings.IMPORT_MAX_VIDEO_BYTES,
     }
     if options.get("compression"):
         if job.format != ImportJob.Format.FFPP_VIDEO:

@@ -74,7 +74,7 @@ DATABASE_DOWN_MESSAGE = "the database is temporarily unavailable; retry shortly"
 
 
 def _retry_after() -> str:
-    return str(int(getattr(settings, "DB_UNAVAILABLE_RETRY_AFTER", 5)))
+    return str(int(settings.DB_UNAVAILABLE_RETRY_AFTER))
 
 
 def database_unavailable_response(request, exc: Exception):

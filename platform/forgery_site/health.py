@@ -35,5 +35,5 @@ def health(request):
     )
     response["Cache-Control"] = "no-store"
     if not ok:  # the database check waits at most DB_CONNECT_TIMEOUT seconds; the next call reconnects
-        response["Retry-After"] = str(int(getattr(settings, "DB_UNAVAILABLE_RETRY_AFTER", 5)))
+        response["Retry-After"] = str(int(settings.DB_UNAVAILABLE_RETRY_AFTER))
     return response

@@ -1,82 +1,37 @@
-"""Settings: the one settings source, read from environment variables with documented defaults.
+"""Settings: every tunable comes from the environment through the typed registry in
+``forgery_site/config.py`` (names, types, defaults, meanings), documented in ``deploy/docs/settings.md``
+(generated from the registry: ``python manage.py settings_doc``). This module turns those values into
+Django's settings; the rest is fixed configuration.
 
-| variable            | default                                      | meaning                                    |
-|---------------------|----------------------------------------------|--------------------------------------------|
-| DATABASE_URL        | postgres://postgres@127.0.0.1:5432/test      | PostgreSQL (dj-database-url syntax)        |
-| REDIS_URL           | redis://127.0.0.1:6379/0                     | Celery broker + result backend             |
-| MEDIA_ROOT          | <repo>/var/media                             | media files (images, masks, artifacts)     |
-| IMPORT_ROOTS        | (empty: MEDIA_ROOT)                          | ':'-separated dirs inside MEDIA_ROOT that imports may read |
-| SECRET_KEY          | an insecure development key                  | must be set when DEBUG is off              |
-| DEBUG               | true                                         | development mode                           |
-| ALLOWED_HOSTS       | 127.0.0.1,localhost (+ '*' when DEBUG)       | comma-separated                            |
-| LABEL_STUDIO_URL    | http://127.0.0.1:8080                        | Label Studio base URL                      |
-| LABEL_STUDIO_PUBLIC_URL | (empty: LABEL_STUDIO_URL)                | Label Studio as browsers reach it (links)  |
-| LABEL_STUDIO_TOKEN  | (empty)                                      | Label Studio API token                     |
-| WEBHOOK_SECRET      | (empty)                                      | shared secret of Label Studio webhooks     |
-| LOG_LEVEL           | INFO                                         | root log level (logs are JSON lines)       |
-| CELERY_KEY_PREFIX   | (empty)                                      | Redis key prefix of the Celery queues      |
-| CACHE_URL           | redis://127.0.0.1:6379/2                     | shared cache (throttling counters); `locmem://` for one process |
-| DB_CONN_MAX_AGE     | 60                                           | seconds a database connection is reused (health-checked) |
-| DB_CONNECT_TIMEOUT  | 3                                            | seconds to wait for PostgreSQL before answering 503 |
-| DB_UNAVAILABLE_RETRY_AFTER | 5                                     | Retry-After (s) of the 503 while the database is down |
-
-Security (read when DEBUG is off; see deploy/docs/security.md "Production settings"):
-
-| variable                       | default                  | meaning                                        |
-|--------------------------------|--------------------------|------------------------------------------------|
-| SECURE_HSTS_SECONDS            | 31536000 (0 when DEBUG)  | Strict-Transport-Security max-age              |
-| SECURE_HSTS_INCLUDE_SUBDOMAINS | false                    | HSTS for every subdomain too                   |
-| SECURE_HSTS_PRELOAD            | false                    | ask browsers' preload lists to include the host |
-| SECURE_SSL_REDIRECT            | true (false when DEBUG)  | redirect http -> https (except /health)        |
-| SECURE_PROXY_SSL_HEADER        | (empty: off)             | e.g. X-Forwarded-Proto: trust the TLS proxy's header |
-| CSRF_TRUSTED_ORIGINS           | (empty)                  | comma-separated origins, e.g. https://lab.example.org |
-
-The process refuses to start with DEBUG off and the default or a weak SECRET_KEY, an empty
-WEBHOOK_SECRET, or '*' in ALLOWED_HOSTS (forgery_site/security.py).
+The process refuses to start on an environment value of the wrong type, and with DEBUG off on the default
+or a weak SECRET_KEY, an empty WEBHOOK_SECRET, or '*' in ALLOWED_HOSTS (forgery_site/security.py).
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from forgery_site import config
+from forgery_site.config import BASE_DIR, DEFAULT_SECRET_KEY
 from forgery_site.security import production_problems, proxy_ssl_header
 
-BASE_DIR = Path(__file__).resolve().parents[2]  # the repository root
+_env = config.read()  # every registry setting, typed (lowercase: not itself a setting)
+
 PLATFORM_DIR = BASE_DIR / "platform"
 
-DEFAULT_SECRET_KEY = "insecure-development-key-change-me"  # noqa: S105 - refused when DEBUG is off
-
-
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
-
-
-def env_list(name: str, default: list[str], sep: str = ",") -> list[str]:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    return [item.strip() for item in value.split(sep) if item.strip()]
-
-
-DEBUG = env_bool("DEBUG", True)
+DEBUG = _env["DEBUG"]
 # Secrets come from the environment only (never from a file in the repository).
-SECRET_KEY = os.environ.get("SECRET_KEY") or DEFAULT_SECRET_KEY
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] + (["*"] if DEBUG else []))
+SECRET_KEY = _env["SECRET_KEY"]
+ALLOWED_HOSTS = _env["ALLOWED_HOSTS"]  # default: 127.0.0.1, localhost (+ '*' when DEBUG is on)
 
-DATABASE_URL = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+DATABASE_URL = _env["DATABASE_URL"]
 # Persistent connections are checked before reuse (CONN_HEALTH_CHECKS), so a backend killed by a
 # PostgreSQL restart or pg_terminate_backend is replaced transparently. connect_timeout bounds how long a
 # request waits for an unreachable server before it gets 503 (forgery_site.errors.DatabaseUnavailableMiddleware).
-DB_CONN_MAX_AGE = int(os.environ.get("DB_CONN_MAX_AGE", "60"))
-DB_CONNECT_TIMEOUT = int(os.environ.get("DB_CONNECT_TIMEOUT", "3"))
-DB_UNAVAILABLE_RETRY_AFTER = int(os.environ.get("DB_UNAVAILABLE_RETRY_AFTER", "5"))
+DB_CONN_MAX_AGE = _env["DB_CONN_MAX_AGE"]
+DB_CONNECT_TIMEOUT = _env["DB_CONNECT_TIMEOUT"]
+DB_UNAVAILABLE_RETRY_AFTER = _env["DB_UNAVAILABLE_RETRY_AFTER"]
 DATABASES = {
     "default": dj_database_url.parse(DATABASE_URL, conn_max_age=DB_CONN_MAX_AGE, conn_health_checks=True)
 }
@@ -90,20 +45,20 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     _db_options.setdefault("keepalives_count", 3)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+REDIS_URL = _env["REDIS_URL"]
 
-MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "var" / "media")
+MEDIA_ROOT = _env["MEDIA_ROOT"]  # default: <repo>/var/media
 MEDIA_URL = "/media/"
-IMPORT_ROOTS = env_list("IMPORT_ROOTS", [], sep=":")
+IMPORT_ROOTS = _env["IMPORT_ROOTS"]
 STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
 
-LABEL_STUDIO_URL = os.environ.get("LABEL_STUDIO_URL", "http://127.0.0.1:8080")
+LABEL_STUDIO_URL = _env["LABEL_STUDIO_URL"]
 # Links for browsers (dashboard, annotator streams) when they reach Label Studio under another name than
 # the platform's processes do (containers: http://labelstudio:8080 inside, a public URL outside).
-LABEL_STUDIO_PUBLIC_URL = os.environ.get("LABEL_STUDIO_PUBLIC_URL", "")
-LABEL_STUDIO_TOKEN = os.environ.get("LABEL_STUDIO_TOKEN", "")
-WEBHOOK_SECRET = os.environ.get("WEBHOOK_SECRET", "")
+LABEL_STUDIO_PUBLIC_URL = _env["LABEL_STUDIO_PUBLIC_URL"]
+LABEL_STUDIO_TOKEN = _env["LABEL_STUDIO_TOKEN"]
+WEBHOOK_SECRET = _env["WEBHOOK_SECRET"]
 
 # ---------------------------------------------------------------------------------------- security
 # DEBUG off = production: refuse to start on a default/weak SECRET_KEY, an empty WEBHOOK_SECRET or a
@@ -117,10 +72,10 @@ if not DEBUG:
     )
     if _problems:
         raise ImproperlyConfigured("DEBUG is off and the settings are unsafe: " + " ".join(_problems))
-SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000"))
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
-SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = _env["SECURE_HSTS_SECONDS"]  # default: one year, 0 when DEBUG is on
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env["SECURE_HSTS_INCLUDE_SUBDOMAINS"]
+SECURE_HSTS_PRELOAD = _env["SECURE_HSTS_PRELOAD"]
+SECURE_SSL_REDIRECT = _env["SECURE_SSL_REDIRECT"]  # default: on, off when DEBUG is on
 SECURE_REDIRECT_EXEMPT = [r"^health$"]  # probes speak plain HTTP inside the cluster
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
@@ -128,7 +83,7 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Behind a TLS-terminating proxy: SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto (only if the proxy always
 # sets or strips that header; otherwise a client could claim HTTPS).
-SECURE_PROXY_SSL_HEADER = proxy_ssl_header(os.environ.get("SECURE_PROXY_SSL_HEADER", ""))
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(_env["SECURE_PROXY_SSL_HEADER"])
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = not DEBUG
 SESSION_COOKIE_HTTPONLY = True
 # The dashboard's scripts read the CSRF cookie to send X-CSRFToken, so it cannot be HttpOnly (Django:
@@ -140,7 +95,7 @@ SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 # annotator signing up in Label Studio would be logged out of the platform.
 SESSION_COOKIE_NAME = "forgerylab_session"
 CSRF_COOKIE_NAME = "forgerylab_csrftoken"
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+CSRF_TRUSTED_ORIGINS = _env["CSRF_TRUSTED_ORIGINS"]
 
 # Apps of the platform. Adding an app is one line here plus one line in forgery_site/urls.py.
 PLATFORM_APPS = [
@@ -245,7 +200,7 @@ SPECTACULAR_SETTINGS = {
 
 # Cache: shared by every web process, so per-user throttles hold across gunicorn workers. It lives in
 # its own Redis database because Django's cache.clear() flushes the whole database.
-CACHE_URL = os.environ.get("CACHE_URL", "redis://127.0.0.1:6379/2")
+CACHE_URL = _env["CACHE_URL"]
 if CACHE_URL.startswith("locmem://"):
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 else:
@@ -258,20 +213,13 @@ else:
     }
 
 # Celery (read by workers/celery_app.py with namespace CELERY).
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or REDIS_URL
-CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND") or REDIS_URL
+CELERY_BROKER_URL = _env["CELERY_BROKER_URL"]  # default: REDIS_URL
+CELERY_RESULT_BACKEND = _env["CELERY_RESULT_BACKEND"]  # default: REDIS_URL
 # A key prefix isolates one set of queues on a shared Redis (used by the test suite's worker).
-CELERY_KEY_PREFIX = os.environ.get("CELERY_KEY_PREFIX", "")
+CELERY_KEY_PREFIX = _env["CELERY_KEY_PREFIX"]
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": CELERY_KEY_PREFIX} if CELERY_KEY_PREFIX else {}
 
-# Dataset import limits (catalog/validation.py).
-IMPORT_MAX_IMAGE_BYTES = int(os.environ.get("IMPORT_MAX_IMAGE_BYTES", 20 * 1024 * 1024))
-IMPORT_MAX_IMAGE_PIXELS = int(os.environ.get("IMPORT_MAX_IMAGE_PIXELS", 4096 * 4096))
-IMPORT_MAX_ROWS = int(os.environ.get("IMPORT_MAX_ROWS", 2_000_000))
-# Processes that check an import's rows in parallel (catalog/rowcheck.py); 0: one per CPU core.
-IMPORT_WORKERS = int(os.environ.get("IMPORT_WORKERS", 0))
-
-LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO").upper()
+LOG_LEVEL = _env["LOG_LEVEL"].upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -280,3 +228,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Every other registry setting as it was read (import limits, inference, workers, Label Studio, video ...):
+# the apps and workers read them as settings.NAME, with no default of their own.
+globals().update({_name: _value for _name, _value in _env.items() if _name not in globals()})

@@ -203,7 +203,7 @@ class LabelStudioWebhookApi(APIView):
         given = request.headers.get(WEBHOOK_SECRET_HEADER)
         if not given:
             return Response({"detail": "missing webhook secret header"}, status=status.HTTP_401_UNAUTHORIZED)
-        expected = getattr(settings, "WEBHOOK_SECRET", "")
+        expected = settings.WEBHOOK_SECRET
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
             return Response({"detail": "wrong webhook secret"}, status=status.HTTP_403_FORBIDDEN)
         body = request.data

@@ -61,13 +61,10 @@ class LabelStudioRejected(LabelStudioError):
 
 
 def _token() -> str:
-    token = getattr(settings, "LABEL_STUDIO_TOKEN", "")
+    token = settings.LABEL_STUDIO_TOKEN
     if token:
         return token
-    token_file = Path(
-        getattr(settings, "LABEL_STUDIO_TOKEN_FILE", "")
-        or settings.BASE_DIR / "var" / "labelstudio" / "admin_token"
-    )
+    token_file = Path(settings.LABEL_STUDIO_TOKEN_FILE)
     if token_file.is_file():
         return token_file.read_text().strip()
     raise LabelStudioRejected(

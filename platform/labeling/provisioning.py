@@ -48,13 +48,11 @@ INSTRUCTION = (
 
 
 def webhook_url() -> str:
-    return getattr(settings, "LABELING_WEBHOOK_URL", "") or os.environ.get(
-        "LABELING_WEBHOOK_URL", "http://127.0.0.1:8000/api/v1/labeling/webhook"
-    )
+    return settings.LABELING_WEBHOOK_URL
 
 
 def webhook_secret() -> str:
-    secret = getattr(settings, "WEBHOOK_SECRET", "")
+    secret = settings.WEBHOOK_SECRET
     if not secret:
         raise LabelStudioRejected(
             "WEBHOOK_SECRET is not set: Label Studio webhooks could not be authenticated"
@@ -256,7 +254,7 @@ def annotator_email(user) -> str:
 
 
 def public_url(path: str = "") -> str:
-    base = getattr(settings, "LABEL_STUDIO_PUBLIC_URL", "") or settings.LABEL_STUDIO_URL
+    base = settings.LABEL_STUDIO_PUBLIC_URL or settings.LABEL_STUDIO_URL
     return f"{base.rstrip('/')}{path}"
 
 

@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import os
-
 from django.conf import settings
 from django.http import FileResponse, QueryDict
 from drf_spectacular.types import OpenApiTypes
@@ -189,9 +187,7 @@ class InferenceThrottle(UserRateThrottle):
     scope = "inference"
 
     def get_rate(self) -> str:
-        return os.environ.get("INFERENCE_THROTTLE_RATE") or getattr(
-            settings, "INFERENCE_THROTTLE_RATE", "30/min"
-        )
+        return settings.INFERENCE_THROTTLE_RATE
 
 
 class Predict(APIView):

@@ -6,17 +6,8 @@ at all), a version not yet exported from its checkpoint in eager PyTorch; the lo
 per (tag, checksum, backend) in the process (``INFERENCE_CACHE_SIZE`` versions, least recently used
 evicted).
 
-Limits (environment variables or Django settings of the same name, read at call time):
-
-| variable                      | default  | meaning                                                   |
-|-------------------------------|----------|-----------------------------------------------------------|
-| INFERENCE_MAX_FILES           | 8        | images per request                                        |
-| INFERENCE_MAX_IMAGE_BYTES     | 10 MiB   | bytes per uploaded image (413)                            |
-| INFERENCE_MAX_IMAGE_PIXELS    | 4096²    | pixels per image (checked from the header)                |
-| INFERENCE_MAX_FACES           | 8        | faces scored per photo (largest first)                    |
-| INFERENCE_CACHE_SIZE          | 4        | detector versions kept loaded per process                 |
-| INFERENCE_BACKEND             | auto     | auto (bundle ONNX once exported, else torch), onnx, torch |
-| INFERENCE_THROTTLE_RATE       | 30/min   | per-user request rate (``modelhub.apis``)                 |
+Limits: the Django settings ``INFERENCE_*`` (registry ``forgery_site/config.py``, documented in
+deploy/docs/settings.md, "Inference API"), read at call time.
 
 Uploads are checked with the catalog's image validator (format, size, decompression bombs, truncation)
 from a temporary file that is deleted when the request ends: inference stores nothing.
@@ -53,10 +44,6 @@ class TooLarge(DomainError):
     code = "too_large"
 
 
-def limit(name: str, default: int) -> int:
-    return int(os.environ.get(name) or getattr(settings, name, default))
-
-
 _CACHE: OrderedDict[tuple[str, str], Any] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 
@@ -64,7 +51,7 @@ _CACHE_LOCK = threading.Lock()
 def inference_backend(*, version: DetectorVersion) -> str:
     """``INFERENCE_BACKEND``: ``auto`` (default: the exported bundle's ONNX model when the version has
     been exported, else the checkpoint in eager PyTorch), ``onnx`` (export required) or ``torch``."""
-    choice = os.environ.get("INFERENCE_BACKEND") or getattr(settings, "INFERENCE_BACKEND", "auto")
+    choice = settings.INFERENCE_BACKEND
     if choice not in ("auto", "onnx", "torch"):
         raise InvalidInput(f"INFERENCE_BACKEND must be auto, onnx or torch, not {choice!r}")
     exported = BUNDLE in (version.artifacts or {})
@@ -86,7 +73,7 @@ def inference_engine(*, version: DetectorVersion):
             return _CACHE[key]
     from ml.export.inference import FaceInference
 
-    max_faces = limit("INFERENCE_MAX_FACES", 8)
+    max_faces = int(settings.INFERENCE_MAX_FACES)
     if backend == "onnx":
         from ml.export.standalone import BundleError, Predictor
 
@@ -107,7 +94,7 @@ def inference_engine(*, version: DetectorVersion):
         engine = FaceInference(detector, max_faces=max_faces)
     with _CACHE_LOCK:
         _CACHE[key] = engine
-        while len(_CACHE) > limit("INFERENCE_CACHE_SIZE", 4):
+        while len(_CACHE) > int(settings.INFERENCE_CACHE_SIZE):
             _CACHE.popitem(last=False)
     return engine
 
@@ -124,7 +111,7 @@ def _decode(upload: Upload, directory: str, index: int):
     import numpy as np
     from PIL import Image
 
-    max_bytes = limit("INFERENCE_MAX_IMAGE_BYTES", 10 * 1024 * 1024)
+    max_bytes = int(settings.INFERENCE_MAX_IMAGE_BYTES)
     if upload.size > max_bytes:
         raise TooLarge(
             f"image {index} ({upload.name}) is {upload.size} bytes; the limit is {max_bytes}",
@@ -138,7 +125,7 @@ def _decode(upload: Upload, directory: str, index: int):
             handle.write(chunk)
     try:
         info = check_image(path, os.path.getsize(path))
-        max_pixels = limit("INFERENCE_MAX_IMAGE_PIXELS", 4096 * 4096)
+        max_pixels = int(settings.INFERENCE_MAX_IMAGE_PIXELS)
         if info.width * info.height > max_pixels:
             raise ValueError(f"{info.width}x{info.height} pixels exceeds the limit of {max_pixels}")
         with Image.open(path) as image:
@@ -168,9 +155,7 @@ def request_size_check(content_length: str | None) -> None:
         length = int(content_length or 0)
     except ValueError:
         raise InvalidInput("invalid Content-Length header") from None
-    allowed = limit("INFERENCE_MAX_FILES", 8) * limit("INFERENCE_MAX_IMAGE_BYTES", 10 * 1024 * 1024) + (
-        1 << 20
-    )
+    allowed = int(settings.INFERENCE_MAX_FILES) * int(settings.INFERENCE_MAX_IMAGE_BYTES) + (1 << 20)
     if length > allowed:
         raise TooLarge(f"request body of {length} bytes exceeds the limit of {allowed}")
 
@@ -183,7 +168,7 @@ def inference_run(
     *, version: DetectorVersion, uploads: list[Upload], mode: str = "photo", draft_mask: bool = False
 ) -> dict[str, Any]:
     """Score each uploaded image (all validated first: one bad file fails the request, nothing is kept)."""
-    max_files = limit("INFERENCE_MAX_FILES", 8)
+    max_files = int(settings.INFERENCE_MAX_FILES)
     if not uploads:
         raise InvalidInput("no images uploaded; send them as multipart field 'images'")
     if len(uploads) > max_files:

@@ -21,20 +21,20 @@ Two pieces, both backed by PostgreSQL (the one store that holds the rounds' stat
 * ``scoring_stall_step()``: distributed scoring whose chord went quiet (scores stopped arriving with no
   selection stored) gets its callback or its shards sent again by the scoring watch loop.
 
-Settings (environment): ``ROUNDS_STALL_S`` (default 120), ``ROUNDS_WATCHDOG_INTERVAL_S`` (default 30,
-the beat period of ``workers.tasks.rounds.rounds_watchdog``).
+Settings (deploy/docs/settings.md): ``ROUNDS_STALL_S`` (default 120), ``ROUNDS_WATCHDOG_INTERVAL_S``
+(default 30, the beat period of ``workers.tasks.rounds.rounds_watchdog``).
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
@@ -47,11 +47,11 @@ MAX_BACKOFF_S = 3600.0
 
 
 def stall_seconds() -> float:
-    return float(os.environ.get("ROUNDS_STALL_S", "120"))
+    return float(settings.ROUNDS_STALL_S)
 
 
 def watchdog_interval_seconds() -> float:
-    return float(os.environ.get("ROUNDS_WATCHDOG_INTERVAL_S", "30"))
+    return float(settings.ROUNDS_WATCHDOG_INTERVAL_S)
 
 
 @contextmanager

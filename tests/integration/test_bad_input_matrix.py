@@ -700,7 +700,7 @@ def _crop() -> bytes:
 
 
 INFERENCE = {
-    # case id: (form builder(marker) -> dict, env, status, fragment)
+    # case id: (form builder(marker) -> dict, settings, status, fragment)
     "inf-text-as-png": (lambda m: {"images": [_upload("a.png", badfiles.TEXT)]}, {}, 400, "not a decodable image"),
     "inf-truncated-png": (lambda m: {"images": [_upload("half.png", badfiles.truncated_png())]}, {}, 400,
                           "not a decodable image"),
@@ -713,21 +713,19 @@ INFERENCE = {
     "inf-pickle": (lambda m: {"images": [_upload("face.png", badfiles.pickle_payload(m))]}, {}, 400,
                    "not a decodable image"),
     "inf-oversized": (lambda m: {"images": [_upload("a.png", badfiles.noise_png(64, 64))]},
-                      {"INFERENCE_MAX_IMAGE_BYTES": "4096"}, 413, "too_large"),
+                      {"INFERENCE_MAX_IMAGE_BYTES": 4096}, 413, "too_large"),
     "inf-json-body": (None, {}, 415, "Unsupported media type"),
     "inf-too-many": (lambda m: {"images": [_upload(f"{i}.png", _crop()) for i in range(3)]},
-                     {"INFERENCE_MAX_FILES": "2"}, 400, "at most 2"),
+                     {"INFERENCE_MAX_FILES": 2}, 400, "at most 2"),
     "inf-unknown-field": (lambda m: {"images": [_upload("a.png", _crop())], "colour": "red"}, {}, 400, "colour"),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case_id", cases("inference"))
-def test_inference_refuses_bad_uploads_and_stores_nothing(
-    case_id, admin, version, media, marker, monkeypatch
-):
-    build, env, status, fragment = INFERENCE[case_id]
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+def test_inference_refuses_bad_uploads_and_stores_nothing(case_id, admin, version, media, marker, settings):
+    build, overrides, status, fragment = INFERENCE[case_id]
+    for key, value in overrides.items():
+        setattr(settings, key, value)
     snapshot = Snapshot(media)
     url = f"/api/v1/detectors/{version.tag}/predict/"
     if build is None:
@@ -765,8 +763,8 @@ def evil_versions(media, marker):
     return made
 
 
-def test_ckpt_pickle_predict(admin, evil_versions, media, marker, monkeypatch):
-    monkeypatch.setenv("INFERENCE_BACKEND", "torch")
+def test_ckpt_pickle_predict(admin, evil_versions, media, marker, settings):
+    settings.INFERENCE_BACKEND = "torch"
     snapshot = Snapshot(media)
     for version in evil_versions:
         response = _client(admin).post(

@@ -290,17 +290,17 @@ def test_bad_input_refused_with_reason_and_nothing_stored(
     assert _media_files(platform_media_root) == before and not Sample.objects.exists()
 
 
-def test_oversized_upload_is_413(annotator, versions, astronaut_png, monkeypatch):
-    monkeypatch.setenv("INFERENCE_MAX_IMAGE_BYTES", "1000")
+def test_oversized_upload_is_413(annotator, versions, astronaut_png, settings):
+    settings.INFERENCE_MAX_IMAGE_BYTES = 1000
     response = _client(annotator).post(
         "/api/v1/detectors/lae-r1/predict/", {"images": [_upload("a.png", astronaut_png)]}, format="multipart"
     )
     assert response.status_code == 413 and response.json()["errors"]["images"][0]["reason"] == "too_large"
 
 
-def test_oversized_request_body_is_refused_before_parsing(annotator, versions, astronaut_png, monkeypatch):
-    monkeypatch.setenv("INFERENCE_MAX_IMAGE_BYTES", "1000")
-    monkeypatch.setenv("INFERENCE_MAX_FILES", "1")
+def test_oversized_request_body_is_refused_before_parsing(annotator, versions, astronaut_png, settings):
+    settings.INFERENCE_MAX_IMAGE_BYTES = 1000
+    settings.INFERENCE_MAX_FILES = 1
     files = [_upload(f"{i}.png", astronaut_png) for i in range(3)]
     response = _client(annotator).post(
         "/api/v1/detectors/lae-r1/predict/", {"images": files}, format="multipart"
@@ -322,8 +322,8 @@ def test_inference_needs_auth_and_rejects_unknown_fields(annotator, versions, as
     assert response.status_code == 400 and "colour" in response.json()
 
 
-def test_inference_is_throttled_per_user(admin, annotator, versions, monkeypatch):
-    monkeypatch.setenv("INFERENCE_THROTTLE_RATE", "2/min")
+def test_inference_is_throttled_per_user(admin, annotator, versions, settings):
+    settings.INFERENCE_THROTTLE_RATE = "2/min"
     crop = _png(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
 
     def post(user):

@@ -67,6 +67,9 @@ if not os.environ.get("DJANGO_LIVE_TEST_SERVER_ADDRESS"):
         f"http://{os.environ['DJANGO_LIVE_TEST_SERVER_ADDRESS']}/api/v1/labeling/webhook"
     )
 settings.LABEL_STUDIO_URL, settings.LABEL_STUDIO_TOKEN, settings.WEBHOOK_SECRET = LS_URL, TOKEN, SECRET
+# Settings were read before this module set the environment (the worker process reads it at start-up).
+if os.environ.get("LABELING_WEBHOOK_URL"):
+    settings.LABELING_WEBHOOK_URL = os.environ["LABELING_WEBHOOK_URL"]
 
 
 def ls_script(

@@ -46,6 +46,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from forgery_site import config
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,8 +67,8 @@ PRODUCTION_ENV = {
     "LS_DB_PASSWORD": "ls-pass",
 }
 
-# Code the deployment runs; its environment variables are settings (found with ast, plus ${VAR} in the
-# container entrypoint).
+# Code the deployment runs; its environment variables are settings (the registry
+# platform/forgery_site/config.py, plus direct reads found with ast and ${VAR} in the container entrypoint).
 CODE_DIRS = ["platform", "workers", "ml", "deploy/docker"]
 NOT_DEPLOYED = {"platform/rounds/management/commands/demo_loop.py": "the local demo command only"}
 NOT_SETTINGS = {
@@ -75,28 +77,13 @@ NOT_SETTINGS = {
     "LOCAL_RANK": "set by torchrun for distributed training",
     "BASH_SOURCE": "bash's own (the entrypoint finds its directory)",
 }
-# Settings the code reads that the manifests leave at the code's default, each with the reason.
+# Settings the code reads that the manifests leave at the code's default, each with the reason. (Every
+# non-secret platform setting is in the ConfigMap: its block is generated from the settings registry.)
 OPTIONAL = {
     "CELERY_BROKER_URL": "defaults to REDIS_URL; set only for a broker apart from the result backend",
     "CELERY_RESULT_BACKEND": "defaults to REDIS_URL",
-    "CELERY_VISIBILITY_TIMEOUT": "default 12 h exceeds every task and the gpu worker's grace period",
-    "DB_CONNECT_TIMEOUT": "default 3 s",
-    "DB_UNAVAILABLE_RETRY_AFTER": "default 5 s",
-    "IMPORT_ROOTS": "empty = all of MEDIA_ROOT",
-    "SECURE_HSTS_SECONDS": "default one year when DEBUG is off",
-    "SECURE_HSTS_INCLUDE_SUBDOMAINS": "default off: depends on the organisation's domain",
-    "SECURE_HSTS_PRELOAD": "default off: an organisation's decision",
-    "INFERENCE_BACKEND": "default auto (ONNX bundle when exported)",
-    "INFERENCE_CACHE_SIZE": "default 4 detector versions per web process",
-    "INFERENCE_MAX_FACES": "default 8",
-    "INFERENCE_MAX_FILES": "default 8",
-    "INFERENCE_MAX_IMAGE_BYTES": "default 10 MiB",
-    "INFERENCE_MAX_IMAGE_PIXELS": "default 4096*4096",
-    "INFERENCE_THROTTLE_RATE": "default 30/min per user",
     "GUNICORN_GRACEFUL_TIMEOUT": "default 30 s (terminationGracePeriodSeconds 45 covers it)",
     "GUNICORN_MAX_REQUESTS": "default 2000",
-    "ROUNDS_STALL_S": "the rounds watchdog's default",
-    "ROUNDS_WATCHDOG_INTERVAL_S": "the rounds watchdog's default",
 }
 # Containers that may keep a writable root filesystem, with the reason.
 WRITABLE_ROOT = {"labelstudio": "the Label Studio image writes into its install directory at start"}
@@ -186,7 +173,7 @@ def secret_values(objects: list[dict], prefix: str) -> dict[str, str]:
 
 def code_variables() -> dict[str, set[str]]:
     """Environment variables read by the deployed code: name -> files."""
-    found: dict[str, set[str]] = {}
+    found: dict[str, set[str]] = {name: {"platform/forgery_site/config.py"} for name in config.REGISTRY}
     readers = {"os.environ.get", "os.getenv", "environ.get", "os.environ.setdefault", "env_bool", "env_list"}
     readers |= {"env_int", "limit", "_int"}
     for base in CODE_DIRS:
@@ -210,13 +197,8 @@ def code_variables() -> dict[str, set[str]]:
 
 
 def settings_variables() -> set[str]:
-    path = ROOT / "platform" / "forgery_site" / "settings.py"
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
-            if ast.unparse(node.func) in {"os.environ.get", "env_bool", "env_list", "env_int", "os.getenv"}:
-                names.add(node.args[0].value)
-    return names
+    """The platform's settings: the registry settings.py reads the environment with."""
+    return set(config.REGISTRY)
 
 
 def referenced_keys(objects: list[dict]) -> set[str]:
@@ -565,6 +547,8 @@ def test_every_setting_the_code_reads_is_configured(rendered):
     )
     stale = sorted(name for name in OPTIONAL if name not in read)
     assert not stale, f"OPTIONAL lists variables no code reads any more: {stale}"
+    leaked = sorted(s.name for s in config.SETTINGS if s.secret and s.name in config_values(objects))
+    assert not leaked, f"{overlay}: secret settings in the ConfigMap: {leaked}"
 
 
 def test_every_configured_key_is_read(rendered):

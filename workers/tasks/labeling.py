@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
-import os
+from django.conf import settings
 
-from workers.celery_app import app
+from workers.celery_app import app  # sets up Django first
 
-RECONCILE_SECONDS = float(os.environ.get("LABELING_RECONCILE_SECONDS", "60"))
+RECONCILE_SECONDS = float(settings.LABELING_RECONCILE_SECONDS)  # the beat schedule's period, read at import
 
 
 def _transient() -> tuple[type[BaseException], ...]:

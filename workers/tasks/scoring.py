@@ -34,8 +34,9 @@ _DETECTORS: dict[tuple[str, float], Any] = {}  # (path, mtime) -> detector, per 
 
 def _threads() -> None:
     import torch
+    from django.conf import settings
 
-    wanted = int(os.environ.get("TORCH_NUM_THREADS", "1") or 1)
+    wanted = int(settings.TORCH_NUM_THREADS)
     if torch.get_num_threads() != wanted:
         torch.set_num_threads(wanted)
 

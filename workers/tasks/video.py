@@ -106,7 +106,7 @@ def _claim(video_id: int, task_id: str, hostname: str):
     """Lock and claim a video; returns the row, or ``(None, why)`` when it must be skipped."""
     from catalog.models import Video
 
-    stale = timedelta(seconds=float(getattr(settings, "VIDEO_CLAIM_STALE_S", 3600)))
+    stale = timedelta(seconds=float(settings.VIDEO_CLAIM_STALE_S))
     with transaction.atomic():
         video = (
             Video.objects.select_for_update(of=("self",))

@@ -131,7 +131,7 @@ class Command(BaseCommand):
         """Why the Label Studio path cannot run here (None when it can)."""
         from labeling.client import get_client
 
-        if not getattr(settings, "WEBHOOK_SECRET", ""):
+        if not settings.WEBHOOK_SECRET:
             return "WEBHOOK_SECRET is not set, so Label Studio's webhooks could not be authenticated"
         try:
             if get_client().healthy():
