@@ -92,8 +92,8 @@ def _wait_ready(worker: subprocess.Popen, log: Path, timeout: float = 180) -> di
 
 def _run_round(dataset, admin, config: dict, timeout: float) -> dict:
     from rounds.demo_oracle import store_ground_truth_masks
+    from rounds.launch import round_launch
     from rounds.models import Round
-    from rounds.workflow import round_launch
     from workers.tasks.rounds import dispatch
 
     launched = time.time()

@@ -200,7 +200,7 @@ def sender(redis_url: str, prefix: str):
 
 
 def launch(dataset, admin, config: dict, redis_url: str, prefix: str):
-    from rounds.workflow import round_launch
+    from rounds.launch import round_launch
 
     round_ = round_launch(dataset=dataset, config=config, user=admin)
     client = sender(redis_url, prefix)

@@ -230,8 +230,9 @@ def sample_mask(request, sample_id: int):
 @page(admin=True)
 def rounds(request):
     from modelhub.models import PretrainedWeights
+    from rounds.config import DEFAULT_CONFIG, PRESETS
+    from rounds.config_schema import DETECTORS, STRATEGIES
     from rounds.models import Round
-    from rounds.workflow import DEFAULT_CONFIG, DETECTORS, PRESETS, STRATEGIES
 
     return _render(
         request,

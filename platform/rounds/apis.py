@@ -27,7 +27,7 @@ from forgery_site.api import (
     StrictFilterSerializer,
     StrictSerializer,
 )
-from rounds import selectors, workflow
+from rounds import launch, selectors
 from rounds.config_schema import CONFIG_SCHEMA
 
 
@@ -110,7 +110,7 @@ class RoundListLaunchApi(APIView):
         data.is_valid(raise_exception=True)
         dataset = dataset_get(dataset_id=data.validated_data["dataset"])
         with transaction.atomic():
-            round_ = workflow.round_launch(
+            round_ = launch.round_launch(
                 dataset=dataset, config=data.validated_data["config"], user=request.user
             )
             _schedule(round_.pk)
@@ -140,16 +140,16 @@ class _RoundActionApi(APIView):
 
 
 class RoundCancelApi(_RoundActionApi):
-    round_service = staticmethod(workflow.round_cancel)
+    round_service = staticmethod(launch.round_cancel)
 
 
 class RoundRetryApi(_RoundActionApi):
-    round_service = staticmethod(workflow.round_retry)
+    round_service = staticmethod(launch.round_retry)
     schedule = True
 
 
 class RoundCloseAnnotationApi(_RoundActionApi):
-    round_service = staticmethod(workflow.round_close_annotation)
+    round_service = staticmethod(launch.round_close_annotation)
     schedule = True
 
 

@@ -158,7 +158,7 @@ def budget_status(*, round_: Round) -> dict[str, Any]:
     masks for all the dataset's rounds together (``budget_total`` of the training data), ``spent`` (training
     samples with a collected mask), ``remaining``, and the round's own budget ``round`` (``budget_count`` /
     ``budget_fraction``) resolved against the current pool."""
-    from rounds.workflow import DEFAULT_CONFIG
+    from rounds.config import DEFAULT_CONFIG
 
     config = scoring_config(round_=round_)
     rows = training_rows(round_=round_, config=config)

@@ -88,9 +88,9 @@ def test_watchdog_resends_the_step_of_a_round_whose_message_never_reached_the_br
     watchdog task, run by a real worker, re-sends its step and the round runs to the end. A round a
     worker holds (its advisory lock) is left alone."""
     from rounds.demo_oracle import store_ground_truth_masks
+    from rounds.launch import round_launch
     from rounds.models import Round
     from rounds.recovery import round_lock, round_lock_held, rounds_watchdog
-    from rounds.workflow import round_launch
 
     dataset = import_generated_dataset(platform_media_root, "faults-watchdog", count=96, size=32)
     admin = make_user("faults-watchdog-admin", "admin")

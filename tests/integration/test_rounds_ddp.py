@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_round_config_rejects_bad_train_processes():
     from forgery_site.errors import InvalidInput
-    from rounds.workflow import validate_config
+    from rounds.config import validate_config
 
     assert validate_config({"train_processes": 2})["train_processes"] == 2
     assert validate_config({})["train_processes"] is None

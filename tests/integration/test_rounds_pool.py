@@ -41,8 +41,8 @@ def _checkpoint(media: Path) -> str:
 
 def _scoring_round(dataset, media: Path, number: int, **config):
     """A validated round config in state ``scoring``, its scoring model recorded as training leaves it."""
+    from rounds.config import validate_config
     from rounds.models import Round
-    from rounds.workflow import validate_config
 
     config = validate_config(
         {**TINY_CONFIG, "detectors": ["lae"], "protocol": "cross_manipulation", **config}

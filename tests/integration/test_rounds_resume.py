@@ -40,8 +40,8 @@ def test_killed_worker_resumes_training_and_the_round_finishes(platform_media_ro
     from django.conf import settings
     from django.db import connection
 
+    from rounds.launch import round_launch
     from rounds.models import Round, Selection
-    from rounds.workflow import round_launch
     from tests.conftest import _database_url, _redis_url
 
     dataset = import_generated_dataset(platform_media_root, "resume", count=160, size=32)

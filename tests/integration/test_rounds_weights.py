@@ -40,7 +40,7 @@ def test_registry_command_api_and_launch_checks(platform_media_root, tmp_path):
     from rest_framework.test import APIClient
 
     from forgery_site.errors import InvalidInput
-    from rounds.workflow import validate_config
+    from rounds.config import validate_config
 
     tower = _tower_file(tmp_path)
     out = StringIO()

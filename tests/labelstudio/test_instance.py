@@ -42,9 +42,10 @@ def test_a_reset_label_studio_is_noticed_and_reprovisioning_loses_no_mask(labeli
     from labeling.models import LabelingProject
     from labeling.provisioning import round_push_tasks
     from labeling.reconcile import project_reconcile
+    from rounds.config import validate_config
     from rounds.models import AnnotationTask, Round
     from rounds.phases.common import RoundStopped
-    from rounds.workflow import round_push, validate_config
+    from rounds.workflow import round_push
 
     client = labeling_live
     live, samples = make_round(platform_media_root, name="before-reset", fakes=3, reals=0,

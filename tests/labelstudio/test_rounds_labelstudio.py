@@ -20,8 +20,8 @@ def test_round_through_label_studio(labeling_live, platform_media_root, live_ser
     from labeling.models import LabelingProject
     from labeling.oracle import oracle_answer
     from modelhub.models import DetectorVersion
+    from rounds.launch import round_launch
     from rounds.models import AnnotationTask, Round
-    from rounds.workflow import round_launch
     from workers.tasks.rounds import dispatch
 
     client = labeling_live

@@ -49,7 +49,7 @@ def test_round_config_validates_the_device():
     if not settings.configured:  # pragma: no cover - pytest-django configures it
         django.setup()
     from forgery_site.errors import InvalidInput
-    from rounds.workflow import validate_config
+    from rounds.config import validate_config
 
     assert validate_config({})["device"] == "auto"
     assert validate_config({"device": "cuda:1"})["device"] == "cuda:1"

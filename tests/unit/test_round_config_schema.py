@@ -10,9 +10,9 @@ pytestmark = pytest.mark.unit
 
 def test_the_schema_names_every_option_and_every_active_setting():
     from ml.data.protocols import BUILTIN
+    from rounds.config import DEFAULT_CONFIG
     from rounds.config_schema import CONFIG_SCHEMA, PROTOCOLS
     from rounds.pool import SCORING_DEFAULTS
-    from rounds.workflow import DEFAULT_CONFIG
 
     assert set(CONFIG_SCHEMA["properties"]) == set(DEFAULT_CONFIG)
     assert set(CONFIG_SCHEMA["properties"]["active"]["properties"]) == set(SCORING_DEFAULTS)
@@ -22,9 +22,9 @@ def test_the_schema_names_every_option_and_every_active_setting():
 
 
 def test_defaults_and_presets_fit_the_schema():
+    from rounds.config import DEFAULT_CONFIG, PRESETS
     from rounds.config_schema import schema_errors
     from rounds.pool import SCORING_DEFAULTS
-    from rounds.workflow import DEFAULT_CONFIG, PRESETS
 
     assert schema_errors(dict(DEFAULT_CONFIG)) == {}
     assert schema_errors({**DEFAULT_CONFIG, "active": dict(SCORING_DEFAULTS)}) == {}
@@ -53,8 +53,8 @@ def test_defaults_and_presets_fit_the_schema():
 )
 def test_what_the_schema_forbids_the_launch_refuses(config, key):
     from forgery_site.errors import InvalidInput
+    from rounds.config import validate_config
     from rounds.config_schema import schema_errors
-    from rounds.workflow import validate_config
 
     assert key in schema_errors(config)
     with pytest.raises(InvalidInput) as refused:

@@ -22,9 +22,9 @@ def test_warmup_then_cosine_is_a_pure_function_of_the_epoch():
 
 def test_detector_config_carries_per_detector_training_options():
     from forgery_site.errors import InvalidInput
+    from rounds.config import validate_config
     from rounds.models import Round
     from rounds.phases.training import fit_spec
-    from rounds.workflow import validate_config
 
     config = validate_config(
         {

@@ -61,7 +61,7 @@ def fit_spec(round_: Round, name: str, rows: list[dict], val_rows: list[dict], m
              epochs: int, init_path: Path | None):  # fmt: skip
     """The round's config turned into the one training pipeline's spec (``ml.training.pipeline``)."""
     from ml.training.pipeline import FitSpec
-    from rounds.workflow import TRAINING_KEYS
+    from rounds.config import TRAINING_KEYS
 
     config = round_.config
     detector_config = dict(config["detector_config"].get(name, {}))

@@ -182,8 +182,8 @@ class Command(BaseCommand):
         return {"budget_count": max(1, status["remaining"] // max(1, rounds_left))}
 
     def _run_round(self, dataset, admin, opts, rounds_left: int = 1):
+        from rounds.launch import round_launch
         from rounds.models import Round
-        from rounds.workflow import round_launch
         from workers.tasks.rounds import dispatch
 
         config = self._config(opts)
