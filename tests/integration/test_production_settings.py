@@ -65,7 +65,7 @@ def _settings_import(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 # ------------------------------------------------------------------------------------ refusals
-@pytest.mark.unit
+@pytest.mark.integration
 @pytest.mark.parametrize(
     "overrides,message",
     [
@@ -88,7 +88,7 @@ def test_production_refuses_unsafe_settings(overrides, message):
     assert "ImproperlyConfigured" in result.stderr and message in result.stderr, result.stderr[-2000:]
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_every_problem_is_reported_at_once():
     result = _settings_import(_production_env(SECRET_KEY="", WEBHOOK_SECRET="", ALLOWED_HOSTS="*"))
     assert result.returncode != 0
@@ -96,14 +96,14 @@ def test_every_problem_is_reported_at_once():
         assert fragment in result.stderr
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_development_mode_still_starts_without_secrets():
     env = _production_env(DEBUG="true", SECRET_KEY="", WEBHOOK_SECRET="", ALLOWED_HOSTS="")
     result = _settings_import(env)
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_production_values_of_the_security_settings():
     code = (
         "import json; from django.conf import settings as s; import django; django.setup(); print(json.dumps({"
@@ -152,7 +152,7 @@ def _deploy_warnings(env: dict[str, str]) -> tuple[subprocess.CompletedProcess, 
     return result, set(re.findall(r"\(([\w.]+\.[EW]\d+)\)", result.stdout + result.stderr))
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_check_deploy_passes_with_a_minimal_production_environment():
     result, ids = _deploy_warnings(_production_env())
     assert result.returncode == 0, result.stdout + result.stderr
@@ -160,7 +160,7 @@ def test_check_deploy_passes_with_a_minimal_production_environment():
     assert not unjustified, f"check --deploy raised {sorted(unjustified)}:\n{result.stdout}{result.stderr}"
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_check_deploy_is_silent_with_the_full_production_environment():
     env = _production_env(SECURE_HSTS_INCLUDE_SUBDOMAINS="true", SECURE_HSTS_PRELOAD="true")
     result, ids = _deploy_warnings(env)
@@ -213,7 +213,7 @@ def production_server(tmp_path_factory):
 HTTPS = {"X-Forwarded-Proto": "https", "Host": "lab.example.org"}
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_security_headers_on_the_dashboard(production_server):
     import requests
 
@@ -239,7 +239,7 @@ def test_security_headers_on_the_dashboard(production_server):
     assert "HttpOnly" not in cookie  # the dashboard's scripts read it to send X-CSRFToken
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_api_answers_carry_the_headers_too(production_server):
     import requests
 
@@ -250,7 +250,7 @@ def test_api_answers_carry_the_headers_too(production_server):
     assert "Content-Security-Policy" in response.headers
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_plain_http_is_redirected_except_health(production_server):
     import requests
 
@@ -262,7 +262,7 @@ def test_plain_http_is_redirected_except_health(production_server):
     assert probe.status_code in (200, 503)  # answered over plain HTTP: probes inside the cluster
 
 
-@pytest.mark.unit
+@pytest.mark.integration
 def test_unknown_host_is_refused(production_server):
     import requests
 
