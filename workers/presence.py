@@ -140,7 +140,7 @@ def _on_task_prerun(task_id=None, task=None, args=None, kwargs=None, **_kwargs) 
         return  # eager calls (task.apply) run in the caller's process, not on a worker
 
     def write():
-        from forgery_site.operations import args_summary, round_of
+        from forgery_site.operations_workers import args_summary, round_of
 
         client = _client()
         if client is None:

@@ -375,12 +375,13 @@ def _duration(seconds) -> str:
 def workers(request):
     """Workers, queues and live rounds (forgery_site.operations); the page then polls the API."""
     from forgery_site import operations
+    from forgery_site.operations_queues import BrokerUnavailable, queue_depths
 
     context = {"workers": None, "queues": None, "error": "", "poll_ms": 3000}
     try:
         snapshot = operations.workers_snapshot()
-        queues = operations.queue_depths(consumers=operations.consumers_by_queue(snapshot["workers"]))
-    except operations.BrokerUnavailable as exc:
+        queues = queue_depths(consumers=operations.consumers_by_queue(snapshot["workers"]))
+    except BrokerUnavailable as exc:
         context["error"] = exc.message
         return _render(request, "workers.html", context)
     for worker in snapshot["workers"]:

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 
 from forgery_site import operations
 from forgery_site.api import IsPlatformAdmin
+from forgery_site.operations_queues import BrokerUnavailable
 
 
 class ErrorSerializer(serializers.Serializer):
@@ -107,7 +108,7 @@ class QueuesSerializer(serializers.Serializer):
     queues = QueueSerializer(many=True)
 
 
-def _unavailable(exc: operations.BrokerUnavailable) -> Response:
+def _unavailable(exc: BrokerUnavailable) -> Response:
     return Response(
         {"detail": exc.message, "code": exc.code},
         status=exc.status_code,
@@ -125,7 +126,7 @@ class WorkersApi(APIView):
     def get(self, request):
         try:
             data = operations.workers_snapshot()
-        except operations.BrokerUnavailable as exc:
+        except BrokerUnavailable as exc:
             return _unavailable(exc)
         return Response(WorkersSerializer(data).data, headers={"Cache-Control": "no-store"})
 
@@ -140,7 +141,7 @@ class QueuesApi(APIView):
     def get(self, request):
         try:
             data = operations.queues_overview()
-        except operations.BrokerUnavailable as exc:
+        except BrokerUnavailable as exc:
             return _unavailable(exc)
         return Response(QueuesSerializer(data).data, headers={"Cache-Control": "no-store"})
 

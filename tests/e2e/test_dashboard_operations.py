@@ -29,7 +29,7 @@ def test_admin_sees_workers_queue_depths_and_live_rounds(
 
     from accounts.services import user_create
     from catalog.models import Dataset
-    from forgery_site.operations import queue_list_keys
+    from forgery_site.operations_queues import queue_list_keys
     from rounds.models import Round
 
     settings.OPERATIONS_CACHE_S = 1

@@ -258,7 +258,7 @@ def test_a_busy_solo_worker_is_shown_from_its_heartbeat(celery_worker_proc, solo
 def test_a_queue_nobody_consumes_shows_its_depth_across_priority_lists(celery_worker_proc, fresh):
     import redis
 
-    from forgery_site.operations import queue_list_keys
+    from forgery_site.operations_queues import queue_list_keys
 
     app = celery_worker_proc.app
     client = redis.Redis.from_url(celery_worker_proc.redis_url)
@@ -360,7 +360,7 @@ def test_the_schema_documents_both_endpoints_for_admins():
 
 
 def test_round_of_running_tasks_and_argument_summaries():
-    from forgery_site.operations import args_summary, round_of
+    from forgery_site.operations_workers import args_summary, round_of
 
     assert round_of({"name": "workers.tasks.rounds.round_train", "args": [7], "kwargs": {}}) == 7
     assert round_of({"name": "workers.tasks.scoring.score_shard", "args": [7, 0, 0, 64], "kwargs": {}}) == 7
@@ -381,7 +381,7 @@ def test_round_of_running_tasks_and_argument_summaries():
 def test_queue_lists_follow_the_transport_options():
     from celery import Celery
 
-    from forgery_site.operations import queue_list_keys
+    from forgery_site.operations_queues import queue_list_keys
 
     app = Celery("ops-keys", set_as_current=False)
     assert queue_list_keys("gpu", app) == ["gpu", "gpu\x06\x163", "gpu\x06\x166", "gpu\x06\x169"]
