@@ -94,11 +94,11 @@ def _run_round(dataset, admin, config: dict, timeout: float) -> dict:
     from rounds.demo_oracle import store_ground_truth_masks
     from rounds.launch import round_launch
     from rounds.models import Round
-    from workers.tasks.rounds import dispatch
+    from workers.enqueue import dispatch_round
 
     launched = time.time()
     round_ = round_launch(dataset=dataset, config=config, user=admin)
-    dispatch(round_.pk)
+    dispatch_round(round_.pk)
     annotated = False
     while True:
         round_ = Round.objects.get(pk=round_.pk)

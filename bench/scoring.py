@@ -201,7 +201,7 @@ def _distributed(
     app, dataset, number: int, workers: int, env: dict, logs: Path, count: int, shard: int
 ) -> tuple[float, float, dict[str, int]]:
     from rounds.scoring import scoring_shards
-    from workers.tasks.scoring import shard_workers
+    from rounds.shard_scoring import shard_workers
 
     procs = _workers(workers, env, logs)
     try:
@@ -237,7 +237,7 @@ def run(quick: bool) -> dict:
     shard = 32 if quick else SHARD
     load_before = os.getloadavg()[0]
     with scratch_platform("scoring") as scratch:
-        from workers.tasks.scoring import score_shard_rows
+        from rounds.shard_scoring import score_shard_rows
 
         app, logs = scratch.app, scratch.logs
         dataset = _build(scratch.media, count)

@@ -2,7 +2,8 @@
 
 - Puts ``platform/`` on sys.path and sets up Django, so tasks can call platform services.
 - Queues: ``gpu`` (training, scoring), ``cpu`` (imports, exports), ``default`` (short bookkeeping,
-  Label Studio sync). Routing is by task module (``TASK_ROUTES``); a task may also pass ``queue=``.
+  Label Studio sync). Routing and the beat schedule are the tables of ``workers.routing``; work is sent by
+  task name through ``workers.enqueue``.
 - At-least-once delivery: ``acks_late`` + ``reject_on_worker_lost`` and prefetch 1, so a killed worker's
   task is redelivered; every task is idempotent. Tasks retry transient errors with exponential backoff.
 - Broker restarts: connection retried forever, ``visibility_timeout`` from ``CELERY_VISIBILITY_TIMEOUT``
@@ -34,19 +35,12 @@ if not django_apps.ready and not django_apps.loading:
 from django.conf import settings  # noqa: E402
 from django.db import InterfaceError, OperationalError  # noqa: E402
 
+from workers import routing  # noqa: E402
+
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 TASK_MODULES = sorted(
     f"workers.tasks.{m.name}" for m in pkgutil.iter_modules([str(TASKS_DIR)]) if not m.name.startswith("_")
 )
-TASK_ROUTES = {
-    "workers.tasks.scoring.*": {"queue": "gpu"},
-    "workers.tasks.training.*": {"queue": "gpu"},
-    "workers.tasks.core.dataset_import_task": {"queue": "cpu"},
-    "workers.tasks.video_import.*": {"queue": "cpu"},
-    "workers.tasks.video.*": {"queue": "cpu"},
-    "workers.tasks.expansion.*": {"queue": "cpu"},
-    "workers.tasks.labeling.*": {"queue": "default"},
-}
 
 
 class PlatformTask(Task):
@@ -63,8 +57,8 @@ class PlatformTask(Task):
 app = Celery("forgerylab", task_cls=PlatformTask, include=TASK_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
-    task_default_queue="default",
-    task_routes=TASK_ROUTES,
+    task_default_queue=routing.DEFAULT,
+    task_routes=(routing.route,),
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
@@ -90,6 +84,11 @@ app.conf.broker_transport_options = {
     "visibility_timeout": VISIBILITY_TIMEOUT_S,
     **(app.conf.broker_transport_options or {}),
 }
+# The periodic tasks (the one table: workers.routing.beat_schedule), read by the one beat process.
+app.conf.beat_schedule = routing.beat_schedule(
+    watchdog_interval_s=float(settings.ROUNDS_WATCHDOG_INTERVAL_S),
+    reconcile_interval_s=float(settings.LABELING_RECONCILE_SECONDS),
+)
 
 # Presence records (heartbeat + running tasks) for the operations view; see workers/presence.py.
 from workers import presence  # noqa: E402, F401

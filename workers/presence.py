@@ -28,9 +28,10 @@ import time
 
 from celery import signals
 
+from workers.routing import PRESENCE_PREFIX
+
 logger = logging.getLogger(__name__)
 
-PRESENCE_PREFIX = "forgerylab:presence:"
 _state: dict = {"client": None, "pid": None, "hostname": None, "stop": None, "warned": False}
 
 

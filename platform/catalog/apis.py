@@ -25,6 +25,7 @@ from catalog.selectors import (
 from catalog.services import dataset_create, import_job_create
 from forgery_site.api import IsPlatformAdmin, Pagination, StrictFilterSerializer, StrictSerializer
 from forgery_site.errors import NotFound
+from workers.enqueue import send
 
 
 class DatasetOutputSerializer(serializers.Serializer):
@@ -270,14 +271,11 @@ class DatasetImportApi(APIView):
         }
         job = import_job_create(dataset=dataset, user=request.user, **fields)
         if is_video_format(job.format):
-            from workers.tasks.video_import import video_import_task  # no worker code at web start
-
             options = video_options(**options)
-            transaction.on_commit(lambda: video_import_task.delay(job.pk, options))
+            task, args = "workers.tasks.video_import.video_import_task", (job.pk, options)
         else:
-            from workers.tasks.core import dataset_import_task
-
-            transaction.on_commit(lambda: dataset_import_task.delay(job.pk))
+            task, args = "workers.tasks.core.dataset_import_task", (job.pk,)
+        transaction.on_commit(lambda: send(task, args))
         return Response(ImportOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
@@ -307,9 +305,7 @@ class DatasetExpandApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job, options = expansion_start(dataset=dataset, user=request.user, **data.validated_data)
-        from workers.tasks.expansion import expand_dataset_task  # no worker code at web start
-
-        transaction.on_commit(lambda: expand_dataset_task.delay(job.pk, options))
+        transaction.on_commit(lambda: send("workers.tasks.expansion.expand_dataset_task", (job.pk, options)))
         return Response(ImportOutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 

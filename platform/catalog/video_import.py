@@ -11,8 +11,8 @@ two steps:
    ones are left alone and counted as already imported. Entries the parser rejects (unknown label,
    missing file, ...) are recorded in the job's ``errors`` with their file name; they do not stop the
    import.
-2. ``video_import_dispatch``: the job's pending videos, read by id in chunks, are cut into shards of
-   ``shard_size`` and sent as a Celery chord: ``extract_videos(ids, options)`` per shard (cpu queue),
+2. ``video_import_plan``: the job's pending videos, read by id in chunks, are cut into shards of
+   ``shard_size``; the cpu task sends them as a Celery chord (built in ``workers.tasks.video_import``): ``extract_videos(ids, options)`` per shard (cpu queue),
    then ``finalize_video_import(job_id)`` which writes the job's summary and final status. A video
    that cannot be decoded or has no face ends FAILED with its reason; the others import. The job
    fails only when the source is unreadable, when no video could be imported, or when a shard itself
@@ -54,7 +54,6 @@ BATCH = 1000
 ID_CHUNK = 5000
 MAX_REPORTED_ENTRIES = 1000  # rejected entries kept in the job's errors (the count stays exact)
 MAX_REPORTED_FAILURES = 50  # failed videos listed in the progress and the final report
-EXTRACT_TASK = "workers.tasks.video.extract_videos"
 # ``semantic_targets``: SJEDD targets of the fakes from their manipulation method (``ml.labels``:
 # "released" = the official code's training targets, "paper" = the paper's hierarchy, "none").
 DEFAULT_OPTIONS = {"frames": 32, "size": 128, "scale": 1.3, "shard_size": 16, "semantic_targets": "released"}
@@ -281,45 +280,27 @@ def _pending_ids(job: ImportJob) -> Iterator[int]:
         last = chunk[-1]
 
 
-def video_import_dispatch(*, job: ImportJob, options: dict) -> int:
-    """Step 2: the job's pending videos as a chord of extraction shards; returns the number of shards."""
-    from celery import chord
-
-    from workers.celery_app import app
-
+def video_import_plan(*, job: ImportJob, options: dict) -> tuple[list[list[int]], dict] | None:
+    """Step 2, the platform's part: the job's pending videos cut into shards of ``shard_size`` ids and the
+    extraction options; the job moves to WRITING. None when the job is not ready for it. The cpu task
+    (``workers.tasks.video_import``) sends the shards as a chord and records it (``video_import_sent``)."""
     if job.status != ImportJob.Status.VALIDATING:
-        return 0
+        return None
     extract = {"frames": options["frames"], "size": options["size"], "scale": options["scale"],
                "semantic_targets": options.get("semantic_targets", "released")}  # fmt: skip
-    shard_size = options["shard_size"]
     ids = _pending_ids(job)
-    header = [
-        app.signature(EXTRACT_TASK, args=(shard, extract), queue="cpu")
-        for shard in iter(lambda: list(islice(ids, shard_size)), [])
-    ]
-    finalize = app.signature(
-        "workers.tasks.video_import.finalize_video_import", args=(job.pk,), immutable=True
-    )
-    finalize.on_error(
-        app.signature("workers.tasks.video_import.video_import_chord_failed", kwargs={"job_id": job.pk})
-    )
+    shards = list(iter(lambda: list(islice(ids, options["shard_size"])), []))
     _save(job, status=ImportJob.Status.WRITING)
-    if header:
-        chord_id = chord(header, app=app)(finalize).id  # the result handle is not kept (no subscription)
-        _save(job, task_id=chord_id or "")
-    else:
-        finalize.apply_async()  # nothing to extract (everything was imported already)
     logger.info(
-        "video import dispatched", extra={"job": job.pk, "shards": len(header), "shard_size": shard_size}
+        "video import planned",
+        extra={"job": job.pk, "shards": len(shards), "shard_size": options["shard_size"]},
     )
-    return len(header)
+    return shards, extract
 
 
-def video_import_run(*, job_id: int, options: dict) -> ImportJob:
-    job = video_import_list(job_id=job_id, options=options)
-    if job.status == ImportJob.Status.VALIDATING:
-        video_import_dispatch(job=job, options=options)
-    return job
+def video_import_sent(*, job: ImportJob, task_id: str) -> None:
+    """Record the chord that extracts the job's shards (its id, for the operations view)."""
+    _save(job, task_id=task_id or "")
 
 
 # ------------------------------------------------------------------------------------------ progress

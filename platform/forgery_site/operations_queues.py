@@ -43,9 +43,9 @@ class BrokerUnavailable(DomainError):
 
 
 def celery_app():
-    from workers.celery_app import app
+    from workers.enqueue import celery_app
 
-    return app
+    return celery_app()
 
 
 # ------------------------------------------------------------------------------------------- broker

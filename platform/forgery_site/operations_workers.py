@@ -176,7 +176,7 @@ def inspect_workers(app, timeout: float, expected: int | None = None) -> dict[st
 
 def presence_records(client, app) -> dict[str, dict]:
     """Workers' own records (``workers.presence``): hostname -> {"info": {...}, "tasks": [...]}."""
-    from workers.presence import PRESENCE_PREFIX
+    from workers.routing import PRESENCE_PREFIX
 
     base = key_prefix(app) + PRESENCE_PREFIX
     out: dict[str, dict] = {}

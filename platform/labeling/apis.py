@@ -155,7 +155,7 @@ def wake_dispatcher() -> None:
     t + ``LOCAL_WINDOW_S`` (0.5 s) are seen by it without asking Redis again. A burst then costs each
     web process a couple of Redis calls a second, not one per delivery."""
     global _covered_until
-    from workers.tasks.labeling import webhook_dispatch_task
+    from workers.enqueue import publish
 
     now = time.monotonic()
     if now < _covered_until:
@@ -165,7 +165,7 @@ def wake_dispatcher() -> None:
             if not _flag().set(dispatch_flag_key(), "1", nx=True, px=DISPATCH_FLAG_MS):
                 _covered_until = now + LOCAL_WINDOW_S
                 return
-        webhook_dispatch_task.apply_async(countdown=DISPATCH_DELAY_S)
+        publish("workers.tasks.labeling.webhook_dispatch_task", countdown=DISPATCH_DELAY_S, quick=True)
         _covered_until = now + LOCAL_WINDOW_S
     except Exception as exc:  # noqa: BLE001 - broker down: the rows stay pending, reconciliation settles them
         logger.error("webhook dispatch not scheduled", extra={"error": str(exc)})

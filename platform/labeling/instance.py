@@ -166,10 +166,10 @@ def instance_reprovision(*, client: LabelStudioClient | None = None) -> dict:
     ).order_by("pk"):
         pushed[round_.pk] = round_push_tasks(round_id=round_.pk, client=client)
     waiting = list(Round.objects.filter(state=Round.State.SELECTING).values_list("pk", flat=True))
-    from workers.tasks.rounds import dispatch
+    from workers.enqueue import dispatch_round
 
     for round_id in waiting:  # rounds whose push stopped on the wrong instance: push now
-        dispatch(round_id)
+        dispatch_round(round_id)
     logger.warning("label studio re-provisioned", extra={"marker": marker, "rounds": sorted(pushed)})
     return {"reprovisioned": True, "marker": marker, "generation": generation, "rounds": pushed,
             "reopened_tasks": reopened_count, "selecting_rounds_dispatched": waiting}  # fmt: skip

@@ -17,17 +17,13 @@ logger = logging.getLogger(__name__)
 
 
 def _enqueue(task_name: str, user_ids: list[int]) -> None:
-    def send() -> None:
-        from workers.tasks import labeling as tasks
+    def enqueue() -> None:
+        from workers.enqueue import send
 
-        task = getattr(tasks, task_name)
-        for user_id in user_ids:
-            try:
-                task.delay(user_id)
-            except Exception as exc:  # noqa: BLE001 - broker down: `manage.py labeling_annotator` redoes it
-                logger.error(f"{task_name} not enqueued", extra={"user": user_id, "error": str(exc)})
+        for user_id in user_ids:  # broker down: logged; `manage.py labeling_annotator` redoes it
+            send(f"workers.tasks.labeling.{task_name}", (user_id,))
 
-    transaction.on_commit(send)
+    transaction.on_commit(enqueue)
 
 
 def _annotator_group_ids(pk_set) -> bool:

@@ -74,9 +74,9 @@ def _round_body(round_, *, budget: bool = True) -> dict:
 
 
 def _schedule(round_id: int) -> None:
-    from workers.tasks.rounds import dispatch
+    from workers.enqueue import dispatch_round
 
-    transaction.on_commit(lambda: dispatch(round_id))
+    transaction.on_commit(lambda: dispatch_round(round_id))
 
 
 class RoundListLaunchApi(APIView):

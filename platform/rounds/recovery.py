@@ -50,10 +50,6 @@ def stall_seconds() -> float:
     return float(settings.ROUNDS_STALL_S)
 
 
-def watchdog_interval_seconds() -> float:
-    return float(settings.ROUNDS_WATCHDOG_INTERVAL_S)
-
-
 @contextmanager
 def round_lock(round_id: int) -> Iterator[bool]:
     """Yields True while this process holds the round's phase lock, False when another worker holds it.

@@ -22,14 +22,14 @@ def test_round_through_label_studio(labeling_live, platform_media_root, live_ser
     from modelhub.models import DetectorVersion
     from rounds.launch import round_launch
     from rounds.models import AnnotationTask, Round
-    from workers.tasks.rounds import dispatch
+    from workers.enqueue import dispatch_round
 
     client = labeling_live
     dataset = import_generated_dataset(platform_media_root, "ls-round", count=64, size=32)
     admin = make_user("ls-round-admin", "admin")
     config = {**TINY_CONFIG, "detectors": ["lae"], "labeling": "label_studio", "budget_count": 3}
     round_ = round_launch(dataset=dataset, config=config, user=admin)
-    dispatch(round_.pk)
+    dispatch_round(round_.pk)
 
     def describe():
         r = Round.objects.get(pk=round_.pk)

@@ -13,11 +13,7 @@
 
 from __future__ import annotations
 
-from django.conf import settings
-
 from workers.celery_app import app  # sets up Django first
-
-RECONCILE_SECONDS = float(settings.LABELING_RECONCILE_SECONDS)  # the beat schedule's period, read at import
 
 
 def _transient() -> tuple[type[BaseException], ...]:
@@ -125,14 +121,3 @@ def oracle_task(
     return oracle_answer(
         round_id=round_id, dilate_px=dilate_px, erode_px=erode_px, drop_fraction=drop_fraction, seed=seed
     )
-
-
-# Beat reads the schedule from the config; this module is imported by the app's ``include`` list
-# (worker and beat alike), so the entry is added here without touching workers/celery_app.py.
-app.conf.beat_schedule = {
-    **(app.conf.beat_schedule or {}),
-    "labeling-reconciliation": {
-        "task": "workers.tasks.labeling.reconcile_task",
-        "schedule": RECONCILE_SECONDS,
-    },
-}

@@ -32,12 +32,11 @@ import traceback
 from celery.signals import worker_ready
 
 from workers.celery_app import app
+from workers.enqueue import dispatch_round, publish, send
+from workers.routing import ROUND_STEPS
 
 logger = logging.getLogger(__name__)
 SCORING_WATCH_S = 1.0
-# Publishing the next step retries for about half a minute (a broker restart); after that the step is
-# left to the watchdog rather than failing a phase whose work is already stored.
-PUBLISH_RETRY = {"max_retries": 12, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 3.0}
 
 
 @worker_ready.connect
@@ -60,45 +59,6 @@ def preload_compute_modules(sender=None, **kwargs) -> None:
         logger.info("compute modules preloaded for the gpu queue")
 
     threading.Thread(target=load, name="preload-compute", daemon=True).start()
-
-
-def dispatch(round_id: int) -> str | None:
-    """Send the task the round's state calls for; returns its name (None when the round is over)."""
-    from rounds.workflow import round_next_step
-
-    step, countdown = round_next_step(round_id=round_id)
-    if step is None:
-        return None
-    send(STEP_TASKS[step], round_id, countdown)
-    return step
-
-
-def send(task, round_id: int, countdown: float | None = None) -> bool:
-    """Send ``task`` to its queue (``QUEUES``: compute on ``gpu``, bookkeeping on ``default``).
-
-    Retries while the broker is unreachable (``PUBLISH_RETRY``), then once more on a fresh connection
-    (after a broker restart the pooled producer's connection can be stale: kombu then fails with an
-    AttributeError instead of reconnecting). If the broker stays down, logs and returns False instead of
-    raising: the round's state is in PostgreSQL, and ``rounds_watchdog`` re-sends the step."""
-    from kombu import Producer
-
-    options = {"countdown": countdown or None, "queue": QUEUES[task.name], "retry": True,
-               "retry_policy": PUBLISH_RETRY}  # fmt: skip
-    try:
-        task.apply_async((round_id,), **options)
-        return True
-    except Exception as exc:  # noqa: BLE001 - any publish failure: try a fresh connection, then the watchdog
-        logger.warning("round %s: publishing %s failed (%r); retrying on a fresh connection", round_id,
-                       task.name, exc)  # fmt: skip
-    try:
-        with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=PUBLISH_RETRY["max_retries"])
-            task.apply_async((round_id,), producer=Producer(connection), **options)
-        return True
-    except Exception as exc:  # noqa: BLE001
-        logger.error("round %s: could not send %s (%r); the rounds watchdog will re-send it",
-                     round_id, task.name, exc)  # fmt: skip
-        return False
 
 
 def _run_phase(round_id: int, phase: str, fn) -> None:
@@ -127,7 +87,7 @@ def _run_phase(round_id: int, phase: str, fn) -> None:
             round_fail(round_id=round_id, phase=phase, error=f"{exc.__class__.__name__}: {exc}\n"
                        + traceback.format_exc(limit=6))  # fmt: skip
             return
-    dispatch(round_id)
+    dispatch_round(round_id)
 
 
 @app.task(ignore_result=True, name="workers.tasks.rounds.round_start")
@@ -135,7 +95,7 @@ def round_start(round_id: int) -> None:
     from rounds.workflow import round_start as start
 
     start(round_id=round_id)
-    dispatch(round_id)
+    dispatch_round(round_id)
 
 
 @app.task(ignore_result=True, name="workers.tasks.rounds.round_train")
@@ -174,14 +134,13 @@ def round_score(round_id: int) -> None:
         else:
             phase_started(round_id, "scoring")
             if distributed:  # marked sent only once the broker has it: a failed publish is re-sent
-                app.send_task("workers.tasks.scoring.launch_scoring", args=(round_id,), queue="default",
-                              retry=True, retry_policy=PUBLISH_RETRY)  # fmt: skip
+                publish("workers.tasks.scoring.launch_scoring", (round_id,))
             scoring_mark_sent(round_id=round_id, scorer="distributed" if distributed else "in-process")
     # Sent after the lock is released, so the in-process scoring task can take it.
     if distributed:
-        send(round_watch, round_id, SCORING_WATCH_S)
+        send(round_watch.name, (round_id,), countdown=SCORING_WATCH_S)
     else:
-        send(round_score_in_process, round_id)
+        send(round_score_in_process.name, (round_id,))
 
 
 @app.task(ignore_result=True, name="workers.tasks.rounds.round_push")
@@ -204,17 +163,17 @@ def round_watch(round_id: int) -> None:
         and round_.config.get("scoring") == "distributed"
     ):
         if round_scoring_check(round_id=round_id):
-            dispatch(round_id)
+            dispatch_round(round_id)
         elif round_get(round_id=round_id).state in (Round.State.SCORING, Round.State.SELECTING):
             _resend_lost_scoring(round_id)
-            send(round_watch, round_id, SCORING_WATCH_S)
+            send(round_watch.name, (round_id,), countdown=SCORING_WATCH_S)
         return
     if round_.state == Round.State.ANNOTATING:
         status = round_annotation_check(round_id=round_id)
         if status["finished"]:
-            dispatch(round_id)
+            dispatch_round(round_id)
         else:
-            send(round_watch, round_id, float(round_.config.get("poll_interval_s", 3.0)))
+            send(round_watch.name, (round_id,), countdown=float(round_.config.get("poll_interval_s", 3.0)))
 
 
 def _resend_lost_scoring(round_id: int) -> None:
@@ -224,11 +183,9 @@ def _resend_lost_scoring(round_id: int) -> None:
     step = scoring_stall_step(round_id=round_id)
     try:
         if step == "select":
-            app.send_task("workers.tasks.scoring.select_round", args=(None, round_id), retry=True,
-                          retry_policy=PUBLISH_RETRY)  # fmt: skip
+            publish("workers.tasks.scoring.select_round", (None, round_id))
         elif step == "relaunch":
-            app.send_task("workers.tasks.scoring.launch_scoring", args=(round_id,), queue="default", retry=True,
-                          retry_policy=PUBLISH_RETRY)  # fmt: skip
+            publish("workers.tasks.scoring.launch_scoring", (round_id,))
     except Exception as exc:  # noqa: BLE001 - the next watch tries again after the backoff
         logger.error("round %s: could not re-send scoring step %s (%r)", round_id, step, exc)
 
@@ -247,27 +204,6 @@ def round_evaluate(round_id: int) -> None:
     _run_phase(round_id, "evaluating", evaluate)
 
 
-STEP_TASKS = {
-    "start": round_start,
-    "train": round_train,
-    "score": round_score,
-    "push": round_push,
-    "watch": round_watch,
-    "retrain": round_retrain,
-    "evaluate": round_evaluate,
-}
-QUEUES = {
-    "workers.tasks.rounds.round_start": "default",
-    "workers.tasks.rounds.round_train": "gpu",
-    "workers.tasks.rounds.round_score_in_process": "gpu",
-    "workers.tasks.rounds.round_score": "default",
-    "workers.tasks.rounds.round_push": "default",
-    "workers.tasks.rounds.round_watch": "default",
-    "workers.tasks.rounds.round_retrain": "gpu",
-    "workers.tasks.rounds.round_evaluate": "gpu",
-}
-
-
 @app.task(ignore_result=True, name="workers.tasks.rounds.rounds_watchdog")
 def rounds_watchdog() -> list[list]:
     """Beat task: re-send the current step of every stalled live round (``rounds.recovery``)."""
@@ -275,26 +211,6 @@ def rounds_watchdog() -> list[list]:
 
     sent = []
     for round_id, step in stalled():
-        if send(STEP_TASKS[step], round_id):
+        if send(ROUND_STEPS[step], (round_id,)):
             sent.append([round_id, step])
     return sent
-
-
-QUEUES["workers.tasks.rounds.rounds_watchdog"] = "default"
-
-
-def _watchdog_interval() -> float:
-    from rounds.recovery import watchdog_interval_seconds
-
-    return watchdog_interval_seconds()
-
-
-# Beat reads the schedule from the config; this module is included by the app (worker and beat alike).
-app.conf.beat_schedule = {
-    **(app.conf.beat_schedule or {}),
-    "rounds-watchdog": {
-        "task": "workers.tasks.rounds.rounds_watchdog",
-        "schedule": _watchdog_interval(),
-        "options": {"queue": "default", "expires": _watchdog_interval()},
-    },
-}

@@ -9,17 +9,43 @@ from __future__ import annotations
 import logging
 
 from workers.celery_app import app
+from workers.tasks.video import extract_videos
 
 logger = logging.getLogger(__name__)
 
 
+def _send_extraction(job, options: dict) -> int:
+    """The job's pending videos as a chord: ``extract_videos(ids, options)`` per shard, then
+    ``finalize_video_import(job_id)`` (its errback ``video_import_chord_failed`` when a shard task itself
+    crashes). Queues come from ``workers.routing``. Returns the number of shards."""
+    from celery import chord
+
+    from catalog.video_import import video_import_plan, video_import_sent
+
+    plan = video_import_plan(job=job, options=options)
+    if plan is None:
+        return 0
+    shards, extract = plan
+    header = [extract_videos.si(shard, extract) for shard in shards]
+    finalize = finalize_video_import.si(job.pk)
+    finalize.on_error(video_import_chord_failed.s(job_id=job.pk))
+    if header:
+        video_import_sent(job=job, task_id=chord(header, app=app)(finalize).id)  # the handle is not kept
+    else:
+        finalize.apply_async()  # nothing to extract (everything was imported already)
+    return len(header)
+
+
 @app.task(name="workers.tasks.video_import.video_import_task", bind=True)
 def video_import_task(self, job_id: int, options: dict) -> dict:
-    """List the layout into Video rows and dispatch the extraction shards."""
-    from catalog.video_import import video_import_mark_failed, video_import_run
+    """List the layout into Video rows and send the extraction shards."""
+    from catalog.models import ImportJob
+    from catalog.video_import import video_import_list, video_import_mark_failed
 
     try:
-        job = video_import_run(job_id=job_id, options=options)
+        job = video_import_list(job_id=job_id, options=options)
+        if job.status == ImportJob.Status.VALIDATING:
+            _send_extraction(job, options)
     except Exception as exc:
         if self.request.retries >= self.max_retries or not isinstance(exc, self.autoretry_for):
             video_import_mark_failed(job_id=job_id, message=f"{exc.__class__.__name__}: {exc}")

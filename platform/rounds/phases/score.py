@@ -37,7 +37,7 @@ def round_score(*, round_id: int) -> None:
     the round says ``scoring: in_process``."""
     from rounds.scoring import scoring_shards
     from rounds.selection import selection_run
-    from workers.tasks.scoring import score_shard_rows
+    from rounds.shard_scoring import score_shard_rows
 
     round_ = enter_phase(round_id, Round.State.SCORING, "scoring")
     if round_ is None:

@@ -25,11 +25,10 @@ class Command(BaseCommand):
         if opts["dilate"] < 0 or opts["erode"] < 0 or not 0.0 <= opts["drop"] <= 1.0:
             raise CommandError("--dilate/--erode must be >= 0 and --drop in [0, 1]")
         if opts["run_async"]:
-            from workers.tasks.labeling import oracle_task
+            from workers.enqueue import publish
 
-            result = oracle_task.delay(
-                opts["round_id"], opts["dilate"], opts["erode"], opts["drop"], opts["seed"]
-            )
+            args = (opts["round_id"], opts["dilate"], opts["erode"], opts["drop"], opts["seed"])
+            result = publish("workers.tasks.labeling.oracle_task", args)
             self.stdout.write(json.dumps({"task_id": result.id}))
             return
         from labeling.oracle import oracle_answer

@@ -184,12 +184,12 @@ class Command(BaseCommand):
     def _run_round(self, dataset, admin, opts, rounds_left: int = 1):
         from rounds.launch import round_launch
         from rounds.models import Round
-        from workers.tasks.rounds import dispatch
+        from workers.enqueue import dispatch_round
 
         config = self._config(opts)
         config.update(self.round_budget(dataset, config, rounds_left, opts["budget"]))
         round_ = round_launch(dataset=dataset, config=config, user=admin)
-        dispatch(round_.pk)
+        dispatch_round(round_.pk)
         deadline = time.time() + opts["timeout"]
         answered, last_line = False, ""
         while True:
