@@ -50,22 +50,18 @@ from forgery_site.operations_workers import busy_worker_row, inspect_workers, pr
 
 logger = logging.getLogger(__name__)
 
-# Django settings that tune the view (defaults here; none of them is needed).
-DEFAULT_INSPECT_TIMEOUT_S = 1.0
-DEFAULT_CACHE_S = 3.0
-DEFAULT_RETRY_AFTER_S = 5
 
-
+# The view's settings (OPERATIONS_*, defaults in forgery_site.config).
 def inspect_timeout_s() -> float:
-    return max(0.1, float(getattr(settings, "OPERATIONS_INSPECT_TIMEOUT_S", DEFAULT_INSPECT_TIMEOUT_S)))
+    return max(0.1, float(settings.OPERATIONS_INSPECT_TIMEOUT_S))
 
 
 def cache_seconds() -> float:
-    return max(0.0, float(getattr(settings, "OPERATIONS_CACHE_S", DEFAULT_CACHE_S)))
+    return max(0.0, float(settings.OPERATIONS_CACHE_S))
 
 
 def retry_after_s() -> int:
-    return int(getattr(settings, "OPERATIONS_RETRY_AFTER_S", DEFAULT_RETRY_AFTER_S))
+    return int(settings.OPERATIONS_RETRY_AFTER_S)
 
 
 def _cache_key(app, what: str) -> str:

@@ -48,7 +48,7 @@ class AnnotationRejected(ValueError):
 
 
 def low_agreement_iou() -> float:
-    return float(getattr(settings, "LABELING_LOW_AGREEMENT_IOU", 0.5))
+    return float(settings.LABELING_LOW_AGREEMENT_IOU)
 
 
 def _parse_result(result: list[dict]) -> tuple[str, str]:

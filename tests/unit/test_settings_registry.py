@@ -32,16 +32,8 @@ ENVIRON_READERS = {
 }
 # os.environ.setdefault calls that are allowed anywhere (they write a default, they read no setting).
 ALLOWED_SETDEFAULTS = {"DJANGO_SETTINGS_MODULE", "HF_HUB_OFFLINE"}
-# Files being split elsewhere that still read registry settings with getattr(settings, NAME, default).
-NOT_SWITCHED_YET = {
-    "platform/labeling/ingest.py",
-    "ml/data/video.py",
-    "ml/data/synthvideo.py",
-    "platform/rounds/scoring.py",
-    "platform/catalog/video_sources.py",
-    "platform/forgery_site/operations.py",
-    "platform/rounds/workflow.py",
-}
+# Files that still read registry settings with getattr(settings, NAME, default): none.
+NOT_SWITCHED_YET: set[str] = set()
 
 
 def python_files() -> list[tuple[str, ast.Module]]:
