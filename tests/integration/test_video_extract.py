@@ -172,7 +172,7 @@ def test_the_same_shard_run_twice_at_once_extracts_each_video_once(celery_worker
 
 
 def test_extraction_options_are_checked():
-    from workers.tasks.video import clean_options
+    from catalog.video_extract import clean_options
 
     base = {"frames": 32, "size": 128, "scale": 1.3, "semantic_targets": "released"}
     assert clean_options(None) == base
@@ -182,3 +182,35 @@ def test_extraction_options_are_checked():
                 {"semantic_targets": "mine"}):  # fmt: skip
         with pytest.raises(ValueError):
             clean_options(bad)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_full_media_volume_stops_the_shard_and_gives_the_video_back(platform_media_root):
+    """Crops go through the platform's one writer: on a full volume (a real tmpfs filled to the last
+    byte) the shard stops with the storage's reason (StorageUnavailable, the API's 507), the video in hand
+    is pending again, no temp file is left; once space is back the same shard extracts everything."""
+    from bench.faults import media_full
+    from catalog.models import Sample, Video
+    from catalog.video_extract import extract_shard
+    from forgery_site.errors import StorageUnavailable
+
+    reason = media_full.mount_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    name = f"vidfull-{uuid.uuid4().hex[:8]}"
+    _, dataset, videos = _make_job(platform_media_root, name, corrupt=0)
+    ids = sorted(v.pk for v in videos.values())
+    # The dataset's crop folder is a small tmpfs of its own: the sources stay where the import found them.
+    with media_full.SmallVolume(size_kib=2048, path=platform_media_root / "datasets" / name) as volume:
+        volume.fill()
+        with pytest.raises(StorageUnavailable, match="volume is full"):
+            extract_shard(ids, OPTIONS, task_id="full-1", hostname="test")
+        assert set(Video.objects.filter(pk__in=ids).values_list("status", flat=True)) == {
+            Video.Status.PENDING
+        }
+        assert not Sample.objects.filter(dataset=dataset).exists()
+        assert [p.name for p in volume.path.rglob("*") if p.is_file()] == [".filler"]  # no temp file left
+        volume.free()
+        out = extract_shard(ids, OPTIONS, task_id="full-2", hostname="test")
+        assert out["done"] == len(ids) and out["failed"] == 0
+        assert Sample.objects.filter(dataset=dataset).count() == out["samples"] > 0

@@ -42,10 +42,10 @@ def _delivery(annotation_id: int, project_id: int = 4242, stamp: str = "2026-12-
 
 def test_a_burst_is_recorded_row_by_row_and_schedules_one_dispatch(project, monkeypatch):
     from labeling.models import WebhookDelivery
-    from workers.tasks.labeling import webhook_dispatch_task
+    from workers import enqueue
 
-    scheduled = []
-    monkeypatch.setattr(webhook_dispatch_task, "apply_async", lambda **kw: scheduled.append(kw))
+    scheduled = []  # what the receipt sends (the broker itself is not part of this test)
+    monkeypatch.setattr(enqueue, "publish", lambda name, **kw: scheduled.append({"name": name, **kw}))
     client = APIClient()
     answers = [_post(client, _delivery(1000 + i)) for i in range(40)]
     assert {a.status_code for a in answers} == {200}
@@ -54,6 +54,7 @@ def test_a_burst_is_recorded_row_by_row_and_schedules_one_dispatch(project, monk
     assert rows.count() == 40 and set(rows.values_list("status", flat=True)) == {"pending"}
     assert not rows.filter(dispatched_at__isnull=False).exists()
     assert len(scheduled) == 1 and scheduled[0]["countdown"] > 0  # a burst, one dispatch (same process)
+    assert scheduled[0]["name"] == "workers.tasks.labeling.webhook_dispatch_task" and scheduled[0]["quick"]
 
     again = _post(client, _delivery(1000))  # the same delivery again: a duplicate, nothing new
     assert again.json() == {"accepted": 0, "duplicates": 1}
@@ -69,10 +70,10 @@ def test_a_burst_is_recorded_row_by_row_and_schedules_one_dispatch(project, monk
 
 def test_after_the_window_a_new_delivery_asks_redis_and_finds_the_flag(project, monkeypatch):
     from labeling import apis
-    from workers.tasks.labeling import webhook_dispatch_task
+    from workers import enqueue
 
     scheduled = []
-    monkeypatch.setattr(webhook_dispatch_task, "apply_async", lambda **kw: scheduled.append(kw))
+    monkeypatch.setattr(enqueue, "publish", lambda name, **kw: scheduled.append({"name": name, **kw}))
     client = APIClient()
     _post(client, _delivery(1))
     assert len(scheduled) == 1
@@ -159,9 +160,9 @@ def test_a_dead_database_connection_costs_a_retry_not_a_delivery(project, monkey
     from bench.faults import pg_drop
     from labeling.models import WebhookDelivery
     from tests.conftest import _database_url
-    from workers.tasks.labeling import webhook_dispatch_task
+    from workers import enqueue
 
-    monkeypatch.setattr(webhook_dispatch_task, "apply_async", lambda **kw: None)
+    monkeypatch.setattr(enqueue, "publish", lambda name, **kw: None)
     client = APIClient()
     assert _post(client, _delivery(501)).json() == {"accepted": 1, "duplicates": 0}
     pid = connection.connection.get_backend_pid()
