@@ -2,7 +2,7 @@
 
 Written only by ``rounds.scoring.score_upsert`` with ``INSERT ... ON CONFLICT (round, sample) DO
 UPDATE``, so a retried or duplicated shard rewrites the same rows and never adds any. Selection reads
-these rows in chunks (``rounds.scoring.selection_run``) and writes ``rounds.Selection`` for the chosen
+these rows in chunks (``rounds.selection.selection_run``) and writes ``rounds.Selection`` for the chosen
 few; the pool's scores stay here for the histogram and for audits.
 """
 

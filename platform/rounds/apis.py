@@ -3,7 +3,7 @@ budget spent/total), cancel, retry, close annotation, and the efficiency curve a
 (AUC vs % of the training pool masked) as JSON or PNG.
 
 Writes need the admin role; reads need any authenticated user. Views are thin: validate, call one
-service or selector of ``rounds.workflow``, serialize. Tasks are scheduled here (the entry point), never
+service or selector of ``rounds.launch`` / ``rounds.workflow``, serialize. Tasks are scheduled here (the entry point), never
 from inside the services.
 """
 
@@ -51,7 +51,7 @@ class RoundOutputSerializer(serializers.Serializer):
 
 
 def _round_body(round_, *, budget: bool = True) -> dict:
-    """The round as JSON; ``budget``: with the campaign's mask budget now (``rounds.scoring.budget_status``:
+    """The round as JSON; ``budget``: with the campaign's mask budget now (``rounds.pool.budget_status``:
     spent / total, remaining, this round's budget: three counts), left out of the list."""
     from rounds.pool import budget_status
 

@@ -4,11 +4,11 @@
   ``config``, so a generated client knows each option's type, range and choices;
 * ``schema_errors`` checks a launch's config against the same schema (``jsonschema``), so what the
   schema allows and what the API accepts cannot drift apart;
-* ``rounds.workflow.validate_config`` adds the rules that cross options, which a schema cannot state
+* ``rounds.config.validate_config`` adds the rules that cross options, which a schema cannot state
   (see ``CROSS_FIELD_RULES``), and the defaults.
 
 Names come from the registries they select from: protocols from ``ml.data.protocols.BUILTIN``, presets
-from ``rounds.workflow.PRESETS``, active-learning settings from ``rounds.scoring.SCORING_DEFAULTS``.
+from ``rounds.config.PRESETS``, active-learning settings from ``rounds.pool.SCORING_DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ _ACTIVE = _object(
             "description": "the Celery queue of the scoring shards",
         },
     },
-    "active-learning settings (rounds.scoring.SCORING_DEFAULTS overrides)",
+    "active-learning settings (rounds.pool.SCORING_DEFAULTS overrides)",
 )
 
 CONFIG_SCHEMA: dict[str, Any] = _object(
@@ -246,7 +246,7 @@ CONFIG_SCHEMA: dict[str, Any] = _object(
         },  # fmt: skip
         "detector_config": _DETECTOR_CONFIG,
     },
-    "Round options; every one is optional (defaults: rounds.workflow.DEFAULT_CONFIG). Rules that cross "
+    "Round options; every one is optional (defaults: rounds.config.DEFAULT_CONFIG). Rules that cross "
     "options: " + "; ".join(CROSS_FIELD_RULES) + ".",
 )
 

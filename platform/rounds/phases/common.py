@@ -63,7 +63,7 @@ def dataset_rows(dataset_id: int, *, ground_truth: bool) -> list[dict[str, Any]]
 
 
 def protocol_splits(round_: Round, *, ground_truth: bool = False) -> dict[str, list[dict]]:
-    """The round's rows per protocol split (``rounds.scoring.round_protocol``: the protocol files that
+    """The round's rows per protocol split (``rounds.pool.round_protocol``: the protocol files that
     travel with the imported dataset when present; built-in names work without them)."""
     from ml.data.protocols import split_rows
     from rounds.pool import round_protocol

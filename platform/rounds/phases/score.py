@@ -30,9 +30,9 @@ def _configure_distributed_scoring(round_id: int, models: dict[str, dict]) -> No
 
 
 def round_score(*, round_id: int) -> None:
-    """scoring → selecting, in process: the distributed path's shard body (``score_shard_rows``) over the
+    """scoring → selecting, in process: the distributed path's shard body (``rounds.shard_scoring.score_shard_rows``) over the
     chord's own shards, one after the other on the round's device, then its selection
-    (``rounds.scoring.selection_run``): the same pool, scores and selection as the chord, in one task
+    (``rounds.selection.selection_run``): the same pool, scores and selection as the chord, in one task
     (the same shards, because BALD's dropout seed is per batch and batches are cut per shard). Used when
     the round says ``scoring: in_process``."""
     from rounds.scoring import scoring_shards
