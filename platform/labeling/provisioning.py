@@ -65,7 +65,10 @@ def round_model_version(round_obj: Round) -> str:
     from modelhub.models import DetectorVersion
 
     version = DetectorVersion.objects.filter(round=round_obj).order_by("-created_at").first()
-    return version.tag if version else f"{round_obj.detector_kind}-r{round_obj.number}"
+    if version:
+        return version.tag
+    detectors = (round_obj.config or {}).get("detectors") or ["detector"]
+    return f"{detectors[0]}-r{round_obj.number}"
 
 
 def _storage_dir(paths: list[str]) -> Path:

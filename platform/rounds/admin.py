@@ -5,7 +5,7 @@ from rounds.models import AnnotationTask, Round, Selection
 
 @admin.register(Round)
 class RoundAdmin(admin.ModelAdmin):
-    list_display = ("id", "dataset", "number", "detector_kind", "state", "created_at")
+    list_display = ("id", "dataset", "number", "state", "created_at")
     list_filter = ("state",)
 
 

@@ -95,7 +95,6 @@ def round_launch(*, dataset: Dataset, config: dict[str, Any] | None, user) -> Ro
         dataset=dataset,
         number=(last.number + 1) if last else 1,
         parent=parent,
-        detector_kind=config["detectors"][0],
         config=config,
         created_by=user if getattr(user, "is_authenticated", False) else None,
         progress={"phase": "created", "phases": {}, "budget": budget},

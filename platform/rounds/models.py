@@ -24,7 +24,6 @@ class Round(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
-    detector_kind = models.CharField(max_length=32, default="lae")
     state = models.CharField(max_length=12, choices=State.choices, default=State.CREATED, db_index=True)
     config = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True, default="")
