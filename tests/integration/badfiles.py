@@ -1,6 +1,6 @@
 """Bad inputs for the bad-input matrix, generated at test time, and the matrix's case list.
 
-``CASES`` is the single list of cases: ``test_bad_input_matrix.py`` runs every one of them and checks
+``CASES`` is the single list of cases: the matrix in ``tests/integration/bad_input/`` runs every one of them and checks
 that the "Bad input" table of ``deploy/docs/security.md`` is exactly ``markdown_table()``, so the docs
 cannot drift from the tests. Regenerate the table with ``python tests/integration/badfiles.py``.
 
