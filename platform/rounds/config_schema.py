@@ -19,6 +19,10 @@ from typing import Any
 
 from ml.data.protocols import BUILTIN as PROTOCOL_REGISTRY
 
+# The names are written out here because the registries they come from (``ml.detectors``,
+# ``ml.active.strategies``) import torch, which the web process must not; tests/unit/
+# test_round_config_schema.py checks they match: every strategy registered, the round detectors a subset
+# of the registered ones (``baseline`` and ``clip_binary`` are study references, not round detectors).
 DETECTORS = ("lae", "sjedd")
 STRATEGIES = (
     "entropy",

@@ -71,3 +71,13 @@ def test_the_published_schema_is_the_config_schema():
     body = schema["components"]["schemas"]["RoundLaunchInputRequest"]
     assert body["properties"]["config"]["properties"].keys() == CONFIG_SCHEMA["properties"].keys()
     assert body["properties"]["config"]["additionalProperties"] is False
+
+
+def test_names_match_the_ml_registries():
+    """The schema's names are written out (the web process stays torch-free); they must be the registries'."""
+    from ml.active.strategies import available_strategies
+    from ml.detectors import available
+    from rounds.config_schema import DETECTORS, STRATEGIES
+
+    assert sorted(STRATEGIES) == available_strategies()
+    assert set(DETECTORS) <= set(available())
