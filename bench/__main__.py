@@ -15,8 +15,8 @@ ratios measured in the same run; absolute times on a shared machine are noise.
 Goals: a benchmark states its goals as ``goals`` ({name: {goal, value, meets_goal}}, computed from what it
 measured) or a top-level ``meets_goal``. ``all`` prints a goal table on stderr at the end (also a single
 benchmark that misses one) and the exit status is 1 when any goal is missed. Every benchmark that touches
-the platform runs on scratch state (``bench.common.django_setup``): its own database, Redis key prefix
-and media folder, never the user's.
+the platform runs on scratch state (``bench.common.django_setup``, ``bench.harness.scratch``): its own
+database, Redis key prefix and media folder, never the user's.
 """
 
 from __future__ import annotations
@@ -31,9 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-# Modules of this package that are not benchmarks (no ``run``): shared helpers, the webhook benchmark's
-# server settings and URLs, and the results table.
-NOT_BENCHMARKS = {"common", "table", "webhook_settings", "webhook_site"}
+# Modules of this package that are not benchmarks (no ``run``): shared helpers, the service harness
+# (``bench.harness``: services shared with the tests), the webhook benchmark's server settings and URLs,
+# and the results table.
+NOT_BENCHMARKS = {"common", "harness", "table", "webhook_settings", "webhook_site"}
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 

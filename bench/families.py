@@ -97,7 +97,7 @@ def run(quick: bool) -> dict:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from tqdm import tqdm
 
-    from bench.learning import _splits, fit
+    from bench.learning import dataset_splits, fit
     from ml.data.generate import generate_dataset
     from ml.data.manipulations import FAMILIES
 
@@ -114,7 +114,7 @@ def run(quick: bool) -> dict:
         root = data / f"all{count}"  # the learning benchmark's all-family dataset (same call)
         if not (root / "manifest.jsonl").exists():
             generate_dataset(root, count, SIZE, seed=0, protocol=None, frames_per_video=2, workers=2)
-        splits = _splits(root, "in_domain")
+        splits = dataset_splits(root, "in_domain")
         train_fakes = Counter(r["manipulation"] for r in splits["train"] if r["label"] == "fake")
         for name in ("baseline", "lae"):
             fitted = fit(

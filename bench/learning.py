@@ -77,7 +77,8 @@ def _r(x):
     return None if x is None or (isinstance(x, float) and not math.isfinite(x)) else round(x, 4)
 
 
-def _splits(root: Path, protocol: str) -> dict:
+def dataset_splits(root: Path, protocol: str) -> dict:
+    """The generated dataset in ``root`` split by ``protocol`` (shared with ``bench.families``)."""
     from ml.data.manifest import read_manifest
     from ml.data.protocols import load_protocol, split_rows
 
@@ -189,7 +190,7 @@ def run(quick: bool) -> dict:
                     roots[key], n, SIZE, seed=0, protocol=protocol, frames_per_video=2, workers=2
                 )
         protocols = {"lae_swap": "swap", "in_domain": "all", "cross_manipulation": "all"}
-        splits = {p: _splits(roots[k], p) for p, k in protocols.items()}
+        splits = {p: dataset_splits(roots[k], p) for p, k in protocols.items()}
         shortcuts = {p: probe(splits[p], roots[protocols[p]]) for p in protocols}
 
         detectors: dict[str, dict] = {"lae_swap": {}, "cross_manipulation": {}, "in_domain": {}}

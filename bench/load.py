@@ -30,9 +30,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,7 +38,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.webhooks import BENCH_REDIS_DB, ROOT, _free_port, _ls_start, _ls_stop, _make_round, _up, _wait
+from bench.common import labeling_round
+from bench.harness.brokers import redis_db_url
+from bench.harness.labelstudio import LabelStudio
+from bench.harness.ports import free_port
+from bench.harness.processes import ROOT, service_env, start_web, start_worker, stop_processes
+from bench.harness.scratch import SCRATCH_REDIS_DB
+from bench.harness.waits import wait_until
 
 WEB_WORKERS, WEB_THREADS = 3, 4  # deploy/k8s/base/config.env
 WORKER_CONCURRENCY = 2
@@ -66,40 +69,17 @@ def _percentiles(values: list[float]) -> dict:
 def platform_stack(
     *, env: dict, web_port: int, work: Path, web_workers: int, web_threads: int, concurrency: int
 ):
-    """gunicorn + one Celery worker process with ``env``; both stopped (SIGTERM, then SIGKILL) on exit."""
-    procs: list[subprocess.Popen] = []
-    log_path = work / "services.log"
-    logs = open(log_path, "wb")  # noqa: SIM115 - closed with the processes
+    """gunicorn + one Celery worker process (prefork, in a session of its own) with ``env``; both
+    stopped with their process groups (SIGTERM, then SIGKILL) on exit. Yields the folder of their logs."""
+    procs = []
     try:
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "forgery_site.wsgi", "-b", f"127.0.0.1:{web_port}",
-             "-w", str(web_workers), "-k", "gthread", "--threads", str(web_threads), "--backlog", "512"],
-            cwd=ROOT, env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True,
-        ))  # fmt: skip
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "default",
-             f"--concurrency={concurrency}", "-n", f"load-{os.getpid()}@%h", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "--loglevel=WARNING"],
-            cwd=ROOT, env=env, stdout=logs, stderr=subprocess.STDOUT, start_new_session=True,
-        ))  # fmt: skip
-        try:
-            _wait(lambda: _up(f"http://127.0.0.1:{web_port}/health"), 90, "gunicorn")
-        except TimeoutError as exc:
-            raise RuntimeError(f"{exc}:\n{log_path.read_text(errors='replace')[-3000:]}") from None
-        yield log_path
+        procs.append(start_worker(env, work / "worker.log", f"load-{os.getpid()}", queues="default", pool=None,
+                                  concurrency=concurrency, loglevel="WARNING", new_session=True))  # fmt: skip
+        procs.append(start_web(env, web_port, work / "web.log", workers=web_workers, threads=web_threads,
+                               args=("--backlog", "512"), healthy=True))  # fmt: skip
+        yield work
     finally:
-        for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        logs.close()
+        stop_processes(procs)
 
 
 def run_load(
@@ -132,7 +112,7 @@ def run_load(
     from labeling.provisioning import round_push_tasks
 
     secret = secrets.token_hex(16)
-    web_port = _free_port()
+    web_port = free_port()
     base = f"http://127.0.0.1:{web_port}"
     saved = {
         k: getattr(settings, k, None)
@@ -147,24 +127,19 @@ def run_load(
     settings.MEDIA_ROOT, settings.LABEL_STUDIO_URL, settings.LABEL_STUDIO_TOKEN = media, ls_url, ls_token
     settings.WEBHOOK_SECRET = secret
     settings.LABELING_WEBHOOK_URL = f"{base}/api/v1/labeling/webhook"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "CELERY_KEY_PREFIX": f"bench-load-{os.getpid()}:",
-        "MEDIA_ROOT": str(media),
-        "IMPORT_ROOTS": "",
-        "LABEL_STUDIO_URL": ls_url,
-        "LABEL_STUDIO_TOKEN": ls_token,
-        "WEBHOOK_SECRET": secret,
-        "LABELING_WEBHOOK_URL": settings.LABELING_WEBHOOK_URL,
-        "DEBUG": "true",
-        "LOG_LEVEL": "WARNING",
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
-    }
-    for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "DJANGO_SETTINGS_MODULE"):
-        env.pop(key, None)
+    env = service_env(
+        database_url=database_url,
+        media_root=media,
+        redis_url=redis_url,
+        prefix=f"bench-load-{os.getpid()}:",
+        LABEL_STUDIO_URL=ls_url,
+        LABEL_STUDIO_TOKEN=ls_token,
+        WEBHOOK_SECRET=secret,
+        LABELING_WEBHOOK_URL=settings.LABELING_WEBHOOK_URL,
+        DEBUG="true",
+        LOG_LEVEL="WARNING",
+    )
+    env.pop("DJANGO_SETTINGS_MODULE", None)
     dataset, users, ls_project_id = None, [], None
     try:
         with platform_stack(
@@ -172,7 +147,7 @@ def run_load(
             concurrency=concurrency,
         ):  # fmt: skip
             client = LabelStudioClient(url=ls_url, token=ls_token)
-            dataset, round_obj = _make_round(media, deliveries)
+            dataset, round_obj = labeling_round(media, deliveries)
             suffix = secrets.token_hex(3)
             users = [
                 user_create(username=f"load-admin-{suffix}", password=secrets.token_urlsafe(12), role="admin"),
@@ -274,7 +249,7 @@ def run_load(
                     ls_annotation_id__in=annotation_ids
                 ).count() >= len(annotation_ids)
 
-            _wait(settled, settle_timeout_s, "every delivery settled")
+            wait_until(settled, settle_timeout_s, what="every delivery settled")
             sync_s = time.perf_counter() - burst_t0
             stop.set()
             for thread in api_threads:
@@ -340,21 +315,20 @@ def run(quick: bool) -> dict:
     from django.conf import settings
 
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
-    media, ls_home = work / "media", ROOT / "var" / "labelstudio" / f"bench-load-{os.getpid()}"
-    ls_port = _free_port()
+    media = work / "media"
+    labelstudio = LabelStudio(ROOT / "var" / "labelstudio" / f"bench-load-{os.getpid()}", media)
     try:
-        _ls_start(ls_home, ls_port, media)
+        labelstudio.start()
         return run_load(
             media=media,
-            ls_url=f"http://127.0.0.1:{ls_port}",
-            ls_token=(ls_home / "admin_token").read_text().strip(),
+            ls_url=labelstudio.url,
+            ls_token=labelstudio.token,
             database_url=settings.DATABASE_URL,
-            redis_url=settings.REDIS_URL.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}",
+            redis_url=redis_db_url(settings.REDIS_URL, SCRATCH_REDIS_DB),
             deliveries=30 if quick else 200,
             clients=5 if quick else 20,
             work=work,
         )
     finally:
-        _ls_stop(ls_home)
-        shutil.rmtree(ls_home, ignore_errors=True)
+        labelstudio.close()
         shutil.rmtree(work, ignore_errors=True)

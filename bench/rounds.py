@@ -27,65 +27,27 @@ each round separately so the steady state (round 2+) is visible.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from bench.common import admin_sql
+from bench.harness.databases import base_url, scratch_database
+from bench.harness.processes import start_worker, stop_process, wait_worker_ready
+from bench.harness.waits import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 PHASES = ("training", "scoring", "selecting", "annotating", "retraining", "evaluating")
 
 
-def _database_urls() -> tuple[str, str, str]:
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-    parts = urlsplit(base)
-    name = f"{parts.path.lstrip('/')}_bench_rounds_{os.getpid()}"
-    return base, urlunsplit(parts._replace(path=f"/{name}")), name
-
-
-def _setup(env: dict[str, str]) -> None:
-    os.environ.update(env)
-    from bench.common import django_setup
-
-    django_setup(scratch=False)  # its own private database, created above
-
-
-def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "gpu,cpu,default",
-               "--pool=solo", "-n", f"bench-rounds-{os.getpid()}@%h", "--loglevel=INFO",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-    with open(log, "wb") as handle:
-        return subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **env}, stdout=handle, stderr=subprocess.STDOUT
-        )
-
-
-def _wait_ready(worker: subprocess.Popen, log: Path, timeout: float = 180) -> dict:
+def _wait_ready(worker, log: Path, timeout: float = 180) -> dict:
     """Wait until the worker answers and has preloaded the compute modules; returns both times (s)."""
     from workers.celery_app import app
 
     started = time.time()
-    deadline = started + timeout
-    times: dict[str, float] = {}
-    while True:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the benchmark worker exited with {worker.returncode}")
-        try:
-            app.send_task("workers.tasks.core.health", queue="gpu").get(timeout=10)
-            break
-        except Exception:  # noqa: BLE001 - not up yet
-            if time.time() > deadline:
-                raise
-    times["worker_ready_s"] = round(time.time() - started, 3)
-    while "compute modules preloaded" not in log.read_text(errors="replace"):
-        if time.time() > deadline:
-            raise TimeoutError("the worker did not preload its compute modules")
-        time.sleep(0.1)
+    wait_worker_ready(app, worker, queue="gpu", timeout=timeout, log=log)
+    times = {"worker_ready_s": round(time.time() - started, 3)}
+    wait_until(lambda: "compute modules preloaded" in log.read_text(errors="replace"),
+               max(0.0, started + timeout - time.time()), 0.1, what="the worker to preload its compute modules")  # fmt: skip
     times["worker_preloaded_s"] = round(time.time() - started, 3)
     return times
 
@@ -144,48 +106,46 @@ def run(quick: bool) -> dict:
     from bench.common import device_info
 
     count, size, rounds, epochs = (96, 32, 2, 1) if quick else (4000, 64, 2, 3)
-    base_url, url, db_name = _database_urls()
+    server = base_url()
+    db_name = f"{urlsplit(server).path.lstrip('/')}_bench_rounds_{os.getpid()}"
     media = Path(tempfile.mkdtemp(prefix="bench-rounds-media-"))
     prefix = f"bench-rounds-{os.getpid()}:"
-    env = {"DATABASE_URL": url, "MEDIA_ROOT": str(media), "CELERY_KEY_PREFIX": prefix, "IMPORT_ROOTS": "",
-           "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING"}  # fmt: skip
-    admin_sql(base_url, f'CREATE DATABASE "{db_name}"')
     worker = None
     fixed: dict[str, float] = {}
-    try:
-        _setup(env)
-        from django.contrib.auth.models import Group, User
+    with scratch_database(server, db_name) as url:
+        env = {"DATABASE_URL": url, "MEDIA_ROOT": str(media), "CELERY_KEY_PREFIX": prefix, "IMPORT_ROOTS": "",
+               "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING"}  # fmt: skip
+        try:
+            os.environ.update(env)
+            from bench.common import django_setup
 
-        from catalog.services import dataset_get_or_create, import_job_create, import_job_run
-        from ml.data.generate import generate_dataset
+            django_setup(scratch=False)  # its own private database, created above
+            from django.contrib.auth.models import Group, User
 
-        generate_dataset(media / "datasets" / "bench", count, size, 0, protocol="cross_manipulation")
-        dataset = dataset_get_or_create(name="bench")
-        job = import_job_run(job_id=import_job_create(dataset=dataset, source="datasets/bench/manifest.jsonl",
-                                                       format="manifest").pk)  # fmt: skip
-        assert job.status == "succeeded", job.message
-        admin = User.objects.create(username="bench-admin", is_superuser=True)
-        admin.groups.add(Group.objects.get_or_create(name="admin")[0])
-        worker = _start_worker(env, media / "worker.log")
-        # The worker's start-up (process, Django, the compute modules' imports) is not part of a round.
-        fixed = _wait_ready(worker, media / "worker.log")
-        # The default 3% of the training data every round; no campaign cap (orchestration is measured).
-        config = {"detectors": ["lae", "sjedd"], "epochs": epochs, "retrain_epochs": epochs, "image_size": size,
-                  "budget_total": 1.0, "protocol": "cross_manipulation", "labeling": "none",
-                  "scoring": "in_process", "poll_interval_s": 0.5,
-                  "threads": max(1, (os.cpu_count() or 2) // 2)}  # fmt: skip
-        records = [_run_round(dataset, admin, config, timeout=1800) for _ in range(rounds)]
-    finally:
-        if worker is not None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-        from django.db import connections
+            from catalog.services import dataset_get_or_create, import_job_create, import_job_run
+            from ml.data.generate import generate_dataset
 
-        connections.close_all()
-        admin_sql(base_url, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+            generate_dataset(media / "datasets" / "bench", count, size, 0, protocol="cross_manipulation")
+            dataset = dataset_get_or_create(name="bench")
+            job = import_job_run(job_id=import_job_create(dataset=dataset, source="datasets/bench/manifest.jsonl",
+                                                           format="manifest").pk)  # fmt: skip
+            assert job.status == "succeeded", job.message
+            admin = User.objects.create(username="bench-admin", is_superuser=True)
+            admin.groups.add(Group.objects.get_or_create(name="admin")[0])
+            worker = start_worker({**os.environ, **env}, media / "worker.log", f"bench-rounds-{os.getpid()}")
+            # The worker's start-up (process, Django, the compute modules' imports) is not part of a round.
+            fixed = _wait_ready(worker, media / "worker.log")
+            # The default 3% of the training data every round; no campaign cap (orchestration is measured).
+            config = {"detectors": ["lae", "sjedd"], "epochs": epochs, "retrain_epochs": epochs,
+                      "image_size": size, "budget_total": 1.0, "protocol": "cross_manipulation",
+                      "labeling": "none", "scoring": "in_process", "poll_interval_s": 0.5,
+                      "threads": max(1, (os.cpu_count() or 2) // 2)}  # fmt: skip
+            records = [_run_round(dataset, admin, config, timeout=1800) for _ in range(rounds)]
+        finally:
+            stop_process(worker, 60)
+            from django.db import connections
+
+            connections.close_all()
     round_total = sum(r["round_seconds"] for r in records)
     compute_total = sum(r["compute_seconds"] for r in records)
     steady = records[1:] or records

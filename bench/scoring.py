@@ -1,6 +1,7 @@
 """Distributed scoring throughput: one vs two real Celery worker processes vs the same code in-process.
 
-Setup (not timed): a scratch PostgreSQL database ``bench_scoring_<pid>`` (migrated, dropped at the end),
+Setup (not timed): a scratch PostgreSQL database ``bench_scoring_<pid>`` (migrated, dropped at the end:
+``bench.harness.scratch``),
 a scratch MEDIA_ROOT with N random 64 px PNG faces, a tiny LAE checkpoint, and rounds whose pool is
 those N samples. Scoring = the round's default strategies (predictive entropy, MC-dropout BALD with 8
 passes, interpretation-map entropy), shards of ``SHARD`` samples, each batch upserted into
@@ -25,111 +26,14 @@ the database writes without the noise of the other processes' load.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from bench.harness.processes import cpu_seconds, start_worker, stop_processes
+from bench.harness.scratch import scratch_platform
+
 SHARD = 128
-
-
-def _django(database_url: str, media: Path, redis_url: str, prefix: str) -> None:
-    for path in (str(ROOT / "platform"), str(ROOT)):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    os.environ.update(
-        {
-            "DATABASE_URL": database_url,
-            "MEDIA_ROOT": str(media),
-            "REDIS_URL": redis_url,
-            "CELERY_KEY_PREFIX": prefix,
-            "HF_HUB_OFFLINE": "1",
-            "DJANGO_SETTINGS_MODULE": "forgery_site.settings",
-        }
-    )
-    os.environ.pop("CELERY_BROKER_URL", None)
-    os.environ.pop("CELERY_RESULT_BACKEND", None)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-
-
-def _admin_connection(base_url: str):
-    import dj_database_url
-    import psycopg2
-
-    cfg = dj_database_url.parse(base_url)
-    conn = psycopg2.connect(
-        dbname=cfg["NAME"], user=cfg["USER"] or None, host=cfg["HOST"] or None, port=cfg["PORT"] or None,
-        password=cfg["PASSWORD"] or None,
-    )  # fmt: skip
-    conn.autocommit = True
-    return conn
-
-
-@dataclass
-class ScratchPlatform:
-    app: object  # the Celery app, on the scratch broker
-    database_url: str
-    redis_url: str
-    prefix: str
-    media: Path
-    logs: Path
-
-
-@contextmanager
-def scratch_platform(tag: str):
-    """A private, migrated PostgreSQL database, Redis DB 14 under a per-run key prefix and a temporary
-    MEDIA_ROOT, with Django and the Celery app set up on them; everything is dropped afterwards."""
-    import redis
-
-    base_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-    redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0]
-    redis_url = f"{redis_base}/14"
-    prefix = f"bench-{tag}-{os.getpid()}:"
-    name = f"bench_{tag.replace('-', '_')}_{os.getpid()}"
-    admin = _admin_connection(base_url)
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    database_url = base_url.rsplit("/", 1)[0] + f"/{name}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            media, logs = Path(tmp) / "media", Path(tmp)
-            media.mkdir()
-            _django(database_url, media, redis_url, prefix)
-            from django.db import connections
-
-            from workers.celery_app import app
-
-            app.conf.update(
-                broker_url=redis_url,
-                result_backend=redis_url,
-                broker_transport_options={"global_keyprefix": prefix},
-            )
-            try:
-                yield ScratchPlatform(app, database_url, redis_url, prefix, media, logs)
-            finally:
-                connections.close_all()
-    finally:
-        with admin.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-                [name],
-            )
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
 
 
 def _build(media: Path, count: int) -> tuple:
@@ -166,35 +70,12 @@ def _round(dataset, number: int, shard: int = SHARD):
     return Round.objects.create(dataset=dataset, number=number, state="scoring", config={"active": active})
 
 
-def _workers(n: int, env: dict, logs: Path) -> list[subprocess.Popen]:
+def _workers(n: int, env: dict, logs: Path) -> list:
     procs = []
     for i in range(n):
-        command = [
-            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", f"gpu,warm-{i}",
-            "--pool=solo", "--concurrency=1", "--loglevel=WARNING", "-n", f"bench-{i}-{os.getpid()}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        log = open(logs / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(start_worker(env, logs / f"worker-{i}.log", f"bench-{i}-{os.getpid()}",
+                                  queues=f"gpu,warm-{i}", concurrency=1, loglevel="WARNING"))  # fmt: skip
     return procs
-
-
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process from /proc (Linux), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _distributed(
@@ -212,7 +93,7 @@ def _distributed(
             app.send_task("workers.tasks.scoring.score_shard", args=args, queue=f"warm-{i}").get(timeout=300)
         round_ = _round(dataset, number, shard)
         shards = scoring_shards(round_id=round_.pk)
-        cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
+        cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         started = time.perf_counter()
         results = [
             app.send_task("workers.tasks.scoring.score_shard", args=[round_.pk, s["index"], s["lo"], s["hi"]])
@@ -221,11 +102,11 @@ def _distributed(
         done = [r.get(timeout=600) for r in results]
         rows = sum(d["rows"] for d in done)
         seconds = time.perf_counter() - started
-        cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
+        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         assert rows == count, (rows, count)
         return count / seconds, cpu / count, shard_workers(done)
     finally:
-        _stop(procs)
+        stop_processes(procs)
 
 
 def run(quick: bool) -> dict:

@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -49,7 +48,8 @@ import uuid
 from pathlib import Path
 
 from bench.common import peak_rss_mb
-from bench.scoring import _cpu_seconds, _stop, scratch_platform
+from bench.harness.processes import cpu_seconds, start_worker, stop_processes
+from bench.harness.scratch import scratch_platform
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -64,16 +64,11 @@ def _rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
-def _workers(n: int, env: dict, logs: Path) -> list[subprocess.Popen]:
+def _workers(n: int, env: dict, logs: Path) -> list:
     procs = []
     for i in range(n):
-        command = [
-            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", f"cpu,warm-{i}",
-            "--pool=solo", "--concurrency=1", "--loglevel=WARNING", "-n", f"bench-video-{i}-{os.getpid()}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        log = open(logs / f"worker-{i}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(start_worker(env, logs / f"worker-{i}.log", f"bench-video-{i}-{os.getpid()}",
+                                  queues=f"cpu,warm-{i}", concurrency=1, loglevel="WARNING"))  # fmt: skip
     return procs
 
 
@@ -129,7 +124,7 @@ def _distributed(app, layout, n: int, workers: int, options: dict, shard: int, e
                 timeout=600
             )
         dataset = _dataset(layout, n, f"{workers}w")
-        cpu_before = sum(_cpu_seconds(p.pid) for p in procs)
+        cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         started = time.perf_counter()
         pending = [
             app.send_task("workers.tasks.video.extract_videos", args=[ids, options])
@@ -148,10 +143,10 @@ def _distributed(app, layout, n: int, workers: int, options: dict, shard: int, e
                 rss_by_progress.append([round(len(done) / total, 2), round(rss, 1)])
                 next_mark = len(done) / total + 0.2
         seconds = time.perf_counter() - started
-        cpu = sum(_cpu_seconds(p.pid) for p in procs) - cpu_before
+        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         hwm = max(_rss_mb(p.pid, "VmHWM") for p in procs)
     finally:
-        _stop(procs)
+        stop_processes(procs)
     frames = sum(d["frames"] for d in done)
     stages: dict[str, float] = {}
     for d in done:

@@ -28,22 +28,19 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LS_SCRIPT = ROOT / "deploy" / "labelstudio" / "ls.sh"
-TEMPLATE = ROOT / "var" / "labelstudio" / "test"
-BENCH_REDIS_DB = "14"
+from bench.harness.brokers import redis_db_url
+from bench.harness.labelstudio import LabelStudio
+from bench.harness.ports import free_port
+from bench.harness.processes import ROOT, service_env, start_web, start_worker, stop_processes
+from bench.harness.scratch import SCRATCH_REDIS_DB
+from bench.harness.waits import wait_until
+
 CONCURRENCY = 200
 # The web server as deployed: DEBUG off (no query log), plain HTTP on loopback behind no proxy.
 PRODUCTION = {
@@ -55,78 +52,10 @@ PRODUCTION = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _django() -> None:
     from bench.common import django_setup
 
     django_setup()
-
-
-def _ls_start(home: Path, port: int, media: Path) -> None:
-    """A Label Studio of our own: a copy of the migrated template when there is one (seconds, not minutes)."""
-    template_db = TEMPLATE / "data" / "label_studio.sqlite3"
-    (home / "data").mkdir(parents=True, exist_ok=True)
-    if template_db.is_file() and (TEMPLATE / "ready").is_file():
-        with (
-            sqlite3.connect(template_db) as src,
-            sqlite3.connect(home / "data" / "label_studio.sqlite3") as dst,
-        ):
-            src.backup(dst)
-        for name in ("admin_token", "admin_password", "secret_key"):
-            shutil.copy2(TEMPLATE / name, home / name)
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"LS_HOME": str(home), "LS_PORT": str(port), "MEDIA_ROOT": str(media)})
-    subprocess.run(["bash", str(LS_SCRIPT), "start"], env=env, check=True, timeout=900)
-
-
-def _ls_stop(home: Path) -> None:
-    subprocess.run(["bash", str(LS_SCRIPT), "stop"], env={**os.environ, "LS_HOME": str(home)}, check=False)
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise TimeoutError(f"timed out waiting for {what}")
-
-
-def _make_round(media: Path, count: int):
-    import numpy as np
-    from PIL import Image
-
-    from catalog.models import Dataset, Sample
-    from rounds.models import Round, Selection
-
-    name = f"bench-webhooks-{uuid.uuid4().hex[:8]}"
-    dataset = Dataset.objects.create(name=name)
-    rng = np.random.default_rng(0)
-    for index in range(count):
-        rel, gt_rel = f"{name}/img/{index:04d}.png", f"{name}/gt/{index:04d}.png"
-        for path in (media / rel, media / gt_rel):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(media / rel)
-        gt = np.zeros((64, 64), np.uint8)
-        y, x = rng.integers(0, 32, 2)
-        gt[y : y + 24, x : x + 20] = 255
-        Image.fromarray(gt).save(media / gt_rel)
-        sample = Sample.objects.create(
-            dataset=dataset, external_id=f"s{index}", path=rel, sha256="0" * 64, width=64, height=64,
-            label="fake", split="train", gt_mask_path=gt_rel,
-        )  # fmt: skip
-        if index == 0:
-            round_obj = Round.objects.create(dataset=dataset, number=1, state="annotating")
-        Selection.objects.create(
-            round=round_obj, sample=sample, score=0.5, rank=index + 1, scores={"prob": 0.5}
-        )
-    return dataset, round_obj
 
 
 def _burst(url: str, bodies: list[dict], headers: dict, sessions: list) -> dict:
@@ -169,46 +98,38 @@ def run(quick: bool) -> dict:
     import requests
     from django.conf import settings
 
+    from bench.common import labeling_round
+
     _django()
     count = 40 if quick else 200
     repeats = 7
     work = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
-    media, ls_home = work / "media", ROOT / "var" / "labelstudio" / f"bench-{os.getpid()}"
-    ls_port, web_port = _free_port(), _free_port()
-    token_file = ls_home / "admin_token"
+    media = work / "media"
+    labelstudio = LabelStudio(ROOT / "var" / "labelstudio" / f"bench-{os.getpid()}", media)
+    web_port = free_port()
     secret = secrets.token_hex(16)
-    procs: list[subprocess.Popen] = []
+    procs = []
     dataset = None
     try:
-        _ls_start(ls_home, ls_port, media)
+        labelstudio.start()
         settings.MEDIA_ROOT = media
-        settings.LABEL_STUDIO_URL = f"http://127.0.0.1:{ls_port}"
-        settings.LABEL_STUDIO_TOKEN = token_file.read_text().strip()
+        settings.LABEL_STUDIO_URL = labelstudio.url
+        settings.LABEL_STUDIO_TOKEN = labelstudio.token
         settings.WEBHOOK_SECRET = secret
         settings.LABELING_WEBHOOK_URL = f"http://127.0.0.1:{web_port}/api/v1/labeling/webhook"
-        redis_url = settings.REDIS_URL.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
-        env = {
-            **os.environ,
-            "DATABASE_URL": settings.DATABASE_URL,
-            "REDIS_URL": redis_url,
-            "CELERY_KEY_PREFIX": f"bench-webhooks-{os.getpid()}:",
-            "MEDIA_ROOT": str(media),
-            "LABEL_STUDIO_URL": settings.LABEL_STUDIO_URL,
-            "LABEL_STUDIO_TOKEN": settings.LABEL_STUDIO_TOKEN,
-            "WEBHOOK_SECRET": secret,
-            "LOG_LEVEL": "WARNING",
-            "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
-        }
-        env.pop("CELERY_BROKER_URL", None)
-        env.pop("CELERY_RESULT_BACKEND", None)
-        logs = open(work / "services.log", "wb")  # noqa: SIM115 - closed with the processes
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "forgery_site.wsgi", "-b", f"127.0.0.1:{web_port}",
-             "-w", "2", "-k", "gthread", "--threads", "16", "--backlog", "512"],
-            cwd=ROOT, env={**env, **PRODUCTION, "DJANGO_SETTINGS_MODULE": "bench.webhook_settings"}, stdout=logs,
-            stderr=subprocess.STDOUT,
-        ))  # fmt: skip
-        _wait(lambda: _up(f"http://127.0.0.1:{web_port}/health"), 60, "gunicorn")
+        env = service_env(
+            database_url=settings.DATABASE_URL,
+            media_root=media,
+            redis_url=redis_db_url(settings.REDIS_URL, SCRATCH_REDIS_DB),
+            prefix=f"bench-webhooks-{os.getpid()}:",
+            LABEL_STUDIO_URL=settings.LABEL_STUDIO_URL,
+            LABEL_STUDIO_TOKEN=settings.LABEL_STUDIO_TOKEN,
+            WEBHOOK_SECRET=secret,
+            LOG_LEVEL="WARNING",
+        )
+        web_settings = {**env, **PRODUCTION, "DJANGO_SETTINGS_MODULE": "bench.webhook_settings"}
+        procs.append(start_web(web_settings, web_port, work / "web.log", workers=2, threads=16,
+                               args=("--backlog", "512"), timeout=60, healthy=True))  # fmt: skip
 
         from catalog.models import Mask
         from labeling.client import LabelStudioClient
@@ -220,7 +141,7 @@ def run(quick: bool) -> dict:
         # scratch database.
         LabelStudioInstance.objects.all().delete()
         client = LabelStudioClient(url=settings.LABEL_STUDIO_URL, token=settings.LABEL_STUDIO_TOKEN)
-        dataset, round_obj = _make_round(media, count)
+        dataset, round_obj = labeling_round(media, count)
         round_push_tasks(round_id=round_obj.pk, client=client)
         project = LabelingProject.objects.get(round=round_obj)
         client.webhook_delete(project.ls_webhook_id)  # deliveries below are the only ones
@@ -270,12 +191,8 @@ def run(quick: bool) -> dict:
         sample_ids = list(round_obj.selections.values_list("sample_id", flat=True))
 
         t0 = time.perf_counter()
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "default",
-             "--pool=threads", "--concurrency=4", "-n", f"bench-{os.getpid()}@%h", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "--loglevel=WARNING"],
-            cwd=ROOT, env=env, stdout=logs, stderr=subprocess.STDOUT,
-        ))  # fmt: skip
+        procs.append(start_worker(env, work / "worker.log", f"bench-{os.getpid()}", queues="default",
+                                  pool="threads", concurrency=4, loglevel="WARNING"))  # fmt: skip
         sent = len(warm) + len(solo_ms) + repeats * CONCURRENCY
 
         def settled() -> bool:
@@ -285,7 +202,7 @@ def run(quick: bool) -> dict:
                 and not deliveries.filter(status=WebhookDelivery.Status.PENDING).exists()
             )
 
-        _wait(settled, 900, "all deliveries settled")
+        wait_until(settled, 900, what="all deliveries settled")
         sync_s = time.perf_counter() - t0
         stored = Mask.objects.filter(sample_id__in=sample_ids, ls_annotation_id__isnull=False).count()
         duplicates = stored - len(
@@ -336,24 +253,8 @@ def run(quick: bool) -> dict:
             "worker": "1 celery process, 4 threads, started after the bursts",
         }
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        _ls_stop(ls_home)
-        shutil.rmtree(ls_home, ignore_errors=True)
+        stop_processes(procs)
+        labelstudio.close()
         if dataset is not None:
             dataset.delete()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _up(url: str) -> bool:
-    import requests
-
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False

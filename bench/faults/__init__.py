@@ -3,7 +3,8 @@
 Each scenario breaks one real service while the platform is doing real work (a worker killed with
 SIGKILL mid-training, Redis restarted mid-round, ...) and measures whether the work survives.
 
-Scenario contract (every module ``bench/faults/<scenario>.py`` whose name does not start with ``_``):
+Scenario contract (every module ``bench/faults/<scenario>.py`` whose name does not start with ``_`` and
+that defines ``SCENARIO``; ``round_scenarios`` holds the round scenarios' shared code and defines none):
 
 * ``SCENARIO: str``: the scenario's name in the report (usually the module name);
 * ``run(quick: bool) -> dict``: performs the scenario and returns at least
@@ -13,7 +14,8 @@ Scenario contract (every module ``bench/faults/<scenario>.py`` whose name does n
 * importing the module must be cheap and side-effect free (no Django setup, no services started at import
   time): the harness imports every module to read ``SCENARIO``;
 * a scenario owns everything it starts (private database, private Redis on a free port, temporary
-  directories, worker processes) and stops/removes it before returning, also on failure;
+  directories, worker processes: the machinery is ``bench.harness``) and stops/removes it before
+  returning, also on failure;
 * loopback services only; every wait is bounded.
 
 The harness runs each scenario in its own Python process (fresh Django settings and environment, and a

@@ -24,21 +24,24 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import subprocess
-import sys
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
+from bench.harness.brokers import DEFAULT_REDIS_URL, redis_db_url
+from bench.harness.databases import base_url, private_database
+from bench.harness.labelstudio import LabelStudio
+from bench.harness.ports import free_port
+from bench.harness.processes import ROOT, start_beat, start_web, start_worker, stop_processes, web_env
+from bench.harness.waits import http_ok, wait_until
+
 SCENARIO = "ls_outage"
-ROOT = Path(__file__).resolve().parents[2]
 BENCH_REDIS_DB = "13"
 
 
 def dead_url() -> str:
     """A webhook URL where nothing listens (the platform 'down' as Label Studio sees it)."""
-    from bench.faults.pg_drop import free_port
-
     return f"http://127.0.0.1:{free_port()}/api/v1/labeling/webhook"
 
 
@@ -111,39 +114,24 @@ def mask_report(media_root: Path, samples) -> dict:
     return report
 
 
-def _wait(predicate, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def run(quick: bool) -> dict:
-    from bench.faults.pg_drop import free_port, private_database, start_web, stop_process, web_env
-    from bench.webhooks import _ls_start, _ls_stop, _make_round, _up
+    from bench.common import labeling_round
 
     count = 12 if quick else 60
     outage_s = 5.0 if quick else 20.0
-    base_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
     work = Path(tempfile.mkdtemp(prefix="bench-faults-ls-"))
     media = work / "media"
     media.mkdir()
-    ls_home = ROOT / "var" / "labelstudio" / f"bench-faults-{os.getpid()}"
-    ls_port, web_port = free_port(), free_port()
+    labelstudio = LabelStudio(ROOT / "var" / "labelstudio" / f"bench-faults-{os.getpid()}", media)
+    web_port = free_port()
     secret = secrets.token_hex(16)
-    procs: list[subprocess.Popen] = []
-    web = None
-    with private_database(base_url) as (_dbname, db_url):
+    procs = []
+    with private_database(base_url()) as (_dbname, db_url):
         try:
-            _ls_start(ls_home, ls_port, media)
-            ls_url = f"http://127.0.0.1:{ls_port}"
-            token = (ls_home / "admin_token").read_text().strip()
+            labelstudio.start()
+            ls_url, token = labelstudio.url, labelstudio.token
             hook_url = f"http://127.0.0.1:{web_port}/api/v1/labeling/webhook"
-            redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-            redis_url = redis_base.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
+            redis_url = redis_db_url(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL), BENCH_REDIS_DB)
             shared = {
                 "LABEL_STUDIO_URL": ls_url,
                 "LABEL_STUDIO_TOKEN": token,
@@ -156,25 +144,15 @@ def run(quick: bool) -> dict:
             os.environ.update({**shared, "DATABASE_URL": db_url, "MEDIA_ROOT": str(media)})
             for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
                 os.environ.pop(key, None)
-            env = web_env(database_url=db_url, media_root=media, extra={**shared, "LOG_LEVEL": "INFO"})
-            log = open(work / "services.log", "ab")  # noqa: SIM115 - closed with the processes
-            web = start_web(env, web_port, work / "web.log")
-            procs.append(web)
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "default",
-                 "--pool=threads", "--concurrency=2", "-n", f"bench-faults-ls-{os.getpid()}@%h",
-                 "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO"],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            ))  # fmt: skip
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "beat", "--loglevel=INFO",
-                 "-s", str(work / "celerybeat-schedule")],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            ))  # fmt: skip
+            env = web_env(database_url=db_url, media_root=media, **shared, LOG_LEVEL="INFO")
+            procs.append(start_web(env, web_port, work / "web.log", args=("--timeout", "120")))
+            procs.append(start_worker(env, work / "services.log", f"bench-faults-ls-{os.getpid()}",
+                                      queues="default", pool="threads", concurrency=2))  # fmt: skip
+            procs.append(start_beat(env, work / "beat", work / "services.log"))
 
             from bench.common import django_setup
 
-            django_setup(migrate=False)
+            django_setup(migrate=False, scratch=False)  # the private database, migrated already
             from django.conf import settings
 
             settings.MEDIA_ROOT = media
@@ -187,7 +165,7 @@ def run(quick: bool) -> dict:
             from labeling.provisioning import round_push_tasks
 
             client = LabelStudioClient(url=ls_url, token=token)
-            _dataset, round_obj = _make_round(media, count)
+            _dataset, round_obj = labeling_round(media, count)
             samples = list(round_obj.selections.select_related("sample").order_by("rank"))
             samples = [s.sample for s in samples]
             round_push_tasks(round_id=round_obj.pk, client=client)
@@ -203,14 +181,15 @@ def run(quick: bool) -> dict:
             late = webhook_bodies(client, project)
             point_webhook(client, project, hook_url)
             oracle_answer(round_id=round_obj.pk, client=client, limit=third)
-            _wait(lambda: masks_stored() >= third, 120, "the webhook masks")
-            _ls_stop(ls_home)
+            wait_until(lambda: masks_stored() >= third, 120, 0.3, what="the webhook masks")
+            labelstudio.stop()
             down_at = time.monotonic()
             accepted = deliver(hook_url, secret, late)
-            _wait(
+            wait_until(
                 lambda: LabelingProject.objects.get(pk=project.pk).sync_state == "degraded",
                 60,
-                "reconciliation to notice the outage",
+                0.3,
+                what="reconciliation to notice the outage",
             )
             during = {
                 "stored": masks_stored(),
@@ -220,21 +199,22 @@ def run(quick: bool) -> dict:
                 },
             }
             time.sleep(max(0.0, outage_s - (time.monotonic() - down_at)))
-            _ls_restart(ls_home, ls_port, media)  # same home and data: only the process was down
-            _wait(lambda: _up(f"{ls_url}/health"), 120, "Label Studio")
+            labelstudio.start(fresh=False)  # same home and data: only the process was down
+            wait_until(lambda: http_ok(f"{ls_url}/health"), 120, 0.3, what="Label Studio")
             back_at = time.monotonic()
             outage = back_at - down_at
             oracle_answer(round_id=round_obj.pk, client=client)
-            _wait(lambda: masks_stored() >= count, 300, "every mask")
+            wait_until(lambda: masks_stored() >= count, 300, 0.3, what="every mask")
             seconds_to_recover = time.monotonic() - back_at
-            _wait(
+            wait_until(
                 lambda: (
                     not WebhookDelivery.objects.filter(
                         ls_project_id=project.ls_project_id, status="pending"
                     ).exists()
                 ),
                 300,
-                "every delivery settled",
+                0.3,
+                what="every delivery settled",
             )
             time.sleep(6)  # one more reconciliation pass: nothing may be stored twice
             report = mask_report(media, samples)
@@ -259,37 +239,10 @@ def run(quick: bool) -> dict:
                 "sync_state": project.sync_state,
             }
         finally:
-            for proc in reversed(procs):
-                if proc is web:
-                    stop_process(proc)  # its own process group (gunicorn master + worker)
-                else:
-                    _stop(proc)
-            _ls_stop(ls_home)
-            import shutil
-
-            shutil.rmtree(ls_home, ignore_errors=True)
+            stop_processes(reversed(procs))  # gunicorn with its process group (master + workers)
+            labelstudio.close()
             shutil.rmtree(work, ignore_errors=True)
             with contextlib.suppress(Exception):
                 from django.db import connections
 
                 connections.close_all()
-
-
-def _ls_restart(home: Path, port: int, media: Path) -> None:
-    """Start the stopped server again on its own data (``bench.webhooks._ls_start`` would reset it)."""
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update({"LS_HOME": str(home), "LS_PORT": str(port), "MEDIA_ROOT": str(media)})
-    subprocess.run(
-        ["bash", str(ROOT / "deploy" / "labelstudio" / "ls.sh"), "start"], env=env, check=True, timeout=900
-    )
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)

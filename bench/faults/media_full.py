@@ -196,19 +196,18 @@ def run(quick: bool) -> dict:
     reason = mount_unavailable_reason()
     if reason is not None:
         return {"recovered": True, "seconds_to_recover": None, "lost": 0, "skipped": reason}
-    from bench.faults.pg_drop import private_database
+    from bench.harness.databases import base_url, private_database
 
     count = 30 if quick else 300
-    base_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
     with (
-        private_database(base_url) as (_name, db_url),
+        private_database(base_url()) as (_name, db_url),
         SmallVolume(size_kib=2048 if quick else 8192) as volume,
     ):
         os.environ["DATABASE_URL"] = db_url
         os.environ["MEDIA_ROOT"] = str(volume.path)
         from bench.common import django_setup
 
-        django_setup(migrate=False)
+        django_setup(migrate=False, scratch=False)  # the private database, migrated already
         import numpy as np
         from django.conf import settings
         from django.db import connections

@@ -19,8 +19,8 @@ refused write must leave no row. ``lost`` counts 500s, hung requests, acknowledg
 missing and refused writes that were stored anyway. ``seconds_to_recover`` is the worst time from the
 link coming back to the first successful API answer.
 
-The relay, the server functions and ``terminate_backends`` are shared with
-``tests/integration/test_faults_services.py``.
+The relay is shared with ``tests/integration/test_faults_services.py``; the database, web server and
+process helpers are ``bench.harness``'s.
 """
 
 from __future__ import annotations
@@ -37,17 +37,20 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from bench.harness.databases import (
+    admin_connect,
+    base_url,
+    private_database,
+    terminate_backends,
+    with_database,
+)
+from bench.harness.ports import free_port
+from bench.harness.processes import ROOT, start_web, stop_process, web_env
 
 SCENARIO = "pg_drop"
-ROOT = Path(__file__).resolve().parents[2]
 CONNECT_TIMEOUT_S = 2  # libpq's minimum; the 503 arrives after about this long when the server is silent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PgRelay:
@@ -175,121 +178,6 @@ class PgRelay:
                 self._sockets.discard(b)
 
 
-def with_database(url: str, name: str, *, host: str | None = None, port: int | None = None) -> str:
-    """``url`` with another database name (and optionally another host/port)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if host is not None:
-        auth = netloc.rsplit("@", 1)[0] + "@" if "@" in netloc else ""
-        netloc = f"{auth}{host}:{port}"
-    return urlunsplit((parts.scheme, netloc, f"/{name}", parts.query, parts.fragment))
-
-
-def admin_connect(database_url: str, dbname: str = "postgres"):
-    """A separate autocommit psycopg2 connection (the 'admin' side of the fault)."""
-    import psycopg2
-
-    parts = urlsplit(database_url)
-    conn = psycopg2.connect(
-        dbname=dbname,
-        user=parts.username or None,
-        password=parts.password or None,
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or 5432,
-        connect_timeout=5,
-    )
-    conn.autocommit = True
-    return conn
-
-
-def terminate_backends(admin, dbname: str, exclude: tuple[int, ...] = ()) -> int:
-    """``pg_terminate_backend`` on the backends of ``dbname`` only (a private test/bench database)."""
-    if not (dbname.startswith("test_") or dbname.startswith("bench_")):
-        raise ValueError(f"refusing to terminate backends of {dbname!r}: not a private test/bench database")
-    with admin.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid() AND NOT (pid = ANY(%s))",
-            (dbname, list(exclude)),
-        )
-        return int(cursor.fetchone()[0])
-
-
-def web_env(*, database_url: str, media_root: Path, extra: dict | None = None) -> dict:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "MEDIA_ROOT": str(media_root),
-        "IMPORT_ROOTS": "",
-        "DEBUG": "true",
-        "CACHE_URL": "locmem://",
-        "LOG_LEVEL": "WARNING",
-        "DB_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT_S),
-        "HF_HUB_OFFLINE": "1",
-        "PYTHONPATH": f"{ROOT / 'platform'}:{ROOT}",
-    }
-    env.update(extra or {})
-    return env
-
-
-def start_web(env: dict, port: int, log_path: Path) -> subprocess.Popen:
-    """gunicorn (1 process, 4 threads) on 127.0.0.1:port; returns once /health has answered at all."""
-    import requests
-
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "forgery_site.wsgi", "-b", f"127.0.0.1:{port}",
-             "-w", "1", "-k", "gthread", "--threads", "4", "--timeout", "120"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-        try:
-            requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
-            return process
-        except requests.RequestException:
-            time.sleep(0.3)
-    stop_process(process)
-    raise TimeoutError("gunicorn did not answer /health within 90 s")
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, 15)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, 9)
-        process.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def private_database(database_url: str, prefix: str = "bench_faults_pg"):
-    """A migrated database of our own on the server of ``database_url``; dropped afterwards."""
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = admin_connect(database_url)
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
-    url = with_database(database_url, name)
-    try:
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
-            cwd=ROOT, env={**os.environ, "DATABASE_URL": url}, check=True, timeout=600,
-        )  # fmt: skip
-        yield name, url
-    finally:
-        with contextlib.suppress(Exception):
-            terminate_backends(admin, name)
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        admin.close()
-
-
 def create_admin_token(database_url: str, username: str) -> str:
     """An admin user and its API token, through the project's own management command."""
     out = subprocess.run(
@@ -388,24 +276,27 @@ def count_datasets(admin_url: str, names: list[str]) -> int:
 def run(quick: bool) -> dict:
     outage_s = 3.0 if quick else 10.0
     repeats = 1 if quick else 3
-    base_url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
-    target = urlsplit(base_url)
+    server = base_url()
+    target = urlsplit(server)
     work = Path(tempfile.mkdtemp(prefix="bench-faults-pg-"))
     result: dict = {"outage_s": outage_s, "repeats": repeats, "connect_timeout_s": CONNECT_TIMEOUT_S}
     web = None
     with (
-        private_database(base_url) as (dbname, db_url),
+        private_database(server) as (dbname, db_url),
         PgRelay(target.hostname or "127.0.0.1", target.port or 5432) as relay,
     ):
         try:
             token = create_admin_token(db_url, "faults-admin")
-            relayed = with_database(base_url, dbname, host="127.0.0.1", port=relay.port)
+            relayed = with_database(server, dbname, host="127.0.0.1", port=relay.port)
             port = free_port()
-            web = start_web(web_env(database_url=relayed, media_root=work / "media"), port, work / "web.log")
+            env = web_env(
+                database_url=relayed, media_root=work / "media", db_connect_timeout=CONNECT_TIMEOUT_S
+            )
+            web = start_web(env, port, work / "web.log", args=("--timeout", "120"))
             web_pid = web.pid
             probe = Probe(f"http://127.0.0.1:{port}", token)
             probe.until_ok()
-            admin = admin_connect(base_url)
+            admin = admin_connect(server)
             recover: dict[str, list[float]] = {"terminate": [], "refused": [], "silent": []}
             answers: dict[str, dict[int, int]] = {"terminate": {}, "refused": {}, "silent": {}}
             try:
@@ -459,7 +350,6 @@ def run(quick: bool) -> dict:
                 web_restarted=False,
             )
         finally:
-            if web is not None:
-                stop_process(web)
+            stop_process(web, 20)
             shutil.rmtree(work, ignore_errors=True)
     return result

@@ -7,7 +7,7 @@ that finished while the broker was down publishes its next step with retries (or
 rounds watchdog), and the round finishes with exactly one set of rows. ``seconds_to_recover``: the
 longer of the two fault → round's next state intervals (the first includes the rest of training).
 ``lost``: missing or duplicated Selection / Mask / DetectorVersion rows, plus 1 if the round did not
-finish. Runs on a private database, Redis and MEDIA_ROOT (bench/faults/_common.py).
+finish. Runs on a private database, Redis and MEDIA_ROOT (bench/faults/round_scenarios.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ SCENARIO = "redis_restart"
 
 
 def run(quick: bool) -> dict:
-    from bench.faults._common import bench_environment, redis_restart_scenario
+    from bench.faults.round_scenarios import bench_environment, redis_restart_scenario
 
     with bench_environment(SCENARIO) as ctx:
         return redis_restart_scenario(quick=quick, **ctx)

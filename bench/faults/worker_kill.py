@@ -8,7 +8,7 @@ from their per-epoch checkpoints. ``seconds_to_recover``: the longer of the two 
 (a new attempt recorded) intervals; it includes the replacement worker's start-up and ``ROUNDS_STALL_S``
 (6 s here; 120 s by default in production). ``lost``: missing or duplicated Selection / Mask /
 DetectorVersion rows, plus 1 if the round did not finish. Runs on a private database, Redis and
-MEDIA_ROOT (bench/faults/_common.py).
+MEDIA_ROOT (bench/faults/round_scenarios.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ SCENARIO = "worker_kill"
 
 
 def run(quick: bool) -> dict:
-    from bench.faults._common import bench_environment, worker_kill_scenario
+    from bench.faults.round_scenarios import bench_environment, worker_kill_scenario
 
     with bench_environment(SCENARIO) as ctx:
         return worker_kill_scenario(quick=quick, **ctx)

@@ -10,7 +10,6 @@ and a media volume that is full or read-only (a private tmpfs).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,10 @@ import pytest
 import requests
 
 from bench.faults import media_full, pg_drop
+from bench.harness.databases import admin_connect, terminate_backends
+from bench.harness.ports import free_port
+from bench.harness.processes import start_web, stop_process, web_env
+from bench.harness.waits import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -46,14 +49,17 @@ def live_web(transactional_db, tmp_path, platform_media_root):
     relay = pg_drop.PgRelay(settings_dict.get("HOST") or "127.0.0.1", int(settings_dict.get("PORT") or 5432))
     relay.start()
     database_url = _server_url("127.0.0.1", relay.port, settings_dict["NAME"])
-    port = pg_drop.free_port()
-    web = pg_drop.start_web(
-        pg_drop.web_env(database_url=database_url, media_root=platform_media_root), port, tmp_path / "web.log"
+    port = free_port()
+    env = web_env(
+        database_url=database_url,
+        media_root=platform_media_root,
+        db_connect_timeout=pg_drop.CONNECT_TIMEOUT_S,
     )
+    web = start_web(env, port, tmp_path / "web.log", args=("--timeout", "120"))
     try:
         yield f"http://127.0.0.1:{port}", relay, web
     finally:
-        pg_drop.stop_process(web)
+        stop_process(web, 20)
         relay.close()
 
 
@@ -105,9 +111,9 @@ def test_database_dropped_refused_or_silent_answers_503_and_recovers_without_res
 
     # 1. Every backend of the test database killed (the web holds a persistent connection): the next
     #    requests reconnect through the health check, no 500, nothing to restart.
-    admin = pg_drop.admin_connect(_server_url())  # a separate connection, to the maintenance database
+    admin = admin_connect(_server_url())  # a separate connection, to the maintenance database
     try:
-        killed = pg_drop.terminate_backends(admin, dbname, exclude=(own_pid,))
+        killed = terminate_backends(admin, dbname, exclude=(own_pid,))
     finally:
         admin.close()
     assert killed >= 1
@@ -134,10 +140,9 @@ def test_database_dropped_refused_or_silent_answers_503_and_recovers_without_res
 
     # 4. Back: the same process answers again.
     relay.set_mode("up")
-    deadline = time.monotonic() + 60
-    while requests.get(f"{base}/health", timeout=30).status_code != 200:
-        assert time.monotonic() < deadline, "the web did not recover within 60 s"
-        time.sleep(0.2)
+    wait_until(
+        lambda: requests.get(f"{base}/health", timeout=30).status_code == 200, 60, what="the web to recover"
+    )
     assert api.get(f"{base}/api/v1/datasets/", timeout=30).status_code == 200
     assert api.post(f"{base}/api/v1/datasets/", json={"name": "after-outage"}, timeout=30).status_code == 201
     assert browser.get(f"{base}/", timeout=30).status_code == 200

@@ -2,7 +2,8 @@
 Redis restarted twice in one round, and the rounds watchdog on its own. Each scenario owns a private
 redis-server (AOF, fsync always) on a free port, worker and beat processes of the platform's app, and
 checks that the round finishes with exactly one set of Selection / Mask / DetectorVersion rows.
-The scenario bodies are shared with ``python -m bench faults`` (bench/faults/_common.py)."""
+The scenario bodies are shared with ``python -m bench faults`` (bench/faults/round_scenarios.py), the
+services come from ``bench.harness``."""
 
 from __future__ import annotations
 
@@ -12,19 +13,18 @@ import time
 import pytest
 from django.db import transaction
 
-from bench.faults._common import (
+from bench.faults.round_scenarios import (
     BASE_CONFIG,
-    PrivateRedis,
     launch,
     redis_restart_scenario,
     row_accounting,
     sender,
-    start_worker,
-    stop_process,
-    wait_until,
-    worker_env,
     worker_kill_scenario,
 )
+from bench.harness.brokers import PrivateRedis
+from bench.harness.databases import settings_url
+from bench.harness.processes import start_worker, stop_process, unique_name, worker_env
+from bench.harness.waits import wait_until
 from tests.integration.rounds_helpers import import_generated_dataset, make_user
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,9 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def _database_url() -> str:
     from django.db import connection
 
-    from tests.conftest import _database_url as url
-
-    return url(connection.settings_dict)
+    return settings_url(connection.settings_dict)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -110,7 +108,7 @@ def test_watchdog_resends_the_step_of_a_round_whose_message_never_reached_the_br
     env = worker_env(database_url=_database_url(), media_root=platform_media_root, redis_url=redis.url(),
                      prefix=prefix, ROUNDS_STALL_S=1, ROUNDS_WATCHDOG_INTERVAL_S=1)  # fmt: skip
     log = tmp_path / "worker.log"
-    worker = start_worker(env, log, "watchdog")
+    worker = start_worker(env, log, unique_name("watchdog"))
     try:
         time.sleep(2.0)  # older than the stall threshold (1 s, or three 0.5 s poll intervals: 1.5 s)
         client = sender(redis.url(), prefix)
@@ -124,13 +122,18 @@ def test_watchdog_resends_the_step_of_a_round_whose_message_never_reached_the_br
             return f"{r.state} {r.error[:300]} {r.progress}\n{log.read_text(errors='replace')[-3000:]}"
 
         wait_until(
-            lambda: Round.objects.get(pk=round_.pk).state in ("annotating", "failed"), 180, 0.2, describe
+            lambda: Round.objects.get(pk=round_.pk).state in ("annotating", "failed"),
+            180,
+            0.2,
+            describe=describe,
         )
         assert Round.objects.get(pk=round_.pk).state == "annotating", describe()
         progress = Round.objects.get(pk=round_.pk).progress
         assert progress["watchdog"]["state"] == "created" and progress["watchdog"]["step"] == "start"
         store_ground_truth_masks(round_.pk)
-        wait_until(lambda: Round.objects.get(pk=round_.pk).state in ("done", "failed"), 180, 0.2, describe)
+        wait_until(
+            lambda: Round.objects.get(pk=round_.pk).state in ("done", "failed"), 180, 0.2, describe=describe
+        )
         accounting = row_accounting(round_.pk)
         assert accounting["state"] == "done" and accounting["lost"] == 0, (accounting, describe())
         # A finished round is never touched again.
@@ -157,7 +160,7 @@ def test_lost_scoring_chord_callback_is_sent_again_and_the_same_selection_is_sto
     env = worker_env(database_url=_database_url(), media_root=platform_media_root, redis_url=redis.url(),
                      prefix=prefix, ROUNDS_STALL_S=2)  # fmt: skip
     log = tmp_path / "worker.log"
-    worker = start_worker(env, log, "chord")
+    worker = start_worker(env, log, unique_name("chord"))
     try:
         config = {**BASE_CONFIG, "scoring": "distributed", "epochs": 1, "retrain_epochs": 1}
         round_ = launch(dataset, admin, config, redis.url(), prefix)
@@ -169,7 +172,7 @@ def test_lost_scoring_chord_callback_is_sent_again_and_the_same_selection_is_sto
             r = Round.objects.get(pk=round_.pk)
             return f"{r.state} {r.error[:300]} {r.progress}\n{log.read_text(errors='replace')[-3000:]}"
 
-        wait_until(lambda: state() in ("annotating", "failed"), 240, 0.2, describe)
+        wait_until(lambda: state() in ("annotating", "failed"), 240, 0.2, describe=describe)
         assert state() == "annotating", describe()
         before = set(Selection.objects.filter(round=round_).values_list("sample_id", flat=True))
         assert len(before) == BASE_CONFIG["budget_count"]
@@ -177,7 +180,7 @@ def test_lost_scoring_chord_callback_is_sent_again_and_the_same_selection_is_sto
         with transaction.atomic():
             Selection.objects.filter(round=round_).delete()
             Round.objects.filter(pk=round_.pk).update(state="scoring")
-        wait_until(lambda: state() in ("annotating", "failed"), 120, 0.2, describe)
+        wait_until(lambda: state() in ("annotating", "failed"), 120, 0.2, describe=describe)
         assert state() == "annotating", describe()
         progress = Round.objects.get(pk=round_.pk).progress
         assert progress["scoring_watch"]["step"] == "select" and progress["scoring_watch"]["resent"] >= 1
@@ -185,7 +188,7 @@ def test_lost_scoring_chord_callback_is_sent_again_and_the_same_selection_is_sto
         assert len(after) == len(set(after)) == BASE_CONFIG["budget_count"]
         assert set(after) == before  # recomputed from the same stored scores
         store_ground_truth_masks(round_.pk)
-        wait_until(lambda: state() in ("done", "failed"), 180, 0.2, describe)
+        wait_until(lambda: state() in ("done", "failed"), 180, 0.2, describe=describe)
         accounting = row_accounting(round_.pk)
         assert accounting["state"] == "done" and accounting["lost"] == 0, (accounting, describe())
     finally:
