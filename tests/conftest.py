@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
+
+from bench.harness.brokers import redis_db_url
+from bench.harness.databases import drop_orphaned_databases, settings_url
+from bench.harness.processes import ProcessExited, service_env, start_worker, stop_process, wait_worker_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 TEST_REDIS_DB = os.environ.get("TEST_REDIS_DB", "15")
@@ -30,49 +30,13 @@ RUN_ID = f"{os.getpid()}"
 WORKER_START_TIMEOUT_S = float(os.environ.get("TEST_WORKER_START_TIMEOUT", "120"))
 
 
-def _drop_stale_test_databases(settings_dict: dict) -> None:
-    """Drop ``test_<name>_<pid>`` databases whose pytest process is gone (a crashed earlier run)."""
-    import psycopg2
-
-    params = {
-        "dbname": settings_dict["NAME"],
-        "user": settings_dict.get("USER") or None,
-        "password": settings_dict.get("PASSWORD") or None,
-        "host": settings_dict.get("HOST") or None,
-        "port": settings_dict.get("PORT") or None,
-    }
-    pattern = re.compile(rf"^test_{re.escape(settings_dict['NAME'])}_(\d+)$")
-    try:
-        conn = psycopg2.connect(**{k: v for k, v in params.items() if v})
-    except psycopg2.Error:
-        return
-    conn.autocommit = True
-    with conn.cursor() as cursor:
-        cursor.execute("SELECT datname FROM pg_database")
-        for (name,) in cursor.fetchall():
-            match = pattern.match(name)
-            if not match or int(match.group(1)) == os.getpid():
-                continue
-            try:
-                os.kill(int(match.group(1)), 0)
-                continue  # that run is still going
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                continue
-            try:
-                cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            except psycopg2.Error:
-                pass
-    conn.close()
-
-
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings():
     from django.db import connections
 
     settings_dict = connections["default"].settings_dict
-    _drop_stale_test_databases(settings_dict)
+    # databases of runs that died (their pytest process is gone)
+    drop_orphaned_databases(settings_url(settings_dict), rf"^test_{re.escape(settings_dict['NAME'])}_(\d+)$")
     settings_dict.setdefault("TEST", {})
     settings_dict["TEST"]["NAME"] = f"test_{settings_dict['NAME']}_{RUN_ID}"
 
@@ -86,20 +50,6 @@ def platform_media_root(tmp_path_factory) -> Path:
     settings.MEDIA_ROOT = media
     settings.IMPORT_ROOTS = []
     return media
-
-
-def _database_url(settings_dict: dict) -> str:
-    user = quote(settings_dict.get("USER") or "")
-    password = quote(settings_dict.get("PASSWORD") or "")
-    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
-    host = settings_dict.get("HOST") or "127.0.0.1"
-    port = settings_dict.get("PORT") or "5432"
-    return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
-
-
-def _redis_url(base: str, db: str) -> str:
-    parts = urlsplit(base)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
 
 
 @dataclass
@@ -123,7 +73,7 @@ def _point_celery_at_test_broker() -> tuple[object, str, str]:
     prefix: (app, redis_url, prefix)."""
     from django.conf import settings
 
-    redis_url = _redis_url(settings.REDIS_URL, TEST_REDIS_DB)
+    redis_url = redis_db_url(settings.REDIS_URL, TEST_REDIS_DB)
     prefix = f"forgerylab-test-{RUN_ID}:"
     settings.CELERY_BROKER_URL = settings.CELERY_RESULT_BACKEND = redis_url
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": prefix}
@@ -153,49 +103,22 @@ def celery_worker_proc(django_db_setup, django_db_blocker, platform_media_root, 
 
     app, redis_url, prefix = _point_celery_at_test_broker()
     redis.Redis.from_url(redis_url).ping()  # fail fast with a clear error when Redis is down
-    database_url = _database_url(connection.settings_dict)
+    database_url = settings_url(connection.settings_dict)
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "REDIS_URL": redis_url,
-        "CELERY_KEY_PREFIX": prefix,
-        "MEDIA_ROOT": str(platform_media_root),
-        "IMPORT_ROOTS": "",
-        "DEBUG": "true",
-        "HF_HUB_OFFLINE": "1",
-        "LOG_LEVEL": "INFO",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-    env.pop("CELERY_RESULT_BACKEND", None)
-    command = [
-        sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", "gpu,cpu,default",
-        "--pool=solo", "--concurrency=1", "--loglevel=INFO", "-n", f"test-{RUN_ID}@%h",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = service_env(database_url=database_url, media_root=platform_media_root, redis_url=redis_url, prefix=prefix,
+                      DEBUG="true", LOG_LEVEL="INFO")  # fmt: skip
+    process = start_worker(env, log_path, f"test-{RUN_ID}", concurrency=1)
     worker = WorkerProcess(app, process, log_path, database_url, redis_url, platform_media_root)
-    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the Celery worker exited with {process.returncode}:\n{worker.log_tail()}")
-            try:
-                result = app.send_task("workers.tasks.core.health", queue="default").get(timeout=10)
-                assert result["database"] == connection.settings_dict["NAME"], result
-                break
-            except Exception as exc:  # noqa: BLE001 - keep waiting until the deadline
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the Celery worker did not answer ({exc!r}):\n{worker.log_tail()}")
+        try:
+            health = wait_worker_ready(app, process, queue="default", timeout=WORKER_START_TIMEOUT_S)
+        except (ProcessExited, TimeoutError) as exc:
+            pytest.fail(f"the Celery worker did not answer ({exc}):\n{worker.log_tail()}")
+        if health["database"] != connection.settings_dict["NAME"]:
+            pytest.fail(f"the Celery worker is on another database: {health}")
         yield worker
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 def write_png(path: Path, size: tuple[int, int] = (32, 32), seed: int = 0, mode: str = "RGB") -> Path:

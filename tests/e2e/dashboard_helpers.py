@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.labelstudio.lsfixtures import LS_SCRIPT
+from bench.harness.labelstudio import LS_SCRIPT
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"

@@ -16,8 +16,9 @@ import uuid
 import numpy as np
 import pytest
 
+from bench.harness.waits import wait_until
 from tests.e2e.dashboard_helpers import browser, log_in, new_page  # noqa: F401  (one Chromium per module)
-from tests.labelstudio.lsfixtures import LS_URL, make_round, wait_for
+from tests.labelstudio.lsfixtures import LS_URL, make_round
 
 pytestmark = [pytest.mark.e2e, pytest.mark.labelstudio, pytest.mark.django_db(transaction=True)]
 
@@ -114,8 +115,8 @@ def test_two_annotators_join_label_studio_paint_and_agree(
     assert api.login(username=f"boss-{tag}", password=admin_password)
     second = {"username": f"omar-{tag}", "email": f"omar-{tag}@t.local", "password": "Platform-pass-2"}
     assert api.post("/api/v1/users/", {**second, "role": "annotator"}, format="json").status_code == 201
-    wait_for(
-        lambda: AnnotatorAccount.objects.filter(user__username__in=[first["username"], second["username"]], status="invited").count() == 2,
+    wait_until(
+        lambda: AnnotatorAccount.objects.filter(user__username__in=[first["username"], second["username"]], status="invited").count() == 2, 60,
         what="both invitations",
     )  # fmt: skip
 
@@ -127,7 +128,7 @@ def test_two_annotators_join_label_studio_paint_and_agree(
         assert _counts(page, round_obj.pk) == {"todo": 1, "done": 0, "skipped": 0}
         assert "Paint every pixel that was manipulated" in page.locator("#instruction").inner_text()
         ls = _paint_next_task(page, offset=0.05 * index)
-        row = wait_for(
+        row = wait_until(
             lambda person=person: Mask.objects.filter(sample=samples[0], author__username=person["username"]).first(),
             timeout=90, what=f"the mask painted by {person['username']}",
         )  # fmt: skip
@@ -137,7 +138,7 @@ def test_two_annotators_join_label_studio_paint_and_agree(
         assert _counts(page, round_obj.pk) == {"todo": 0, "done": 1, "skipped": 0}
         page.context.close()
 
-    agreement = wait_for(
+    agreement = wait_until(
         lambda: SampleAgreement.objects.filter(round=round_obj, sample=samples[0], annotators=2).first(),
         timeout=60, what="the two annotators' agreement",
     )  # fmt: skip

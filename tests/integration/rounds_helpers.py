@@ -1,9 +1,9 @@
 """Shared pieces of the round tests: a tiny generated dataset imported into the test database, users,
-tiny round configs, polling, and masks written the way an annotation ingest writes them."""
+tiny round configs and masks written the way an annotation ingest writes them (polling:
+``bench.harness.waits.wait_until``)."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 # Tiny models and few epochs: the round machinery is under test, not detector quality.
@@ -47,16 +47,6 @@ def make_user(username: str, role: str | None):
     if role:
         user.groups.add(Group.objects.get_or_create(name=role)[0])
     return user
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.5, describe=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s: {describe()}")
 
 
 def annotate_selection_with_ground_truth(round_id: int, media_root: Path) -> int:

@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.harness.waits import wait_until
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "25"))
@@ -126,14 +128,14 @@ def _generated_client(schema: Path, folder: Path):
 
 
 def _wait(what: str, fetch, done, timeout: float = 300, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}: {value}")
-        time.sleep(interval)
+    """``fetch()`` until ``done(value)``; that value."""
+    seen: list = [None]
+
+    def finished():
+        seen[0] = fetch()
+        return (seen[0],) if done(seen[0]) else None
+
+    return wait_until(finished, timeout, interval, what=what, describe=lambda: f"last: {seen[0]}")[0]
 
 
 def test_a_generated_client_walks_a_campaign(contract_server, celery_worker_proc, tmp_path):

@@ -15,6 +15,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from bench.harness.brokers import delete_keys
+from bench.harness.databases import base_url, create_database, drop_database
+from bench.harness.ports import free_port
+from bench.harness.processes import stop_process
+from bench.harness.waits import wait_until
 from tests.integration.k8s_render import (
     ENTRYPOINT,
     KUBECTL,
@@ -85,9 +90,7 @@ def test_worker_probe_pings_the_worker_the_entrypoint_starts(small_objects, tmp_
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)
         log.close()
-        client = redis.Redis.from_url(env["REDIS_URL"])
-        for key in client.scan_iter(env["CELERY_KEY_PREFIX"] + "*"):
-            client.delete(key)
+        delete_keys(env["REDIS_URL"], env["CELERY_KEY_PREFIX"])
 
 
 # ----------------------------------------------------------------------------------- Label Studio's env
@@ -133,7 +136,6 @@ def test_label_studio_runs_with_the_rendered_environment(small_objects, tmp_path
     for local ones): it boots on its own database, creates the admin with the platform's token, serves
     the media volume as local files to a storage under MEDIA_ROOT, sets HTTPS-only cookies, and accepts a
     webhook to a private address (its SSRF protection is off; the NetworkPolicy limits it instead)."""
-    import psycopg2
     import requests
 
     objects = small_objects
@@ -142,21 +144,14 @@ def test_label_studio_runs_with_the_rendered_environment(small_objects, tmp_path
     token = env["LABEL_STUDIO_USER_TOKEN"]
     assert token == secret_values(objects, "forgerylab-secrets")["LABEL_STUDIO_TOKEN"]
     python = label_studio_python()
-    base = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test"))
+    server_url = base_url()
+    base = urlsplit(server_url)
     database = f"test_k8s_labelstudio_{os.getpid()}"
-    admin = psycopg2.connect(
-        host=base.hostname, port=base.port or 5432, user=base.username or "postgres",
-        password=base.password or "", dbname=base.path.lstrip("/") or "postgres",
-    )  # fmt: skip
-    admin.autocommit = True
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{database}"')
+    create_database(server_url, database)
     media = tmp_path / "media"
     (media / "datasets" / "d1").mkdir(parents=True)
     (media / "datasets" / "d1" / "face.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env.update(
         {
             "POSTGRE_HOST": base.hostname or "127.0.0.1",
@@ -180,16 +175,14 @@ def test_label_studio_runs_with_the_rendered_environment(small_objects, tmp_path
     url = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Token {token}"}
     try:
-        deadline = time.monotonic() + 600
-        while True:
+
+        def up() -> bool:
             assert server.poll() is None, (tmp_path / "ls.log").read_text()[-4000:]
-            assert time.monotonic() < deadline, "no /health in 600 s"
-            try:
-                if requests.get(f"{url}/health", timeout=2).json().get("status") == "UP":
-                    break
-            except (requests.RequestException, ValueError):
-                pass
-            time.sleep(2)
+            return requests.get(f"{url}/health", timeout=2).json().get("status") == "UP"
+
+        wait_until(
+            up, 600, 2, what="Label Studio's /health", retry_on=(requests.RequestException, ValueError)
+        )
         # The admin exists with the platform's token.
         assert requests.get(f"{url}/api/projects", headers=auth, timeout=30).status_code == 200
         # Cookies are HTTPS-only (SESSION_COOKIE_SECURE=1 -> CSRF cookie too).
@@ -219,16 +212,9 @@ def test_label_studio_runs_with_the_rendered_environment(small_objects, tmp_path
         )
         assert hook.status_code == 201, hook.text
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+        stop_process(server)  # with its process group
         log.close()
-        with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        admin.close()
+        drop_database(server_url, database)
 
 
 @pytest.mark.integration

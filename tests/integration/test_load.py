@@ -24,15 +24,17 @@ def test_webhook_burst_under_api_load_loses_nothing(labelstudio_server, platform
     from django.conf import settings
     from django.db import connection
 
+    from bench.harness.brokers import redis_db_url
+    from bench.harness.databases import settings_url
     from bench.load import run_load
-    from tests.conftest import TEST_REDIS_DB, _database_url, _redis_url
+    from tests.conftest import TEST_REDIS_DB
 
     result = run_load(
         media=platform_media_root,
         ls_url=LS_URL,
         ls_token=TOKEN,
-        database_url=_database_url(connection.settings_dict),
-        redis_url=_redis_url(settings.REDIS_URL, TEST_REDIS_DB),
+        database_url=settings_url(connection.settings_dict),
+        redis_url=redis_db_url(settings.REDIS_URL, TEST_REDIS_DB),
         deliveries=50,
         clients=5,
         work=tmp_path,

@@ -13,21 +13,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from bench.harness.ports import free_port
+from bench.harness.processes import log_tail, service_env, start_worker, stop_process
+from bench.harness.waits import wait_until
 from tests.conftest import RUN_ID
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-ROOT = Path(__file__).resolve().parents[2]
 BUSY_QUEUE = f"ops-busy-{RUN_ID}"
 IDLE_QUEUE = f"ops-idle-{RUN_ID}"
 SOLO_QUEUE = f"ops-solo-{RUN_ID}"
@@ -52,17 +49,6 @@ def _client(role: str):
     return client
 
 
-def _wait(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def fresh(settings):
     settings.OPERATIONS_CACHE_S = 0  # every call asks the workers
@@ -72,45 +58,22 @@ def fresh(settings):
 @contextmanager
 def _worker(celery_worker_proc, log_path: Path, *, queue: str, hostname: str, pool: str, concurrency: int):
     """Another real worker process (the platform's app plus a sleep task), same database, broker, prefix."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": celery_worker_proc.database_url,
-        "REDIS_URL": celery_worker_proc.redis_url,
-        "CELERY_KEY_PREFIX": _prefix(),
-        "MEDIA_ROOT": str(celery_worker_proc.media_root),
-        "DEBUG": "true",
-        "HF_HUB_OFFLINE": "1",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-    env.pop("CELERY_RESULT_BACKEND", None)
-    command = [
-        sys.executable, "-m", "celery", "-A", "tests.integration.operations_app", "worker", "-Q", queue,
-        f"--pool={pool}", f"--concurrency={concurrency}", "--loglevel=INFO", "-n", hostname,
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    env = service_env(database_url=celery_worker_proc.database_url, media_root=celery_worker_proc.media_root,
+                      redis_url=celery_worker_proc.redis_url, prefix=_prefix(), DEBUG="true")  # fmt: skip
+    process = start_worker(env, log_path, hostname, queues=queue, pool=pool, concurrency=concurrency,
+                           app="tests.integration.operations_app")  # fmt: skip
     app = celery_worker_proc.app
+
+    def answers() -> bool:
+        if process.poll() is not None:
+            pytest.fail(f"worker {hostname} exited with {process.returncode}:\n{log_tail(log_path)}")
+        return hostname in (app.control.inspect(timeout=1.0, destination=[hostname]).ping() or {})
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(
-                    f"worker {hostname} exited with {process.returncode}:\n{log_path.read_text()[-3000:]}"
-                )
-            replies = app.control.inspect(timeout=1.0, destination=[hostname]).ping() or {}
-            if hostname in replies:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"worker {hostname} did not answer:\n{log_path.read_text()[-3000:]}")
+        wait_until(answers, 120, 0, what=f"worker {hostname} to answer", describe=lambda: log_tail(log_path))
         yield hostname
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 @pytest.fixture
@@ -179,7 +142,7 @@ def test_a_running_task_is_active_unacked_and_holds_its_round(celery_worker_proc
             tasks = workers.get(busy_worker, {}).get("active", [])
             return next((t for t in tasks if t["id"] == result.id), None)
 
-        task = _wait(running, 30, "the sleeping task in active")
+        task = wait_until(running, 30, 0.3, what="the sleeping task in active")
         body = admin.get("/api/v1/operations/workers/").json()
         worker = next(w for w in body["workers"] if w["hostname"] == busy_worker)
         assert worker["pool"] == "thread"
@@ -188,7 +151,7 @@ def test_a_running_task_is_active_unacked_and_holds_its_round(celery_worker_proc
         assert task["args"].startswith("6.0, 'xxx") and task["args"].endswith(f"round_id={round_.pk}")
         assert len(task["args"]) <= 160  # long arguments are shortened
         assert task["round_id"] == round_.pk and task["runtime_s"] is not None and task["runtime_s"] >= 0
-        later = _wait(running, 10, "a later answer")
+        later = wait_until(running, 10, 0.3, what="a later answer")
         assert later["runtime_s"] >= task["runtime_s"]  # the runtime grows between answers
         rounds = {r["id"]: r for r in body["rounds"]}
         assert set(rounds) >= {round_.pk, idle.pk} and all(r["state"] != "done" for r in rounds.values())
@@ -210,7 +173,7 @@ def test_a_running_task_is_active_unacked_and_holds_its_round(celery_worker_proc
         rounds = admin.get("/api/v1/operations/workers/").json()["rounds"]
         return {r["id"]: r for r in rounds}[round_.pk]["lock_held"] is False
 
-    _wait(released, 10, "the phase lock to be released")
+    wait_until(released, 10, 0.3, what="the phase lock to be released")
 
 
 def test_a_busy_solo_worker_is_shown_from_its_heartbeat(celery_worker_proc, solo_worker, fresh):
@@ -234,7 +197,7 @@ def test_a_busy_solo_worker_is_shown_from_its_heartbeat(celery_worker_proc, solo
         worker = {w["hostname"]: w for w in body["workers"]}.get(solo_worker)
         return (worker, body) if worker and worker["status"] == "busy" and worker["active"] else None
 
-    worker, body = _wait(busy, 30, "the solo worker listed as busy")
+    worker, body = wait_until(busy, 30, 0.3, what="the solo worker listed as busy")
     assert worker["pool"] == "solo" and worker["concurrency"] == 1 and worker["queues"] == [SOLO_QUEUE]
     assert worker["processed_total"] is None and worker["heartbeat_age_s"] is not None
     [task] = worker["active"]
@@ -251,7 +214,7 @@ def test_a_busy_solo_worker_is_shown_from_its_heartbeat(celery_worker_proc, solo
         worker = workers.get(solo_worker)
         return worker if worker and worker["status"] == "online" else None
 
-    worker = _wait(online, 30, "the solo worker answering again")
+    worker = wait_until(online, 30, 0.3, what="the solo worker answering again")
     assert worker["active"] == [] and worker["processed"] == {"tests.operations.sleep": 1}
 
 
@@ -302,11 +265,7 @@ def test_workers_are_asked_once_per_cache_period(celery_worker_proc, settings):
 
 
 def test_broker_unreachable_is_503_with_a_sentence(celery_worker_proc, fresh, monkeypatch):
-    import socket
-
-    with socket.socket() as probe:  # a local port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a local port nobody listens on
     monkeypatch.setattr(celery_worker_proc.app.conf, "broker_url", f"redis://127.0.0.1:{port}/0")
     admin = _client("admin")
     for url in ("/api/v1/operations/workers/", "/api/v1/operations/queues/"):

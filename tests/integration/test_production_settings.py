@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from bench.harness.ports import free_port
+from bench.harness.processes import ProcessExited, start_web, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -169,45 +169,20 @@ def test_check_deploy_is_silent_with_the_full_production_environment():
 
 
 # ----------------------------------------------------------------------------- headers, live
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def production_server(tmp_path_factory):
     """gunicorn (as deployed) in production mode behind a pretend TLS proxy (X-Forwarded-Proto)."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("prod") / "gunicorn.log"
     env = _production_env(SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto", CACHE_URL="locmem://")
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "forgery_site.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1",
-             "-k", "gthread", "--threads", "2"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"gunicorn exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn did not open its port:\n{log.read_text()[-3000:]}")
-                time.sleep(0.2)
-        yield base
+        process = start_web(env, port, log, workers=1, threads=2)
+    except (ProcessExited, TimeoutError) as exc:
+        pytest.fail(f"gunicorn did not start: {exc}")
+    try:
+        yield f"http://127.0.0.1:{port}"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_process(process)
 
 
 HTTPS = {"X-Forwarded-Proto": "https", "Host": "lab.example.org"}

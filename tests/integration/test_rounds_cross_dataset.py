@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from bench.harness.waits import wait_until
 from tests.integration.rounds_helpers import (
     TINY_CONFIG,
     annotate_selection_with_ground_truth,
     import_generated_dataset,
     make_user,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration]
@@ -45,9 +45,9 @@ def test_a_round_is_scored_on_other_datasets(celery_worker_proc, platform_media_
     def state():
         return Round.objects.get(pk=round_id)
 
-    wait_for(lambda: state().state in ("annotating", "failed"), 240, describe=lambda: state().error)
+    wait_until(lambda: state().state in ("annotating", "failed"), 240, describe=lambda: state().error)
     annotate_selection_with_ground_truth(round_id, platform_media_root)
-    wait_for(lambda: state().state in ("done", "failed"), 240, describe=lambda: state().error)
+    wait_until(lambda: state().state in ("done", "failed"), 240, describe=lambda: state().error)
     assert state().state == "done", state().error
     metrics = client.get(f"/api/v1/rounds/{round_id}/").json()["metrics"]["lae"]
     cross = metrics["cross_dataset"]["xd-away"]

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.waits import wait_until
 from tests.integration.rounds_helpers import (
     TINY_CONFIG,
     annotate_selection_with_ground_truth,
     import_generated_dataset,
     make_user,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,7 +52,7 @@ def test_round_trains_data_parallel_with_two_processes(celery_worker_proc, platf
         r = state()
         return f"state={r.state} error={r.error[-1500:]}\n{celery_worker_proc.log_tail(40)}"
 
-    wait_for(lambda: state().state in ("annotating", "failed", "done"), 420, describe=describe)
+    wait_until(lambda: state().state in ("annotating", "failed", "done"), 420, describe=describe)
     assert state().state == "annotating", describe()
     trained = state().progress["models"]["scoring"]
     assert {name: info["train_processes"] for name, info in trained.items()} == {"lae": 2, "sjedd": 2}
@@ -63,7 +63,7 @@ def test_round_trains_data_parallel_with_two_processes(celery_worker_proc, platf
         assert records and all(r["world_size"] == 2 for r in records)  # rank 0 alone wrote the log
 
     annotate_selection_with_ground_truth(round_id, platform_media_root)
-    wait_for(lambda: state().state in ("done", "failed"), 420, describe=describe)
+    wait_until(lambda: state().state in ("done", "failed"), 420, describe=describe)
     assert state().state == "done", describe()
     final = state().progress["models"]["final"]
     assert {name: info["train_processes"] for name, info in final.items()} == {"lae": 2, "sjedd": 2}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
+from bench.harness.waits import wait_until
 from tests.integration import rounds_helpers as helpers
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ def test_draft_quality_of_a_round_with_the_ground_truth_oracle(celery_worker_pro
         r = Round.objects.get(pk=round_id)
         return f"state={r.state} error={r.error[:800]}\n{celery_worker_proc.log_tail(40)}"
 
-    helpers.wait_for(lambda: state() in ("annotating", "failed", "done"), 240, describe=describe)
+    wait_until(lambda: state() in ("annotating", "failed", "done"), 240, describe=describe)
     assert state() == "annotating", describe()
     detail = client.get(f"/api/v1/rounds/{round_id}/").json()
     assert detail["draft_quality"] is None  # measured when annotation ends
@@ -50,7 +51,7 @@ def test_draft_quality_of_a_round_with_the_ground_truth_oracle(celery_worker_pro
     drafts[0].unlink()  # bad data: a sample without a draft is skipped and counted, never a crash
 
     helpers.annotate_selection_with_ground_truth(round_id, platform_media_root)
-    helpers.wait_for(lambda: state() != "annotating", 120, describe=describe)
+    wait_until(lambda: state() != "annotating", 120, describe=describe)
     early = client.get(f"/api/v1/rounds/{round_id}/").json()
     quality = early["draft_quality"]
     assert quality is not None and quality["selected"] == 4, early
@@ -59,7 +60,7 @@ def test_draft_quality_of_a_round_with_the_ground_truth_oracle(celery_worker_pro
     if early["state"] in ("retraining", "evaluating"):  # not evaluated yet: no ground truth read
         assert quality["ground_truth"] is None
 
-    helpers.wait_for(lambda: state() in ("done", "failed"), 240, describe=describe)
+    wait_until(lambda: state() in ("done", "failed"), 240, describe=describe)
     assert state() == "done", describe()
     quality = client.get(f"/api/v1/rounds/{round_id}/").json()["draft_quality"]
     assert quality["selected"] == 4

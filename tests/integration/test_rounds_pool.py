@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.rounds_helpers import TINY_CONFIG, import_generated_dataset, make_user, wait_for
+from bench.harness.waits import wait_until
+from tests.integration.rounds_helpers import TINY_CONFIG, import_generated_dataset, make_user
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ def _score(round_, worker) -> None:
         return f"state={r.state} error={r.error[:800]} progress={r.progress}\n{worker.log_tail(40)}"
 
     worker.app.send_task("workers.tasks.rounds.round_score", args=[round_.pk], queue="default")
-    wait_for(
+    wait_until(
         lambda: Round.objects.get(pk=round_.pk).state in ("annotating", "failed"), 180, describe=describe
     )
     assert Round.objects.get(pk=round_.pk).state == "annotating", describe()

@@ -7,31 +7,26 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from bench.harness.brokers import redis_db_url
+from bench.harness.databases import settings_url
+from bench.harness.processes import service_env, start_worker, stop_processes, unique_name
+from bench.harness.waits import wait_until
 from tests.integration.rounds_helpers import (
     TINY_CONFIG,
     annotate_selection_with_ground_truth,
     import_generated_dataset,
     make_user,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
-def _worker(env: dict, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "celery", "-A", "tests.integration.rounds_killable_app", "worker",
-               "-Q", "gpu,cpu,default", "--pool=solo", "--loglevel=INFO", "-n", f"resume-{os.getpid()}-{time.time_ns()}@%h",
-               "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-    handle = open(log, "ab")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+def _worker(env: dict, log: Path):
+    return start_worker(env, log, unique_name("resume"), app="tests.integration.rounds_killable_app")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -42,7 +37,6 @@ def test_killed_worker_resumes_training_and_the_round_finishes(platform_media_ro
 
     from rounds.launch import round_launch
     from rounds.models import Round, Selection
-    from tests.conftest import _database_url, _redis_url
 
     dataset = import_generated_dataset(platform_media_root, "resume", count=160, size=32)
     admin = make_user("resume-admin", "admin")
@@ -52,12 +46,9 @@ def test_killed_worker_resumes_training_and_the_round_finishes(platform_media_ro
     round_ = round_launch(dataset=dataset, config=config, user=admin)
 
     prefix = f"rounds-resume-{os.getpid()}:"
-    redis_url = _redis_url(settings.REDIS_URL, os.environ.get("TEST_REDIS_DB", "15"))
-    env = {**os.environ, "DATABASE_URL": _database_url(connection.settings_dict), "REDIS_URL": redis_url,
-           "CELERY_KEY_PREFIX": prefix, "MEDIA_ROOT": str(platform_media_root), "IMPORT_ROOTS": "",
-           "HF_HUB_OFFLINE": "1", "TEST_VISIBILITY_TIMEOUT": "5"}  # fmt: skip
-    env.pop("CELERY_BROKER_URL", None)
-    env.pop("CELERY_RESULT_BACKEND", None)
+    redis_url = redis_db_url(settings.REDIS_URL, os.environ.get("TEST_REDIS_DB", "15"))
+    env = service_env(database_url=settings_url(connection.settings_dict), media_root=platform_media_root,
+                      redis_url=redis_url, prefix=prefix, TEST_VISIBILITY_TIMEOUT="5")  # fmt: skip
     log = tmp_path / "workers.log"
     sender = Celery(
         broker=redis_url, broker_transport_options={"global_keyprefix": prefix, "visibility_timeout": 5}
@@ -75,7 +66,7 @@ def test_killed_worker_resumes_training_and_the_round_finishes(platform_media_ro
             return f"{r.state} {r.error[:500]} {r.progress}\n{log.read_text(errors='replace')[-3000:]}"
 
         # Kill once the first epoch's checkpoint exists and training is still going.
-        wait_for(lambda: checkpoint.exists(), 180, 0.05, describe)
+        wait_until(lambda: checkpoint.exists(), 180, 0.05, describe=describe)
         r = Round.objects.get(pk=round_.pk)
         assert r.state == "training", describe()
         first.send_signal(signal.SIGKILL)
@@ -84,12 +75,17 @@ def test_killed_worker_resumes_training_and_the_round_finishes(platform_media_ro
         assert killed_at_epoch < epochs, "training finished before the kill; make it longer"
 
         second = _worker(env, log)
-        wait_for(
-            lambda: Round.objects.get(pk=round_.pk).state in ("annotating", "failed"), 240, 0.5, describe
+        wait_until(
+            lambda: Round.objects.get(pk=round_.pk).state in ("annotating", "failed"),
+            240,
+            0.5,
+            describe=describe,
         )
         assert Round.objects.get(pk=round_.pk).state == "annotating", describe()
         annotate_selection_with_ground_truth(round_.pk, platform_media_root)
-        wait_for(lambda: Round.objects.get(pk=round_.pk).state in ("done", "failed"), 240, 0.5, describe)
+        wait_until(
+            lambda: Round.objects.get(pk=round_.pk).state in ("done", "failed"), 240, 0.5, describe=describe
+        )
         r = Round.objects.get(pk=round_.pk)
         assert r.state == "done", describe()
 
@@ -101,13 +97,7 @@ def test_killed_worker_resumes_training_and_the_round_finishes(platform_media_ro
         assert selections.count() == config["budget_count"]
         assert selections.values("sample").distinct().count() == config["budget_count"]
     finally:
-        for process in (first, second):
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop_processes([first, second])
 
 
 def torch_epoch(path: Path) -> int:

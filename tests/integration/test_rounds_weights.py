@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.waits import wait_until
 from tests.integration.rounds_helpers import (
     TINY_CONFIG,
     annotate_selection_with_ground_truth,
     import_generated_dataset,
     make_user,
-    wait_for,
 )
 
 pytestmark = [pytest.mark.integration]
@@ -150,10 +150,10 @@ def test_a_paper_preset_round_trains_from_registered_weights(
         r = state()
         return f"state={r.state} error={r.error[:600]}\n{celery_worker_proc.log_tail(30)}"
 
-    wait_for(lambda: state().state in ("annotating", "failed"), 300, describe=describe)
+    wait_until(lambda: state().state in ("annotating", "failed"), 300, describe=describe)
     assert state().state == "annotating", describe()
     annotate_selection_with_ground_truth(round_id, platform_media_root)
-    wait_for(lambda: state().state in ("done", "failed"), 300, describe=describe)
+    wait_until(lambda: state().state in ("done", "failed"), 300, describe=describe)
     assert state().state == "done", describe()
     final = state().progress["models"]["final"]["sjedd"]
     detector, _ = load_detector(platform_media_root / final["model"])

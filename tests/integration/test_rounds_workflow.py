@@ -9,12 +9,12 @@ import threading
 import pytest
 from rest_framework.test import APIClient
 
+from bench.harness.waits import wait_until
 from tests.integration.rounds_helpers import (
     TINY_CONFIG,
     annotate_selection_with_ground_truth,
     import_generated_dataset,
     make_user,
-    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -126,7 +126,7 @@ def test_full_round_loop_with_a_worker(celery_worker_proc, platform_media_root, 
             r = state(round_id)
             return f"state={r.state} error={r.error[:800]} progress={r.progress}\n{celery_worker_proc.log_tail(40)}"
 
-        wait_for(lambda: state().state in ("annotating", "failed", "done"), 240, describe=describe)
+        wait_until(lambda: state().state in ("annotating", "failed", "done"), 240, describe=describe)
         assert state().state == "annotating", describe()
         selected = Selection.objects.filter(round_id=round_id)
         assert selected.count() == 4
@@ -137,7 +137,7 @@ def test_full_round_loop_with_a_worker(celery_worker_proc, platform_media_root, 
             assert detail["progress"]["training"]["step"] > 0
 
         annotate_selection_with_ground_truth(round_id, platform_media_root)
-        wait_for(lambda: state().state in ("done", "failed"), 240, describe=describe)
+        wait_until(lambda: state().state in ("done", "failed"), 240, describe=describe)
         assert state().state == "done", describe()
 
         detail = client.get(f"/api/v1/rounds/{round_id}/").json()
@@ -215,9 +215,11 @@ def test_a_round_trains_a_detector_that_learns_an_easy_dataset(celery_worker_pro
         r = Round.objects.get(pk=round_id)
         return f"state={r.state} error={r.error[:800]}\n{celery_worker_proc.log_tail(40)}"
 
-    wait_for(lambda: Round.objects.get(pk=round_id).state in ("annotating", "failed"), 400, describe=describe)
+    wait_until(
+        lambda: Round.objects.get(pk=round_id).state in ("annotating", "failed"), 400, describe=describe
+    )
     annotate_selection_with_ground_truth(round_id, platform_media_root)
-    wait_for(lambda: Round.objects.get(pk=round_id).state in ("done", "failed"), 400, describe=describe)
+    wait_until(lambda: Round.objects.get(pk=round_id).state in ("done", "failed"), 400, describe=describe)
     seen = client.get(f"/api/v1/rounds/{round_id}/").json()["metrics"]["lae"]["seen"]
     assert seen["auc"] >= 0.85 and seen["prob_std"] >= 0.05, seen
     assert seen["auc_se"] < 0.05
@@ -244,7 +246,7 @@ def test_failed_phase_is_recorded_and_retry_finishes_the_round(celery_worker_pro
     def state():
         return Round.objects.get(pk=round_id)
 
-    wait_for(lambda: state().state == "failed", 180, describe=lambda: f"{state().state} {state().progress}")
+    wait_until(lambda: state().state == "failed", 180, describe=lambda: f"{state().state} {state().progress}")
     failed = client.get(f"/api/v1/rounds/{round_id}/").json()
     assert failed["progress"]["failed_phase"] == "training" and failed["error"]
     # While it is failed the dataset is free again, but cancel/close make no sense: 409.
@@ -253,8 +255,8 @@ def test_failed_phase_is_recorded_and_retry_finishes_the_round(celery_worker_pro
     hidden.rename(image)  # the file is back: retry re-enters training and the round goes on
     retried = client.post(f"/api/v1/rounds/{round_id}/retry/")
     assert retried.status_code == 200 and retried.json()["state"] == "training", retried.content
-    wait_for(lambda: state().state in ("annotating", "failed"), 180, describe=lambda: state().error)
+    wait_until(lambda: state().state in ("annotating", "failed"), 180, describe=lambda: state().error)
     assert state().state == "annotating", state().error
     annotate_selection_with_ground_truth(round_id, platform_media_root)
-    wait_for(lambda: state().state in ("done", "failed"), 180, describe=lambda: state().error)
+    wait_until(lambda: state().state in ("done", "failed"), 180, describe=lambda: state().error)
     assert state().state == "done" and state().progress["retries"] == 1

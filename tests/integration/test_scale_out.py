@@ -5,10 +5,10 @@ shards, and the result equals a single worker's (same rows, same scores)."""
 from __future__ import annotations
 
 import os
-import subprocess
 
 import pytest
 
+from bench.harness.processes import stop_processes
 from tests.integration.test_scoring_pipeline import (
     FRAMES,
     VIDEOS,
@@ -59,14 +59,7 @@ def test_two_workers_split_a_rounds_scoring_shards(celery_worker_proc, tmp_path)
             celery_worker_proc,
         )
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(timeout=30)
+        stop_processes(workers)
 
     record = Round.objects.get(pk=scaled.pk).progress["scoring"]
     assert record["shards"] == len(shards)

@@ -52,23 +52,20 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def private_celery_queue():
     """Enqueued tasks land under a private key prefix on the test Redis database, then are deleted."""
-    import redis
     from django.conf import settings as django_settings
 
+    from bench.harness.brokers import delete_keys, redis_db_url
     from workers.celery_app import app
 
     prefix = f"forgerylab-fuzz-{os.getpid()}:"
-    base = django_settings.REDIS_URL.rsplit("/", 1)[0]
-    url = f"{base}/{TEST_REDIS_DB}"
+    url = redis_db_url(django_settings.REDIS_URL, TEST_REDIS_DB)
     saved = {k: app.conf[k] for k in ("broker_url", "result_backend", "broker_transport_options")}
     app.conf.update(broker_url=url, result_backend=url, broker_transport_options={"global_keyprefix": prefix})
     try:
         yield prefix
     finally:
         app.conf.update(**saved)
-        client = redis.Redis.from_url(url)
-        for key in client.scan_iter(f"{prefix}*"):
-            client.delete(key)
+        delete_keys(url, prefix)
 
 
 def _objects(media_root) -> dict:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+
+from bench.harness.processes import log_tail, service_env, start_worker, stop_process
+from bench.harness.waits import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -102,15 +102,12 @@ def _pool_scores(round_id: int) -> dict[int, tuple]:
 
 
 def _wait(predicate, timeout: float, what: str, worker=None, log: Path | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    tail = worker.log_tail() if worker is not None else ""
-    if log is not None and log.exists():
-        tail += log.read_text(errors="replace")[-3000:]
-    pytest.fail(f"timed out waiting for {what}\n{tail}")
+    """``wait_until`` that shows the fixture worker's log (and ``log``'s end) when it times out."""
+
+    def describe() -> str:
+        return (worker.log_tail() if worker is not None else "") + (log_tail(log) if log is not None else "")
+
+    wait_until(predicate, timeout, what=what, describe=describe)
 
 
 @pytest.mark.django_db
@@ -164,29 +161,17 @@ def test_duplicate_shard_delivery_writes_no_extra_rows(celery_worker_proc):
     assert _pool_scores(round_.pk) == before  # same rows, same values
 
 
-def _spawn_worker(celery_worker_proc, queue: str, log: Path, name: str | None = None) -> subprocess.Popen:
+def _spawn_worker(celery_worker_proc, queue: str, log: Path, name: str | None = None):
     """An extra worker process on the fixture's database, broker and media, consuming ``queue`` only,
     named ``name@host`` (default: the queue's name)."""
-    prefix = celery_worker_proc.app.conf.broker_transport_options["global_keyprefix"]
-    env = {
-        **os.environ,
-        "DATABASE_URL": celery_worker_proc.database_url,
-        "REDIS_URL": celery_worker_proc.redis_url,
-        "CELERY_KEY_PREFIX": prefix,
-        "MEDIA_ROOT": str(celery_worker_proc.media_root),
-        "IMPORT_ROOTS": "",
-        "DEBUG": "true",
-        "HF_HUB_OFFLINE": "1",
-    }
-    env.pop("CELERY_BROKER_URL", None)
-    env.pop("CELERY_RESULT_BACKEND", None)
-    command = [
-        sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "-Q", queue, "--pool=solo",
-        "--concurrency=1", "--loglevel=INFO", "-n", f"{name or queue}@%h",
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
-    ]  # fmt: skip
-    with open(log, "wb") as handle:
-        return subprocess.Popen(command, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    env = service_env(
+        database_url=celery_worker_proc.database_url,
+        media_root=celery_worker_proc.media_root,
+        redis_url=celery_worker_proc.redis_url,
+        prefix=celery_worker_proc.app.conf.broker_transport_options["global_keyprefix"],
+        DEBUG="true",
+    )
+    return start_worker(env, log, name or queue, queues=queue, concurrency=1)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -221,9 +206,7 @@ def test_shard_killed_midway_and_redelivered_gives_the_same_selection(celery_wor
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
     finally:
-        if victim.poll() is None:
-            victim.kill()
-            victim.wait(timeout=30)
+        stop_process(victim)
     partial = len(_pool_scores(interrupted.pk))
     assert 0 < partial < 12  # really killed mid-shard
 

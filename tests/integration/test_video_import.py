@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
+from bench.harness.waits import wait_until
+
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 
@@ -43,15 +45,17 @@ def _post_import(client: APIClient, dataset_id: int, source: str, fmt: str, **op
 
 
 def _wait(client: APIClient, job_id: int, timeout: float = 240, worker=None) -> dict:
-    deadline = time.monotonic() + timeout
-    job = {}
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/v1/imports/{job_id}/").json()
-        if job["status"] in ("succeeded", "failed"):
-            return job
-        time.sleep(0.3)
-    tail = worker.log_tail() if worker is not None else ""
-    raise AssertionError(f"import {job_id} did not finish: {job}\n{tail}")
+    """The import job once it has finished (succeeded or failed), polled through the API."""
+    seen: list[dict] = [{}]
+
+    def finished() -> dict | None:
+        seen[0] = client.get(f"/api/v1/imports/{job_id}/").json()
+        return seen[0] if seen[0]["status"] in ("succeeded", "failed") else None
+
+    def describe() -> str:
+        return f"{seen[0]}\n{worker.log_tail() if worker is not None else ''}"
+
+    return wait_until(finished, timeout, 0.3, what=f"import {job_id} to finish", describe=describe)
 
 
 def _touch(path: Path, data: bytes = b"") -> Path:

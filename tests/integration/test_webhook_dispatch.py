@@ -157,16 +157,15 @@ def test_a_dead_database_connection_costs_a_retry_not_a_delivery(project, monkey
     connection the server has dropped (here: terminated) is replaced and the delivery stored."""
     from django.db import connection
 
-    from bench.faults import pg_drop
+    from bench.harness.databases import admin_connect, settings_url
     from labeling.models import WebhookDelivery
-    from tests.conftest import _database_url
     from workers import enqueue
 
     monkeypatch.setattr(enqueue, "publish", lambda name, **kw: None)
     client = APIClient()
     assert _post(client, _delivery(501)).json() == {"accepted": 1, "duplicates": 0}
     pid = connection.connection.get_backend_pid()
-    killer = pg_drop.admin_connect(_database_url(connection.settings_dict))  # a separate connection
+    killer = admin_connect(settings_url(connection.settings_dict))  # a separate connection
     try:
         with killer.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])

@@ -14,15 +14,9 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import secrets
 import shutil
-import signal
-import socket
-import sqlite3
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,39 +24,22 @@ import pytest
 from django.conf import settings
 from PIL import Image
 
+from bench.harness import labelstudio as harness
+from bench.harness.labelstudio import TEMPLATE_HOME, LabelStudio
+from bench.harness.ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-LS_SCRIPT = ROOT / "deploy" / "labelstudio" / "ls.sh"
-TEMPLATE_HOME = ROOT / "var" / "labelstudio" / "test"
 RUNS_DIR = ROOT / "var" / "labelstudio" / "test-runs"
 LS_HOME = RUNS_DIR / str(os.getpid())
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-LS_PORT = os.environ.get("LS_TEST_PORT") or str(_free_port())
+LS_PORT = os.environ.get("LS_TEST_PORT") or str(free_port())
 LS_URL = f"http://127.0.0.1:{LS_PORT}"
-
-
-def _ensure_token() -> str:
-    token_file = TEMPLATE_HOME / "admin_token"
-    if not token_file.is_file():
-        TEMPLATE_HOME.mkdir(parents=True, exist_ok=True)
-        token_file.write_text(secrets.token_hex(20))
-        token_file.chmod(0o600)
-    return token_file.read_text().strip()
-
-
-TOKEN = _ensure_token()
+TOKEN = harness.template_token(TEMPLATE_HOME)
 SECRET = secrets.token_hex(16)
 os.environ.update({"LABEL_STUDIO_URL": LS_URL, "LABEL_STUDIO_TOKEN": TOKEN, "WEBHOOK_SECRET": SECRET})
 # Fix the live server's address now too, so a worker started before it (and the projects it creates)
 # already knows where Label Studio's webhooks must go.
 if not os.environ.get("DJANGO_LIVE_TEST_SERVER_ADDRESS"):
-    os.environ["DJANGO_LIVE_TEST_SERVER_ADDRESS"] = f"127.0.0.1:{_free_port()}"
+    os.environ["DJANGO_LIVE_TEST_SERVER_ADDRESS"] = f"127.0.0.1:{free_port()}"
     os.environ["LABELING_WEBHOOK_URL"] = (
         f"http://{os.environ['DJANGO_LIVE_TEST_SERVER_ADDRESS']}/api/v1/labeling/webhook"
     )
@@ -81,80 +58,8 @@ def ls_script(
     args: tuple[str, ...] = (),
     extra_env: dict | None = None,
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}  # the test server uses SQLite
-    env.update({"LS_PORT": str(port), "LS_HOME": str(home), **(extra_env or {})})
-    if media_root is not None:
-        env["MEDIA_ROOT"] = str(media_root)
-    done = subprocess.run(
-        ["bash", str(LS_SCRIPT), command, *args], env=env, capture_output=True, text=True, timeout=900
-    )
-    if done.returncode != 0:  # say why: the script's own message is the useful part of a failure
-        raise AssertionError(
-            f"ls.sh {command} {' '.join(args)} exited {done.returncode}\n"
-            f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-4000:]}"
-        )
-
-
-def _reap_orphans() -> None:
-    """Stop test servers whose pytest process is gone (a run killed before its teardown).
-
-    Found by their data directory, ``test-runs/<pytest pid>/data``, in the server's environment, so
-    only servers started by this fixture are touched, each by its own pid.
-    """
-    marker = f"LABEL_STUDIO_BASE_DATA_DIR={RUNS_DIR}/"
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            environ = (proc / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for item in environ:
-            text = item.decode(errors="replace")
-            if text.startswith(marker):
-                owner = text[len(marker) :].split("/", 1)[0]
-                try:
-                    os.kill(int(owner), 0)
-                except ProcessLookupError:
-                    try:
-                        os.kill(int(proc.name), signal.SIGTERM)
-                    except OSError:
-                        pass
-                except (ValueError, PermissionError):
-                    pass
-                break
-
-
-def _prepare_run_home() -> None:
-    """Copy the migrated template (building it first if needed) into this session's own home."""
-    RUNS_DIR.mkdir(parents=True, exist_ok=True)
-    for stale in RUNS_DIR.iterdir():  # homes of sessions that died
-        try:
-            os.kill(int(stale.name), 0)
-        except (ValueError, PermissionError):
-            continue
-        except ProcessLookupError:
-            subprocess.run(
-                ["bash", str(LS_SCRIPT), "stop"], env={**os.environ, "LS_HOME": str(stale)}, check=False
-            )
-            shutil.rmtree(stale, ignore_errors=True)
-    _reap_orphans()
-    with open(RUNS_DIR.parent / "test-template.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (
-            not (TEMPLATE_HOME / "data" / "label_studio.sqlite3").is_file()
-            or not (TEMPLATE_HOME / "ready").is_file()
-        ):
-            port = str(_free_port())
-            ls_script("start", TEMPLATE_HOME / "media", home=TEMPLATE_HOME, port=port)
-            ls_script("stop", home=TEMPLATE_HOME, port=port)
-            (TEMPLATE_HOME / "ready").write_text("migrated\n")
-        shutil.rmtree(LS_HOME, ignore_errors=True)
-        (LS_HOME / "data").mkdir(parents=True)
-        # sqlite's backup API: a consistent copy even if another session's server writes the template
-        with sqlite3.connect(TEMPLATE_HOME / "data" / "label_studio.sqlite3") as src:
-            with sqlite3.connect(LS_HOME / "data" / "label_studio.sqlite3") as dst:
-                src.backup(dst)
-        for name in ("admin_token", "admin_password", "secret_key"):
-            shutil.copy2(TEMPLATE_HOME / name, LS_HOME / name)
+    """``ls.sh`` for the session's server (``bench.harness.labelstudio.ls_script``)."""
+    harness.ls_script(command, home=home, port=port, media=media_root, args=args, extra_env=extra_env)
 
 
 # Both tests/labelstudio and tests/e2e re-export these fixtures, so pytest may instantiate the session
@@ -165,7 +70,10 @@ _SERVER: dict = {"client": None, "users": 0}
 @pytest.fixture(scope="session")
 def labelstudio_server(platform_media_root):
     if _SERVER["client"] is None:
-        _prepare_run_home()
+        RUNS_DIR.mkdir(parents=True, exist_ok=True)
+        harness.remove_stale_homes(RUNS_DIR)  # sessions that died: their servers stopped, homes removed
+        harness.reap_orphans(RUNS_DIR)
+        harness.fresh_home(LS_HOME, TEMPLATE_HOME)
         ls_script("start", platform_media_root)
         from labeling.client import LabelStudioClient
 
@@ -187,16 +95,6 @@ def labelstudio_server(platform_media_root):
 def labeling_live(labelstudio_server, live_server, celery_worker_proc):
     settings.LABELING_WEBHOOK_URL = f"{live_server.url}/api/v1/labeling/webhook"
     return labelstudio_server
-
-
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.3, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def make_round(media_root: Path, *, name: str, fakes: int = 3, reals: int = 1, size=(40, 32), config=None):
@@ -281,36 +179,9 @@ class Person:
         return self.web.get(f"/api/projects/{project_id}/").status_code
 
 
-class SpareLabelStudio:
-    """A second Label Studio server for one test (a copy of the migrated template in its own home, its
-    own port): a "reset" or "replaced" instance, or one to restart from different shells."""
-
-    def __init__(self, media_root: Path, name: str):
-        self.home = RUNS_DIR / f"{os.getpid()}-{name}"
-        self.port = str(_free_port())
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.media_root = media_root
-        shutil.rmtree(self.home, ignore_errors=True)
-        (self.home / "data").mkdir(parents=True)
-        with sqlite3.connect(TEMPLATE_HOME / "data" / "label_studio.sqlite3") as src:
-            with sqlite3.connect(self.home / "data" / "label_studio.sqlite3") as dst:
-                src.backup(dst)
-        for name_ in ("admin_token", "admin_password", "secret_key"):
-            shutil.copy2(TEMPLATE_HOME / name_, self.home / name_)
-
-    def run(
-        self, command: str, *, env: dict | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess:
-        base = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        base.update({"LS_PORT": self.port, "LS_HOME": str(self.home), "MEDIA_ROOT": str(self.media_root)})
-        return subprocess.run(["bash", str(LS_SCRIPT), command], env={**base, **(env or {})}, check=check,
-                              timeout=900, capture_output=True, text=True)  # fmt: skip
-
-    def client(self):
-        from labeling.client import LabelStudioClient
-
-        return LabelStudioClient(url=self.url, token=TOKEN)
-
-    def close(self) -> None:
-        self.run("stop", check=False)
-        shutil.rmtree(self.home, ignore_errors=True)
+def spare_labelstudio(media_root: Path, name: str) -> LabelStudio:
+    """A second Label Studio server for one test, in its own home ``test-runs/<pid>-<name>`` on its own
+    port: ``start()`` on a fresh copy of the migrated template (a "reset" or "replaced" instance),
+    ``start(fresh=False)`` again on its data, ``script(command, extra_env=...)`` from another shell,
+    ``close()`` stops and removes it."""
+    return LabelStudio(RUNS_DIR / f"{os.getpid()}-{name}", media_root)

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from bench.faults import ls_outage
-from tests.labelstudio import lsfixtures
+from bench.harness.waits import wait_until
 from tests.labelstudio.lsfixtures import gt_of, latest_mask, ls_script, make_round
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
@@ -38,10 +38,8 @@ def test_label_studio_and_webhook_target_down_mid_sync_every_mask_recovered_once
     from workers.tasks.labeling import project_reconcile_task, reconcile_task
 
     def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-        try:
-            return lsfixtures.wait_for(predicate, timeout=timeout, what=what)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- worker log:\n{celery_worker_proc.log_tail(80)}") from None
+        return wait_until(predicate, timeout, 0.3, what=what,
+                          describe=lambda: f"--- worker log:\n{celery_worker_proc.log_tail(80)}")  # fmt: skip
 
     client = labeling_live
     round_obj, samples = make_round(platform_media_root, name="ls-outage", fakes=6, reals=2)
@@ -143,9 +141,7 @@ def test_push_interrupted_after_label_studio_imported_the_tasks_loses_no_mask(
             task_id=brief["id"], result=oracle_result(sample), completed_by=oracle.ls_user_id
         )
     deliveries = WebhookDelivery.objects.filter(ls_project_id=project.ls_project_id)
-    lsfixtures.wait_for(
-        lambda: deliveries.filter(status="rejected").count() == 4, what="4 rejected deliveries"
-    )
+    wait_until(lambda: deliveries.filter(status="rejected").count() == 4, 60, what="4 rejected deliveries")
     assert ls_outage.mask_report(platform_media_root, samples)["missing"] == 4  # what was lost before
 
     counts = project_reconcile(project=project, client=labeling_live)

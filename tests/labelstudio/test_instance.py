@@ -7,28 +7,29 @@ import numpy as np
 import pytest
 from django.conf import settings
 
-from tests.labelstudio.lsfixtures import SpareLabelStudio, latest_mask, make_round
+from tests.labelstudio.lsfixtures import latest_mask, make_round, spare_labelstudio
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.django_db(transaction=True)]
 
 
 def test_the_state_directory_decides_the_database_not_the_shell(labelstudio_server, platform_media_root):
-    spare = SpareLabelStudio(platform_media_root, "restart")
+    spare = spare_labelstudio(platform_media_root, "restart")
     try:
-        spare.run("start")  # first start from a shell without DATABASE_URL: SQLite in its data/, recorded
+        spare.start()  # first start from a shell without DATABASE_URL: SQLite in its data/, recorded
         record = (spare.home / "database.env").read_text()
         assert "# key: sqlite:" in record and (spare.home / "database.env").stat().st_mode & 0o077 == 0
         project = spare.client().project_create(
             title="kept across restarts", description="", model_version="x"
         )
-        spare.run("stop")
-        refused = spare.run("start", env={"DATABASE_URL": "postgresql://127.0.0.1:5432/test"}, check=False)
+        spare.stop()
+        refused = spare.script("start", extra_env={"DATABASE_URL": "postgresql://127.0.0.1:5432/test"},
+                               check=False)  # fmt: skip
         assert (
             refused.returncode != 0 and "refusing to start" in refused.stderr and "sqlite:" in refused.stderr
         )
-        spare.run("start")  # a plain shell again: the record decides, the same instance comes back
+        spare.start(fresh=False)  # a plain shell again: the record decides, the same instance comes back
         assert spare.client().project_get(project)["title"] == "kept across restarts"
-        assert "db=sqlite:" in spare.run("status").stdout
+        assert "db=sqlite:" in spare.script("status").stdout
     finally:
         spare.close()
 
@@ -60,10 +61,10 @@ def test_a_reset_label_studio_is_noticed_and_reprovisioning_loses_no_mask(labeli
     masks_before = list(Mask.objects.filter(sample__dataset=live.dataset).values_list("pk", "path"))
     assert len(masks_before) == 1
 
-    spare = SpareLabelStudio(platform_media_root, "replaced")
+    spare = spare_labelstudio(platform_media_root, "replaced")
     original_url = settings.LABEL_STUDIO_URL
     try:
-        spare.run("start")  # an empty Label Studio, same admin token: what a restart on a new database gives
+        spare.start()  # an empty Label Studio, same admin token: what a restart on a new database gives
         settings.LABEL_STUDIO_URL = spare.url
         _cached.cache_clear()
         fresh = spare.client()

@@ -16,7 +16,8 @@ import pytest
 import requests
 from PIL import Image
 
-from tests.labelstudio.lsfixtures import Person, gt_of, latest_mask, ls_script, make_round, wait_for
+from bench.harness.waits import wait_until
+from tests.labelstudio.lsfixtures import Person, gt_of, latest_mask, ls_script, make_round
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.django_db(transaction=True)]
 
@@ -60,10 +61,11 @@ def test_selection_to_exact_masks_through_webhooks(labeling_live, platform_media
 
     counts = oracle_answer(round_id=round_obj.pk, client=client)
     assert counts["answered"] == 4
-    wait_for(_annotated(round_obj, 4), what="4 annotated tasks")
+    wait_until(_annotated(round_obj, 4), 60, what="4 annotated tasks")
     for sample in samples:
-        row, mask = wait_for(
-            lambda s=sample: latest_mask(platform_media_root, s)[0] and latest_mask(platform_media_root, s)
+        row, mask = wait_until(
+            lambda s=sample: latest_mask(platform_media_root, s)[0] and latest_mask(platform_media_root, s),
+            60,
         )
         assert row.source == Mask.Source.ORACLE and row.ls_annotation_id
         assert np.array_equal(mask, gt_of(platform_media_root, sample)), sample.external_id
@@ -92,8 +94,10 @@ def test_selection_to_exact_masks_through_webhooks(labeling_live, platform_media
     task1 = AnnotationTask.objects.get(round=round_obj, sample=samples[1])
     ann1 = client.annotations_list(task1.ls_task_id)[0]
     client.annotation_update(ann1["id"], result=[brush_result(smaller)])
-    wait_for(
-        lambda: np.array_equal(latest_mask(platform_media_root, samples[1])[1], smaller), what="updated mask"
+    wait_until(
+        lambda: np.array_equal(latest_mask(platform_media_root, samples[1])[1], smaller),
+        60,
+        what="updated mask",
     )
     client.annotation_delete(ann1["id"])
     from catalog.models import Sample
@@ -102,7 +106,9 @@ def test_selection_to_exact_masks_through_webhooks(labeling_live, platform_media
 
     project.refresh_from_db()
     project_reconcile(project=project, client=client)  # the deletion webhook or this, whichever is first
-    wait_for(lambda: not Sample.objects.get(pk=samples[1].pk).has_mask, what="deleted annotation forgotten")
+    wait_until(
+        lambda: not Sample.objects.get(pk=samples[1].pk).has_mask, 60, what="deleted annotation forgotten"
+    )
     assert AnnotationRecord.objects.get(ls_annotation_id=ann1["id"]).deleted
     assert project_reconcile(project=project, client=client)["stored"] == 0  # nothing resurrected
 
@@ -128,8 +134,9 @@ def test_reconciliation_recovers_after_label_studio_outage(labeling_live, platfo
     ls_script("stop")
     try:
         result = project_reconcile_task.delay(project.pk)  # fails, marks degraded, retries with backoff
-        wait_for(
+        wait_until(
             lambda: LabelingProject.objects.get(pk=project.pk).sync_state == "degraded",
+            60,
             what="degraded sync state",
         )
     finally:
@@ -209,11 +216,11 @@ def test_bad_input_is_refused_and_nothing_is_stored(labeling_live, platform_medi
     )
     from labeling.models import AnnotationRecord
 
-    record = wait_for(
-        lambda: AnnotationRecord.objects.filter(ls_annotation_id=unsure["id"]).first(), what="unsure"
+    record = wait_until(
+        lambda: AnnotationRecord.objects.filter(ls_annotation_id=unsure["id"]).first(), 60, what="unsure"
     )
     assert record.verdict == "unsure" and record.mask is None
-    rows = {r.ls_annotation_id: r.message for r in wait_for(settled, what="4 rejected deliveries")}
+    rows = {r.ls_annotation_id: r.message for r in wait_until(settled, 60, what="4 rejected deliveries")}
     messages = [rows[a["id"]] for a in bad]
     assert "decode" in messages[0] or "RLE" in messages[0]
     assert "40x30" in messages[1]
@@ -237,8 +244,9 @@ def test_annotators_join_through_the_invite_and_agreement_is_computed(labeling_l
     client = labeling_live
     tag = uuid.uuid4().hex[:6]  # Label Studio's users outlive the test database
     users = [user_create(username=f"ann{i}-{tag}", password="Annot8tor-pass", role="annotator", email=f"ann{i}-{tag}@t.local") for i in range(3)]  # fmt: skip
-    accounts = wait_for(
+    accounts = wait_until(
         lambda: AnnotatorAccount.objects.filter(user__in=users, status="invited").count() == 3,
+        60,
         what="invitations recorded by the worker",
     )
     assert not AnnotatorAccount.objects.filter(user__in=users, ls_user_id__isnull=False).exists()
@@ -272,8 +280,10 @@ def test_annotators_join_through_the_invite_and_agreement_is_computed(labeling_l
         client.annotation_create(
             task_id=task.ls_task_id, result=[brush_result(mask)], completed_by=by_user[user.pk]
         )
-    agreement = wait_for(
-        lambda: SampleAgreement.objects.filter(round=round_obj, annotators=3).first(), what="3-way agreement"
+    agreement = wait_until(
+        lambda: SampleAgreement.objects.filter(round=round_obj, annotators=3).first(),
+        60,
+        what="3-way agreement",
     )
     assert len(agreement.pairwise_iou) == 3
     assert agreement.low_agreement  # the outlier drags the mean IoU below 0.5
@@ -298,7 +308,7 @@ def test_annotator_lifecycle_remove_restore_and_password_reset(
     client = labeling_live
     email = f"cycle-{uuid.uuid4().hex[:6]}@t.local"
     user = user_create(username="cycle", password="Cycle-pass-1", role="annotator", email=email)
-    wait_for(lambda: AnnotatorAccount.objects.filter(user=user).exists(), what="the invitation")
+    wait_until(lambda: AnnotatorAccount.objects.filter(user=user).exists(), 60, what="the invitation")
     person = Person(email, "Cycle-own-pass-1")
     assert person.sign_up(invite_url(client=client))
     assert annotator_link(user_id=user.pk, client=client).status == "joined"
@@ -307,7 +317,9 @@ def test_annotator_lifecycle_remove_restore_and_password_reset(
     assert person.log_in() and person.project_status(project.ls_project_id) == 200
 
     user.groups.remove(Group.objects.get(name="annotator"))  # the admin takes the role away
-    wait_for(lambda: AnnotatorAccount.objects.get(user=user).status == "removed", what="membership removed")
+    wait_until(
+        lambda: AnnotatorAccount.objects.get(user=user).status == "removed", 60, what="membership removed"
+    )
     assert person.project_status(project.ls_project_id) == 403
     assert email not in {u["email"] for u in client.users_list()}
 
@@ -320,14 +332,16 @@ def test_annotator_lifecycle_remove_restore_and_password_reset(
 
     user.is_active = False  # deactivation removes the membership too
     user.save()
-    wait_for(
-        lambda: AnnotatorAccount.objects.get(user=user).status == "removed", what="removed on deactivation"
+    wait_until(
+        lambda: AnnotatorAccount.objects.get(user=user).status == "removed",
+        60,
+        what="removed on deactivation",
     )
     ls_script("restore-member", args=(email,))
     user.is_active = True
     user.save()
-    wait_for(
-        lambda: AnnotatorAccount.objects.get(user=user).status == "joined", what="linked on reactivation"
+    wait_until(
+        lambda: AnnotatorAccount.objects.get(user=user).status == "joined", 60, what="linked on reactivation"
     )
 
     ls_script("reset-password", args=(email,), extra_env={"LS_NEW_PASSWORD": "Reset-by-admin-9"})

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from bench.harness.waits import wait_until
 from tests.integration.rounds_helpers import TINY_CONFIG, import_generated_dataset, make_user
-from tests.labelstudio.lsfixtures import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.labelstudio]
 
@@ -35,7 +35,7 @@ def test_round_through_label_studio(labeling_live, platform_media_root, live_ser
         r = Round.objects.get(pk=round_.pk)
         return f"{r.state} {r.error[:800]} {r.progress}\n{celery_worker_proc.log_tail(30)}"
 
-    wait_for(
+    wait_until(
         lambda: Round.objects.get(pk=round_.pk).state in ("annotating", "failed"), 240, what="annotating"
     )
     assert Round.objects.get(pk=round_.pk).state == "annotating", describe()
@@ -63,7 +63,7 @@ def test_round_through_label_studio(labeling_live, platform_media_root, live_ser
     project.save(update_fields=["ls_webhook_id"])
 
     assert oracle_answer(round_id=round_.pk, client=client)["answered"] == 3
-    wait_for(lambda: Round.objects.get(pk=round_.pk).state in ("done", "failed"), 240, what="done")
+    wait_until(lambda: Round.objects.get(pk=round_.pk).state in ("done", "failed"), 240, what="done")
     r = Round.objects.get(pk=round_.pk)
     assert r.state == "done", describe()
     masks = Mask.objects.filter(sample__annotation_tasks__round=r)
