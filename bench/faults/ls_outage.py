@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness.brokers import DEFAULT_REDIS_URL, redis_db_url
+from bench.harness.brokers import DEFAULT_REDIS_URL, delete_keys, redis_db_url
 from bench.harness.databases import base_url, private_database
 from bench.harness.labelstudio import LabelStudio
 from bench.harness.ports import free_port
@@ -126,19 +126,20 @@ def run(quick: bool) -> dict:
     web_port = free_port()
     secret = secrets.token_hex(16)
     procs = []
+    redis_url = redis_db_url(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL), BENCH_REDIS_DB)
+    prefix = f"bench-faults-ls-{os.getpid()}:"
     with private_database(base_url()) as (_dbname, db_url):
         try:
             labelstudio.start()
             ls_url, token = labelstudio.url, labelstudio.token
             hook_url = f"http://127.0.0.1:{web_port}/api/v1/labeling/webhook"
-            redis_url = redis_db_url(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL), BENCH_REDIS_DB)
             shared = {
                 "LABEL_STUDIO_URL": ls_url,
                 "LABEL_STUDIO_TOKEN": token,
                 "WEBHOOK_SECRET": secret,
                 "LABELING_WEBHOOK_URL": hook_url,
                 "REDIS_URL": redis_url,
-                "CELERY_KEY_PREFIX": f"bench-faults-ls-{os.getpid()}:",
+                "CELERY_KEY_PREFIX": prefix,
                 "LABELING_RECONCILE_SECONDS": "5",
             }
             os.environ.update({**shared, "DATABASE_URL": db_url, "MEDIA_ROOT": str(media)})
@@ -241,6 +242,8 @@ def run(quick: bool) -> dict:
         finally:
             stop_processes(reversed(procs))  # gunicorn with its process group (master + workers)
             labelstudio.close()
+            with contextlib.suppress(Exception):  # the run's queues and results
+                delete_keys(redis_url, prefix)
             shutil.rmtree(work, ignore_errors=True)
             with contextlib.suppress(Exception):
                 from django.db import connections
