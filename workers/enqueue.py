@@ -52,7 +52,7 @@ def publish(
                                "retry_policy": QUICK_RETRY if quick else PUBLISH_RETRY}  # fmt: skip
     try:
         return app.send_task(name, args=tuple(args), kwargs=kwargs or {}, **options)
-    except Exception as exc:  # noqa: BLE001 - any publish failure: try once more on a fresh connection
+    except Exception as exc:  # any publish failure: try once more on a fresh connection
         if quick:
             raise
         logger.warning("publishing %s failed (%r); retrying on a fresh connection", name, exc)
@@ -69,7 +69,7 @@ def send(
     try:
         publish(name, args, kwargs, countdown=countdown)
         return True
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         logger.error("could not send %s%s (%r); it is re-sent by the watchdog or reconciliation",
                      name, tuple(args), exc)  # fmt: skip
         return False

@@ -75,7 +75,7 @@ def _client():
 def _best_effort(what: str, fn) -> None:
     try:
         fn()
-    except Exception as exc:  # noqa: BLE001 - presence must never break a worker or a task
+    except Exception as exc:  # presence must never break a worker or a task
         if not _state["warned"]:
             logger.warning("worker presence: could not %s (%s: %s)", what, exc.__class__.__name__, exc)
             _state["warned"] = True

@@ -206,7 +206,7 @@ def wait_worker_ready(
             raise ProcessExited(f"the worker exited with {proc.returncode}:\n{log_tail(log) if log else ''}")
         try:
             return app.send_task("workers.tasks.core.health", queue=queue).get(timeout=10)
-        except Exception as exc:  # noqa: BLE001 - not up yet
+        except Exception as exc:  # not up yet
             errors.append(exc)
             return None
 

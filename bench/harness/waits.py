@@ -45,7 +45,7 @@ def _timeout_message(timeout: float, what: str, error: BaseException | None, des
     if describe is not None:
         try:
             lines.append(str(describe()))
-        except Exception as exc:  # noqa: BLE001 - the timeout is the error to report
+        except Exception as exc:  # the timeout is the error to report
             lines.append(f"(describing the state failed: {exc!r})")
     return "\n".join(lines)
 

@@ -33,7 +33,7 @@ def _int(name: str, default: int, minimum: int = 0) -> int:
 
 wsgi_app = "forgery_site.wsgi:application"
 chdir = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "platform")
-bind = "0.0.0.0:8000"  # noqa: S104 - the port inside the container; compose publishes it
+bind = "0.0.0.0:8000"  # the port inside the container; compose publishes it
 workers = _int("GUNICORN_WORKERS", min(2 * multiprocessing.cpu_count() + 1, 8), minimum=1)
 threads = _int("GUNICORN_THREADS", 4, minimum=1)
 worker_class = "gthread"

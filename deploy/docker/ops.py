@@ -75,7 +75,7 @@ def wait_db(timeout: float) -> None:
                 file=sys.stderr,
             )
             return
-        except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
+        except Exception as exc:  # any failure means "not yet"
             last = f"{exc.__class__.__name__}: {str(exc).strip()}"
             time.sleep(1)
     fail(

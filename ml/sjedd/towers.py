@@ -107,7 +107,7 @@ def check_pretrained(model: str, pretrained: str) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:  # resolves from the local cache only when the hub is offline: downloads nothing here
         open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(model, pretrained))
-    except Exception as exc:  # noqa: BLE001 - any resolution failure means: not available offline
+    except Exception as exc:  # any resolution failure means: not available offline
         raise PretrainedWeightsError(
             f"the {pretrained!r} weights of {model} are not in the offline cache ({type(exc).__name__}); "
             "register a weights file instead (manage.py weights_add)"

@@ -385,4 +385,4 @@ class SampleMediaApi(APIView):
         content_type = mimetypes.guess_type(absolute)[0] or "application/octet-stream"
         return FileResponse(
             open(absolute, "rb"), content_type=content_type, filename=os.path.basename(absolute)
-        )  # noqa: SIM115
+        )

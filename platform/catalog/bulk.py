@@ -78,7 +78,7 @@ def copy_samples(rows, *, direct: bool = False) -> int:
             cursor.copy_expert(f"COPY catalog_sample ({columns}) FROM STDIN", data, 1 << 20)
             return cursor.rowcount
         stage_columns = ", ".join(f"{c} {_STAGE_TYPES.get(c, 'text')}" for c in SAMPLE_COLUMNS)
-        cursor.execute(f"CREATE TEMP TABLE catalog_sample_stage ({stage_columns}) ON COMMIT DROP")  # noqa: S608
+        cursor.execute(f"CREATE TEMP TABLE catalog_sample_stage ({stage_columns}) ON COMMIT DROP")
         cursor.copy_expert(f"COPY catalog_sample_stage ({columns}) FROM STDIN", data, 1 << 20)
         cursor.execute(
             f"INSERT INTO catalog_sample ({columns}) SELECT {columns} FROM catalog_sample_stage "  # noqa: S608

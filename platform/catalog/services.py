@@ -45,7 +45,7 @@ def dataset_get_or_create(*, name: str, user=None) -> Dataset:
     return dataset
 
 
-def import_job_create(*, dataset: Dataset, source: str, format: str, user=None) -> ImportJob:  # noqa: A002
+def import_job_create(*, dataset: Dataset, source: str, format: str, user=None) -> ImportJob:
     """Check the source (confined to the import roots, right kind of path) and record a pending job."""
     if format not in ImportJob.Format.values or format == ImportJob.Format.EXPANSION:
         raise InvalidInput(

@@ -69,7 +69,7 @@ def check_image(absolute: str, size_bytes: int) -> ImageInfo:
         raise ValueError(f"decompression bomb refused: {exc}") from None
     except ValueError:
         raise
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many types for broken files
+    except Exception as exc:  # Pillow raises many types for broken files
         raise ValueError(f"not a decodable image ({exc.__class__.__name__}: {exc})") from None
     if fmt == "JPEG":
         with open(absolute, "rb") as handle:

@@ -60,7 +60,7 @@ DEFAULT_OPTIONS = {"frames": 32, "size": 128, "scale": 1.3, "shard_size": 16, "s
 OPTION_LIMITS = {"frames": (1, 512), "size": (32, 1024), "shard_size": (1, 1000)}
 
 
-def is_video_format(format: str) -> bool:  # noqa: A002
+def is_video_format(format: str) -> bool:
     return format in VIDEO_FORMATS
 
 

@@ -134,7 +134,7 @@ def folder_videos(
     def walk() -> Iterator[Entry]:
         seen: set[str] = set()
         try:
-            handle = open(csv_path, encoding="utf-8-sig", newline="")  # noqa: SIM115
+            handle = open(csv_path, encoding="utf-8-sig", newline="")
         except OSError as exc:
             raise SourceError(f"{LABELS_CSV}: {exc}") from None
         with handle:

@@ -272,7 +272,7 @@ PARSERS: dict[str, Callable[..., Iterator[Entry]]] = {
 }
 
 
-def video_entries(format: str, root: Path, **options) -> Iterator[Entry]:  # noqa: A002
+def video_entries(format: str, root: Path, **options) -> Iterator[Entry]:
     """The parser for an import format; unknown formats are a ``SourceError``."""
     parser = PARSERS.get(format)
     if parser is None:

@@ -224,7 +224,7 @@ def sample_mask(request, sample_id: int):
         absolute, _ = Confiner(media_root()).resolve(mask.path)
     except PathError:
         raise Http404("The mask file is missing.") from None
-    return FileResponse(open(absolute, "rb"), content_type=mimetypes.guess_type(absolute)[0] or "image/png")  # noqa: SIM115
+    return FileResponse(open(absolute, "rb"), content_type=mimetypes.guess_type(absolute)[0] or "image/png")
 
 
 @page(admin=True)

@@ -116,7 +116,7 @@ def _collect(app) -> dict:
     started = time.monotonic()
     try:
         presence = presence_records(client, app)
-    except Exception as exc:  # noqa: BLE001 - presence is a supplement; inspect's answer stands
+    except Exception as exc:  # presence is a supplement; inspect's answer stands
         logger.warning("worker presence records unreadable: %s: %s", exc.__class__.__name__, exc)
         presence = {}
     replies = inspect_workers(app, timeout, expected=len(presence) or None)

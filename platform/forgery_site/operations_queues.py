@@ -149,7 +149,7 @@ def queue_depths(*, app=None, consumers: dict[str, list[str]] | None = None) -> 
                 pipe.llen(key)
         lengths = iter(pipe.execute())
         unacked_total, unacked = _unacked_by_queue(client, app)
-    except Exception as exc:  # noqa: BLE001 - a Redis failure mid-read is the broker being unavailable
+    except Exception as exc:  # a Redis failure mid-read is the broker being unavailable
         import redis
 
         if isinstance(exc, redis.RedisError):

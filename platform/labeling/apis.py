@@ -167,7 +167,7 @@ def wake_dispatcher() -> None:
                 return
         publish("workers.tasks.labeling.webhook_dispatch_task", countdown=DISPATCH_DELAY_S, quick=True)
         _covered_until = now + LOCAL_WINDOW_S
-    except Exception as exc:  # noqa: BLE001 - broker down: the rows stay pending, reconciliation settles them
+    except Exception as exc:  # broker down: the rows stay pending, reconciliation settles them
         logger.error("webhook dispatch not scheduled", extra={"error": str(exc)})
 
 

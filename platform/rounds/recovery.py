@@ -70,13 +70,13 @@ def round_lock(round_id: int) -> Iterator[bool]:
             if held:  # released synchronously: a session's end is noticed by the server a moment later
                 with conn.cursor() as cursor:
                     cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_NAMESPACE, int(round_id)])
-        except Exception:  # noqa: BLE001 - a broken connection: closing it (or its death) releases the lock
+        except Exception:  # a broken connection: closing it (or its death) releases the lock
             logger.warning(
                 "round %s: releasing the lock failed; closing its connection", round_id, exc_info=True
             )
         try:
             conn.close()  # ends the session (and with it any lock it still holds)
-        except Exception:  # noqa: BLE001
+        except Exception:
             logger.warning("round %s: closing the lock connection failed", round_id, exc_info=True)
 
 

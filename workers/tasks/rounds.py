@@ -49,10 +49,10 @@ def preload_compute_modules(sender=None, **kwargs) -> None:
         return
 
     def load() -> None:
-        import ml.active.scoring  # noqa: F401
-        import ml.active.selection  # noqa: F401
-        import ml.data.dataset  # noqa: F401
-        import ml.detectors  # noqa: F401
+        import ml.active.scoring
+        import ml.active.selection
+        import ml.data.dataset
+        import ml.detectors
         import ml.training  # noqa: F401
         from rounds.phases import drafts, evaluation, score, training  # noqa: F401
 
@@ -186,7 +186,7 @@ def _resend_lost_scoring(round_id: int) -> None:
             publish("workers.tasks.scoring.select_round", (None, round_id))
         elif step == "relaunch":
             publish("workers.tasks.scoring.launch_scoring", (round_id,))
-    except Exception as exc:  # noqa: BLE001 - the next watch tries again after the backoff
+    except Exception as exc:  # the next watch tries again after the backoff
         logger.error("round %s: could not re-send scoring step %s (%r)", round_id, step, exc)
 
 

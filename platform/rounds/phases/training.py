@@ -187,7 +187,7 @@ def _train_one_torchrun(round_: Round, name: str, phase: str, rows: list[dict], 
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
-            preexec_fn=pdeathsig_preexec(signal.SIGKILL),  # noqa: PLW1509 - prctl only, prepared here
+            preexec_fn=pdeathsig_preexec(signal.SIGKILL),  # prctl only, prepared here
         )
     if proc.returncode != 0 or not result_path.exists():
         if not workflow.round_is_live(round_.pk, PHASE_STATES[phase]):

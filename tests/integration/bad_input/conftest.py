@@ -91,7 +91,7 @@ class _LabelStudioStandIn:
         self.annotations = annotations
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server's naming
+            def do_GET(self):  # http.server's naming
                 parts = [p for p in self.path.split("?")[0].split("/") if p]
                 item = None
                 if len(parts) == 3 and parts[:2] == ["api", "annotations"] and parts[2].isdigit():
