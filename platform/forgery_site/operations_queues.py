@@ -25,6 +25,7 @@ from typing import Any
 from rest_framework import status
 
 from forgery_site.errors import DomainError
+from workers.enqueue import celery_app
 
 PLATFORM_QUEUES = ("gpu", "cpu", "default")
 KOMBU_PRIORITY_STEPS = [0, 3, 6, 9]  # kombu.transport.redis.PRIORITY_STEPS
@@ -40,12 +41,6 @@ MAX_UNACKED_SCANNED = 5000
 class BrokerUnavailable(DomainError):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     code = "broker_unavailable"
-
-
-def celery_app():
-    from workers.enqueue import celery_app
-
-    return celery_app()
 
 
 # ------------------------------------------------------------------------------------------- broker

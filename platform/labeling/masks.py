@@ -185,11 +185,11 @@ def png_bytes(mask: np.ndarray) -> bytes:
 
 def read_mask_png(path: Path, *, width: int | None = None, height: int | None = None) -> np.ndarray:
     """Grayscale PNG -> bool mask (>= 128 forged; ground-truth masks may be soft)."""
-    from ml.data.images import read
+    from ml.data.images import read_mask
 
-    arr = read(path, grey=True)  # not an image: ml.data.images.ImageUnreadable (a ValueError)
-    if width is not None and height is not None and arr.shape != (height, width):
+    mask = read_mask(path)  # not an image: ml.data.images.ImageUnreadable (a ValueError)
+    if width is not None and height is not None and mask.shape != (height, width):
         raise MaskRejected(
-            f"mask file {path.name} is {arr.shape[1]}x{arr.shape[0]}, expected {width}x{height}"
+            f"mask file {path.name} is {mask.shape[1]}x{mask.shape[0]}, expected {width}x{height}"
         )
-    return arr >= 128
+    return mask
