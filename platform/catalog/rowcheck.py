@@ -13,7 +13,8 @@ re-import). Duplicates within the source are errors, found by the parent across 
 
 Fork safety: the processes are forked after every module the check needs is imported and Pillow's
 plugins are registered, they touch no database connection or socket of the parent, and they leave through
-``os._exit`` (multiprocessing's worker exit), so no inherited connection is ever closed by them. A
+``os._exit`` (multiprocessing's worker exit), so no inherited connection is ever closed by them. They
+also run inside a Celery prefork child, a daemonic process (``_children_allowed``). A
 small source (one chunk), ``IMPORT_WORKERS=1`` or a process with other threads running checks in the
 calling process (``worker_count``).
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +142,37 @@ def _prepare_fork() -> None:
     Image.init()
 
 
+@contextmanager
+def _children_allowed() -> Iterator[None]:
+    """Let a daemonic process start the checkers. A Celery prefork child (the ``cpu`` queue's worker in
+    every deployment) is daemonic, and multiprocessing refuses children to daemons because a killed
+    daemon's children would be orphaned. Here they cannot be: the pool is closed and its processes
+    terminated when the ``with`` ends (an exception included), and each checker asks the kernel to kill
+    it when its parent dies (``_die_with_parent``), a time-limit SIGKILL of the Celery child included."""
+    process = multiprocessing.current_process()
+    daemon = process._config.get("daemon")
+    if daemon:
+        process._config["daemon"] = False
+    try:
+        yield
+    finally:
+        if daemon:
+            process._config["daemon"] = daemon
+
+
+def _die_with_parent() -> None:
+    """Pool initializer: SIGKILL this checker when the process that forked it exits (Linux
+    ``PR_SET_PDEATHSIG``; elsewhere nothing: the pool's own shutdown still terminates it)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+
+
 def worker_count(chunks: int) -> int:
     """Checking processes for ``chunks`` chunks: 1 (this process) when other threads are running here, as
     in a solo-pool Celery worker with its background threads. A fork copies every lock another thread
@@ -177,7 +210,7 @@ def checked_chunks(
             return
         _prepare_fork()
         context = multiprocessing.get_context("fork")
-        with context.Pool(workers) as pool:
+        with _children_allowed(), context.Pool(workers, initializer=_die_with_parent) as pool:
             yield from pool.imap(_check_chunk, chunks)
     finally:
         _JOB = None

@@ -122,14 +122,8 @@ def test_manifest_chunks_cover_every_row_once(tmp_path):
     assert sum("__error__" in row for _, row in whole) == 4  # the over-long lines, reported per row
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_large_import_through_the_worker_process(celery_worker_proc):
-    """2,500 rows = 3 chunks of 1,000 in the worker process (2 cores: 2 checking processes)."""
-    from catalog.models import Sample
-    from catalog.services import dataset_create, import_job_create
-    from workers.tasks.core import dataset_import_task
-
-    directory = celery_worker_proc.media_root / "par_worker"
+def _large_manifest(directory: Path) -> tuple[Path, list[dict]]:
+    """2,500 rows = 3 chunks of 1,000 (hard links to 5 small images)."""
     images = [write_png(directory / "images" / f"base{i}.png", seed=i) for i in range(5)]
     rows = []
     for index in range(2500):
@@ -141,6 +135,17 @@ def test_a_large_import_through_the_worker_process(celery_worker_proc):
                      "label": ("real", "fake")[index % 2], "split": "train"})  # fmt: skip
     manifest = directory / "manifest.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return manifest, rows
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_import_through_the_worker_process(celery_worker_proc):
+    """2,500 rows = 3 chunks of 1,000 in the worker process (2 cores: 2 checking processes)."""
+    from catalog.models import Sample
+    from catalog.services import dataset_create, import_job_create
+    from workers.tasks.core import dataset_import_task
+
+    manifest, rows = _large_manifest(celery_worker_proc.media_root / "par_worker")
     dataset = dataset_create(name="par-worker")
     job = import_job_create(dataset=dataset, source=str(manifest), format="manifest")
     dataset_import_task.apply_async(args=[job.pk], queue="cpu").get(timeout=120)
@@ -153,3 +158,59 @@ def test_a_large_import_through_the_worker_process(celery_worker_proc):
         f'"job": {job.pk}' in celery_worker_proc.log_tail()
         and '"workers": 1' in celery_worker_proc.log_tail()
     )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_large_import_in_a_prefork_worker_forks_its_checkers(celery_worker_proc, tmp_path):
+    """The deployments' ``cpu`` worker is a prefork pool: the task runs in a daemonic child process,
+    single-threaded, so it forks its checkers (multiprocessing refuses children to a daemon unless the
+    import lifts that rule; the demo's first import failed on exactly this). Same rows and order as the
+    solo worker, and no checker outlives the import."""
+    from bench.harness.processes import service_env, start_worker, stop_process, wait_worker_ready
+    from catalog.models import Sample
+    from catalog.services import dataset_create, import_job_create
+    from tests.conftest import RUN_ID, _point_celery_at_test_broker
+    from workers.tasks.core import dataset_import_task
+
+    app, redis_url, prefix = _point_celery_at_test_broker()
+    queue = f"cpu-prefork-{RUN_ID}"
+    env = service_env(database_url=celery_worker_proc.database_url, media_root=celery_worker_proc.media_root,
+                      redis_url=redis_url, prefix=prefix, LOG_LEVEL="INFO", IMPORT_WORKERS="2")  # fmt: skip
+    log = tmp_path / "prefork.log"
+    worker = start_worker(env, log, f"prefork-{RUN_ID}", queues=queue, pool=None, concurrency=1)
+    try:
+        wait_worker_ready(app, worker, queue=queue, timeout=120, log=log)
+        manifest, rows = _large_manifest(celery_worker_proc.media_root / "par_prefork")
+        dataset = dataset_create(name="par-prefork")
+        job = import_job_create(dataset=dataset, source=str(manifest), format="manifest")
+        dataset_import_task.apply_async(args=[job.pk], queue=queue).get(timeout=180)
+        job.refresh_from_db()
+        text = log.read_text(errors="replace")
+        assert (job.status, job.inserted_rows, job.processed_rows) == ("succeeded", 2500, 2500), (
+            job.message + text[-3000:]
+        )
+        ids = list(
+            Sample.objects.filter(dataset=dataset).order_by("pk").values_list("external_id", flat=True)
+        )
+        assert ids == [row["id"] for row in rows]
+        assert f'"job": {job.pk}' in text and '"workers": 2' in text  # forked: two checking processes
+        # The checkers are gone once the import is done: the prefork child has no children left.
+        children = _children_of_children(worker.pid)
+        assert children == [], children
+    finally:
+        stop_process(worker)
+
+
+def _children_of_children(pid: int) -> list[int]:
+    """Grandchildren of ``pid`` (the prefork pool's children's own children), from /proc."""
+
+    def children(of: int) -> list[int]:
+        found = []
+        for task in Path(f"/proc/{of}/task").glob("*"):
+            try:
+                found += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+        return found
+
+    return [grandchild for child in children(pid) for grandchild in children(child)]
