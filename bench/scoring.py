@@ -21,15 +21,19 @@ processes*: the ``load_before`` field says how busy it was; two workers cannot s
 cores there are. ``cpu_ms_per_sample`` (from /proc for the workers, ``process_time`` in-process) and
 ``worker_cpu_efficiency`` (in-process CPU per sample / one worker's) measure the overhead of the queue and
 the database writes without the noise of the other processes' load.
+
+``passes`` gives each pass's wall time, the CPU of the processes doing the work and the share of the host
+that other processes used meanwhile (``bench.harness.hostload``); the ``quiet_host`` goal fails when that
+share exceeded 10% in any pass: the ratios of such a run describe the neighbours, so run it again.
 """
 
 from __future__ import annotations
 
 import os
-import time
 import uuid
 from pathlib import Path
 
+from bench.harness.hostload import PassLoad, measure_pass, quiet_goal
 from bench.harness.processes import cpu_seconds, start_worker, stop_processes
 from bench.harness.scratch import scratch_platform
 
@@ -80,7 +84,7 @@ def _workers(n: int, env: dict, logs: Path) -> list:
 
 def _distributed(
     app, dataset, number: int, workers: int, env: dict, logs: Path, count: int, shard: int
-) -> tuple[float, float, dict[str, int]]:
+) -> tuple[float, float, dict[str, int], PassLoad]:
     from rounds.scoring import scoring_shards
     from rounds.shard_scoring import shard_workers
 
@@ -94,17 +98,18 @@ def _distributed(
         round_ = _round(dataset, number, shard)
         shards = scoring_shards(round_id=round_.pk)
         cpu_before = sum(cpu_seconds(p.pid) for p in procs)
-        started = time.perf_counter()
-        results = [
-            app.send_task("workers.tasks.scoring.score_shard", args=[round_.pk, s["index"], s["lo"], s["hi"]])
-            for s in shards
-        ]
-        done = [r.get(timeout=600) for r in results]
+        with measure_pass(lambda: [p.pid for p in procs]) as load:
+            results = [
+                app.send_task(
+                    "workers.tasks.scoring.score_shard", args=[round_.pk, s["index"], s["lo"], s["hi"]]
+                )
+                for s in shards
+            ]
+            done = [r.get(timeout=600) for r in results]
         rows = sum(d["rows"] for d in done)
-        seconds = time.perf_counter() - started
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         assert rows == count, (rows, count)
-        return count / seconds, cpu / count, shard_workers(done)
+        return count / load.wall_s, cpu / count, shard_workers(done), load
     finally:
         stop_processes(procs)
 
@@ -132,17 +137,18 @@ def run(quick: bool) -> dict:
         first = scoring_shards(round_id=warm.pk)[0]
         score_shard_rows(warm.pk, 0, first["lo"], first["hi"])  # load + warm up, as the workers do
         round_ = _round(dataset, 2, shard)
-        started, cpu_started = time.perf_counter(), time.process_time()
-        rows = sum(
-            score_shard_rows(round_.pk, s["index"], s["lo"], s["hi"])["rows"]
-            for s in scoring_shards(round_id=round_.pk)
-        )
-        in_process_per_s = rows / (time.perf_counter() - started)
-        in_process_cpu = (time.process_time() - cpu_started) / rows
+        with measure_pass() as in_process_load:
+            rows = sum(
+                score_shard_rows(round_.pk, s["index"], s["lo"], s["hi"])["rows"]
+                for s in scoring_shards(round_id=round_.pk)
+            )
+        in_process_per_s = rows / in_process_load.wall_s
+        in_process_cpu = in_process_load.measured_cpu_s / rows
 
         env = {**os.environ, "TORCH_NUM_THREADS": "1", "LOG_LEVEL": "WARNING"}
-        one, one_cpu, _ = _distributed(app, dataset, 3, 1, env, logs, count, shard)
-        two, two_cpu, two_split = _distributed(app, dataset, 4, 2, env, logs, count, shard)
+        one, one_cpu, _, one_load = _distributed(app, dataset, 3, 1, env, logs, count, shard)
+        two, two_cpu, two_split, two_load = _distributed(app, dataset, 4, 2, env, logs, count, shard)
+        passes = {"in_process": in_process_load, "one_worker": one_load, "two_workers": two_load}
         load_after = os.getloadavg()[0]
     return {
         "pool": count,
@@ -165,6 +171,9 @@ def run(quick: bool) -> dict:
         "worker_cpu_efficiency": round(in_process_cpu / one_cpu, 3),
         "goal_scaling": 1.7,
         "goal_worker_efficiency": 0.9,
+        # Other processes' share of the host during each pass: a busy host invalidates the ratios.
+        "passes": {name: load.as_dict() for name, load in passes.items()},
+        "goals": {"quiet_host": quiet_goal(passes)},
         "cpus": os.cpu_count(),
         "load_before": round(load_before, 2),
         "load_after": round(load_after, 2),

@@ -27,6 +27,8 @@ Measured:
                                workers' RSS as the shards complete: flat = nothing accumulates
 Workers are warmed up first (imports, dlib models) through a queue of their own. The host's 2 cores are
 shared: ``load_before``/``load_after`` say how busy it was; scaling measured under load means little.
+``passes`` gives, per pass, the share of the host's CPU that other processes used meanwhile
+(``bench.harness.hostload``); the ``quiet_host`` goal fails when it exceeded 10% in any pass.
 
 ``python -m bench video_ingest [--quick]`` (sizes from BENCH_VIDEOS / BENCH_VIDEO_FRAMES when set), or
 ``python -m bench.video_ingest --videos 1000 --frames 32 [--two-only] [--quick]`` (writes
@@ -48,6 +50,7 @@ import uuid
 from pathlib import Path
 
 from bench.common import peak_rss_mb
+from bench.harness.hostload import measure_pass, quiet_goal
 from bench.harness.processes import cpu_seconds, start_worker, stop_processes
 from bench.harness.scratch import scratch_platform
 
@@ -125,24 +128,24 @@ def _distributed(app, layout, n: int, workers: int, options: dict, shard: int, e
             )
         dataset = _dataset(layout, n, f"{workers}w")
         cpu_before = sum(cpu_seconds(p.pid) for p in procs)
-        started = time.perf_counter()
-        pending = [
-            app.send_task("workers.tasks.video.extract_videos", args=[ids, options])
-            for ids in _shards(dataset, shard)
-        ]
-        total = len(pending)
-        done: list[dict] = []
-        rss_by_progress: list[list[float]] = [[0.0, round(max(_rss_mb(p.pid) for p in procs), 1)]]
-        next_mark = 0.2
-        # Shards finish roughly in the order they were sent: wait on each in turn (the result backend
-        # pushes completions; no polling of every pending result).
-        for result in pending:
-            done.append(result.get(timeout=3600))
-            if len(done) / total >= next_mark or len(done) == total:
-                rss = max(_rss_mb(p.pid) for p in procs)
-                rss_by_progress.append([round(len(done) / total, 2), round(rss, 1)])
-                next_mark = len(done) / total + 0.2
-        seconds = time.perf_counter() - started
+        with measure_pass(lambda: [p.pid for p in procs]) as load:
+            pending = [
+                app.send_task("workers.tasks.video.extract_videos", args=[ids, options])
+                for ids in _shards(dataset, shard)
+            ]
+            total = len(pending)
+            done: list[dict] = []
+            rss_by_progress: list[list[float]] = [[0.0, round(max(_rss_mb(p.pid) for p in procs), 1)]]
+            next_mark = 0.2
+            # Shards finish roughly in the order they were sent: wait on each in turn (the result backend
+            # pushes completions; no polling of every pending result).
+            for result in pending:
+                done.append(result.get(timeout=3600))
+                if len(done) / total >= next_mark or len(done) == total:
+                    rss = max(_rss_mb(p.pid) for p in procs)
+                    rss_by_progress.append([round(len(done) / total, 2), round(rss, 1)])
+                    next_mark = len(done) / total + 0.2
+        seconds = load.wall_s
         cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         hwm = max(_rss_mb(p.pid, "VmHWM") for p in procs)
     finally:
@@ -168,6 +171,7 @@ def _distributed(app, layout, n: int, workers: int, options: dict, shard: int, e
         "shards_by_worker": by_worker,
         "worker_peak_rss_mb": round(hwm, 1),
         "worker_rss_mb_by_progress": rss_by_progress,
+        "load": load,
     }
 
 
@@ -200,6 +204,7 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None, two_o
         one = None if two_only else _distributed(app, layout, n, 1, options, shard, env, logs)
         two = _distributed(app, layout, n, 2, options, shard, env, logs)
         load_after = os.getloadavg()[0]
+    passes = {"one_worker": one, "two_workers": two} if one else {"two_workers": two}
     stages = (one or two)["stages"]
     write = stages.get("crop_write", 0.0) + stages.get("db", 0.0)
     total = stages.get("decode", 0.0) + stages.get("detect", 0.0) + write
@@ -221,6 +226,9 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None, two_o
         "two_workers_shards": two["shards_by_worker"],
         "scaling": round(two["frames_per_s"] / one["frames_per_s"], 3) if one else None,
         "goal_scaling": 1.7,
+        # Other processes' share of the host during each pass: a busy host invalidates the scaling.
+        "passes": {name: r["load"].as_dict() for name, r in passes.items()},
+        "goals": {"quiet_host": quiet_goal({name: r["load"] for name, r in passes.items()})},
         "decode_share": round(stages.get("decode", 0.0) / total, 3),
         "detect_share": round(stages.get("detect", 0.0) / total, 3),
         "write_share": round(write / total, 3),

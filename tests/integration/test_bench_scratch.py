@@ -114,6 +114,9 @@ def test_repeated_runs_report_their_spread_and_whether_ratios_are_stable():
     stable = {r["goal"].split(" ")[0]: r["meets_goal"] for r in goal_rows(steady)}
     assert stable["stable_ratio_to_trivial"] is True and stable["stable_overhead_ratio"] is True
     assert "stable_lost" not in stable  # a count, not a ratio
+    one_lost = spread([run(0.91, 0), run(0.95, 2), run(0.99, 0)])  # the last run's verdict is not enough
+    lost = {r["goal"].split(" ")[0]: r["meets_goal"] for r in goal_rows(one_lost)}["lost"]
+    assert lost is False and one_lost["goals"]["lost"]["runs_met"] == 2
     flipping = spread([run(0.75, 0), run(0.86, 0), run(0.81, 0)])
     rows = {r["goal"].split(" ")[0]: r for r in goal_rows(flipping)}
     assert (

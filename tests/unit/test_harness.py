@@ -182,3 +182,44 @@ def test_names_of_a_run(monkeypatch):
     monkeypatch.delenv("DATABASE_URL")
     assert databases.base_url() == databases.DEFAULT_DATABASE_URL
     assert scratch.SCRATCH_REDIS_DB == 14  # benchmarks' Redis database (the tests use TEST_REDIS_DB)
+
+
+# ------------------------------------------------------------------------------------------- host load
+def _spin(seconds: float) -> None:
+    import time
+
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_a_pass_counts_its_own_cpu_as_measured_and_the_rest_as_other():
+    import os
+
+    from bench.harness.hostload import host_cpu, measure_pass
+
+    if host_cpu() is None:
+        pytest.skip("no /proc/stat on this platform")
+    cpus = os.cpu_count() or 1
+    with measure_pass() as own:  # this process does the work: measured, not "other"
+        _spin(0.5)
+    assert own.measured_cpu_s >= 0.45 and own.wall_s >= own.measured_cpu_s * 0.9
+    assert 0.0 <= own.other_cpu_share <= 1.0 and 0.0 <= own.steal_share <= 1.0
+    with measure_pass(include_self=False) as other:  # the same work, not counted as the pass's own
+        _spin(0.5)
+    assert other.measured_cpu_s == 0.0
+    # One busy core out of `cpus` is other processes' work now (at least most of it: ticks are coarse).
+    assert other.other_cpu_share >= 0.6 / cpus
+    assert other.other_cpu_share > own.other_cpu_share
+    assert set(own.as_dict()) == {"wall_s", "measured_cpu_s", "other_cpu_share", "steal_share"}
+
+
+def test_quiet_host_goal_fails_when_any_pass_shared_the_host():
+    from bench.harness.hostload import QUIET_SHARE, PassLoad, quiet_goal
+
+    quiet = PassLoad(wall_s=10, measured_cpu_s=10, other_cpu_share=0.03, steal_share=0.0)
+    busy = PassLoad(wall_s=10, measured_cpu_s=10, other_cpu_share=QUIET_SHARE + 0.2, steal_share=0.0)
+    assert quiet_goal({"one": quiet, "two": quiet})["meets_goal"] is True
+    missed = quiet_goal({"one": quiet, "two": busy})
+    assert missed["meets_goal"] is False and missed["value"] == round(QUIET_SHARE + 0.2, 3)
+    assert quiet_goal({"one": PassLoad()})["meets_goal"] is None  # no /proc/stat: unknown, not a pass
