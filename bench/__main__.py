@@ -94,13 +94,21 @@ def spread(runs: list[dict]) -> dict:
             if isinstance(row["value"], int | float) and not isinstance(row["value"], bool):
                 values.setdefault(row["goal"].split(" ")[0], []).append(row["value"])
     ranges = {key: round(max(v) - min(v), 4) for key, v in values.items() if len(v) == len(runs)}
+    # A goal of a repeated run (stated in ``goals`` or as ``goal_<metric>``) is met only when every run
+    # met it (a miss in one run is a miss); its value is the last run's.
+    verdicts: dict[str, list] = {}
+    last: dict[str, dict] = {}
+    for run in runs:
+        for row in goal_rows(run):
+            key, _, goal = row["goal"].partition(" ")
+            verdicts.setdefault(key, []).append(row["meets_goal"])
+            last[key] = {"goal": goal, "value": row["value"]}
     goals = {}
-    for key, goal in (runs[-1].get("goals") or {}).items():
-        # A stated goal of a repeated run is met only when every run met it (a busy host in one run
-        # is a busy host); the value is the last run's.
-        verdicts = [(run.get("goals") or {}).get(key, {}).get("meets_goal") for run in runs]
-        met = None if None in verdicts else all(verdicts)
-        goals[key] = {**goal, "meets_goal": met, "runs_met": sum(v is True for v in verdicts)}
+    for key, seen in verdicts.items():
+        if len(seen) != len(runs) or key in ("skipped", "no", "meets_goal"):
+            continue
+        met = None if None in seen else all(seen)
+        goals[key] = {**last[key], "meets_goal": met, "runs_met": sum(v is True for v in seen)}
     for key, width in ranges.items():
         if STABLE_WORDS & set(key.split("_")):
             goals[f"stable_{key}"] = {

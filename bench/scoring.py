@@ -13,6 +13,9 @@ Measured, samples per second (pool / wall time from sending the shards to the la
     two_workers_per_s  the same with two worker processes (different hostnames, one ``gpu`` queue);
                        ``two_workers_shards`` says how many shards each of them scored
     scaling            two / one (goal >= 1.7)
+    busy_scaling       the CPU the two workers kept busy / the one worker's (goal >= 1.7), and
+    co_run_cpu_ratio   CPU per sample with two workers / with one: ``scaling`` is the first over the
+                       second, the platform's part over the hardware's (``bench.harness.hostload``)
     worker_efficiency  one worker / in-process (goal >= 0.9: the queue, the JSON round trip and the
                        upserts cost little next to the model)
 Each worker has ``TORCH_NUM_THREADS=1`` and is warmed up first (imports torch, loads the checkpoint)
@@ -33,7 +36,7 @@ import os
 import uuid
 from pathlib import Path
 
-from bench.harness.hostload import PassLoad, measure_pass, quiet_goal
+from bench.harness.hostload import PassLoad, busy_goal, measure_pass, quiet_goal, scaling_parts
 from bench.harness.processes import cpu_seconds, start_worker, stop_processes
 from bench.harness.scratch import scratch_platform
 
@@ -149,6 +152,7 @@ def run(quick: bool) -> dict:
         one, one_cpu, _, one_load = _distributed(app, dataset, 3, 1, env, logs, count, shard)
         two, two_cpu, two_split, two_load = _distributed(app, dataset, 4, 2, env, logs, count, shard)
         passes = {"in_process": in_process_load, "one_worker": one_load, "two_workers": two_load}
+        parts = scaling_parts(one, one_cpu, two, two_cpu)
         load_after = os.getloadavg()[0]
     return {
         "pool": count,
@@ -173,7 +177,8 @@ def run(quick: bool) -> dict:
         "goal_worker_efficiency": 0.9,
         # Other processes' share of the host during each pass: a busy host invalidates the ratios.
         "passes": {name: load.as_dict() for name, load in passes.items()},
-        "goals": {"quiet_host": quiet_goal(passes)},
+        **parts,
+        "goals": {"quiet_host": quiet_goal(passes), "busy_scaling": busy_goal(parts)},
         "cpus": os.cpu_count(),
         "load_before": round(load_before, 2),
         "load_after": round(load_after, 2),

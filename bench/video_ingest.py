@@ -17,6 +17,9 @@ Measured:
                                ``two_workers_shards`` says how many shards each took
     frames_per_s               the two-worker figure (what this host delivers)
     scaling                    two / one (goal >= 1.7 on 2 idle cores)
+    busy_scaling               CPU the two workers kept busy / the one worker's (goal >= 1.7) and
+    co_run_cpu_ratio           CPU per frame with two / with one: ``scaling`` = the first / the second
+                               (the platform's part / the hardware's, ``bench.harness.hostload``)
     decode_share / detect_share / write_share
                                share of the workers' stage time in demux+decode (+ mask video), face
                                detection + landmarks, and crop + PNG + files + the sample insert
@@ -50,7 +53,7 @@ import uuid
 from pathlib import Path
 
 from bench.common import peak_rss_mb
-from bench.harness.hostload import measure_pass, quiet_goal
+from bench.harness.hostload import busy_goal, measure_pass, quiet_goal, scaling_parts
 from bench.harness.processes import cpu_seconds, start_worker, stop_processes
 from bench.harness.scratch import scratch_platform
 
@@ -205,6 +208,13 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None, two_o
         two = _distributed(app, layout, n, 2, options, shard, env, logs)
         load_after = os.getloadavg()[0]
     passes = {"one_worker": one, "two_workers": two} if one else {"two_workers": two}
+    parts = (
+        scaling_parts(
+            one["frames_per_s"], one["cpu_ms_per_frame"], two["frames_per_s"], two["cpu_ms_per_frame"]
+        )
+        if one
+        else {}
+    )
     stages = (one or two)["stages"]
     write = stages.get("crop_write", 0.0) + stages.get("db", 0.0)
     total = stages.get("decode", 0.0) + stages.get("detect", 0.0) + write
@@ -228,7 +238,11 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None, two_o
         "goal_scaling": 1.7,
         # Other processes' share of the host during each pass: a busy host invalidates the scaling.
         "passes": {name: r["load"].as_dict() for name, r in passes.items()},
-        "goals": {"quiet_host": quiet_goal({name: r["load"] for name, r in passes.items()})},
+        **parts,
+        "goals": {
+            "quiet_host": quiet_goal({name: r["load"] for name, r in passes.items()}),
+            **({"busy_scaling": busy_goal(parts)} if one else {}),
+        },
         "decode_share": round(stages.get("decode", 0.0) / total, 3),
         "detect_share": round(stages.get("detect", 0.0) / total, 3),
         "write_share": round(write / total, 3),

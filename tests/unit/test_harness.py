@@ -223,3 +223,20 @@ def test_quiet_host_goal_fails_when_any_pass_shared_the_host():
     missed = quiet_goal({"one": quiet, "two": busy})
     assert missed["meets_goal"] is False and missed["value"] == round(QUIET_SHARE + 0.2, 3)
     assert quiet_goal({"one": PassLoad()})["meets_goal"] is None  # no /proc/stat: unknown, not a pass
+
+
+def test_scaling_splits_into_the_platforms_part_and_the_hardwares():
+    from bench.harness.hostload import BUSY_SCALING_GOAL, busy_goal, scaling_parts
+
+    # One worker: 74 samples/s at 13 ms CPU each (0.96 of a core busy); two: 124/s at 14.7 ms (1.82).
+    parts = scaling_parts(74.0, 0.013, 124.0, 0.0147)
+    assert parts["busy_workers"] == {"one": 0.962, "two": 1.823}
+    assert parts["co_run_cpu_ratio"] == round(0.0147 / 0.013, 3)
+    assert abs(parts["busy_scaling"] / parts["co_run_cpu_ratio"] - 124.0 / 74.0) < 0.01  # = scaling
+    assert busy_goal(parts) == {
+        "goal": f">= {BUSY_SCALING_GOAL}",
+        "value": parts["busy_scaling"],
+        "meets_goal": True,
+    }
+    starved = scaling_parts(74.0, 0.013, 90.0, 0.013)  # the second worker sat idle a third of the time
+    assert busy_goal(starved)["meets_goal"] is False
