@@ -210,7 +210,10 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None, two_o
     passes = {"one_worker": one, "two_workers": two} if one else {"two_workers": two}
     parts = (
         scaling_parts(
-            one["frames_per_s"], one["cpu_ms_per_frame"], two["frames_per_s"], two["cpu_ms_per_frame"]
+            one["frames_per_s"],
+            one["cpu_ms_per_frame"] / 1000,
+            two["frames_per_s"],
+            two["cpu_ms_per_frame"] / 1000,
         )
         if one
         else {}
