@@ -9,6 +9,8 @@ the result as one JSON object on the last line of stdout and writes ``bench/resu
 names another folder, e.g. a test's scratch directory). Benchmarks report
 ratios measured in the same run; absolute times on a shared machine are noise.
 
+``all`` runs each benchmark in a process of its own (nothing one leaves behind, threads, memory, Django
+or torch state, reaches the next) and goes on past one that crashes (its goal row says so).
 ``--repeat N`` runs each benchmark N times (each run in a process of its own) and adds every run's goal values (``runs``), their range
 (``spread``) and, for unitless ratios, a ``stable_<goal>`` goal: half the range within ±0.05.
 
@@ -47,13 +49,18 @@ def available() -> list[str]:
     )
 
 
-def run_one(name: str, quick: bool, repeat: int = 1) -> dict:
+def run_one(name: str, quick: bool, repeat: int = 1, *, isolated: bool = False) -> dict:
     """Run a benchmark and write its result file. ``repeat`` > 1: each run in a process of its own (a
     run's scratch database, Label Studio and Django setup are its own), the last result kept with every
-    run's goal values in ``runs`` and their ``spread``."""
+    run's goal values in ``runs`` and their ``spread``. ``isolated``: the one run in a process of its
+    own too (``all`` does this: a benchmark must not inherit the threads, memory, Django setup or torch
+    state an earlier one left; the import, for one, checks in a single process when other threads run).
+    """
     if repeat > 1:
         runs = [_run_in_subprocess(name, quick) for _ in range(repeat)]
         result = {**runs[-1], **spread(runs)}
+    elif isolated:
+        result = _run_in_subprocess(name, quick)
     else:
         module = importlib.import_module(f"bench.{name}")
         started = time.time()
@@ -140,10 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(available())}")
     last, outcomes = {}, {}
     for name in names:
-        last = run_one(name, args.quick, args.repeat)
+        if len(names) == 1:
+            last = run_one(name, args.quick, args.repeat)
+        else:  # each in a process of its own; one that crashes is reported and the others still run
+            print(f"==> bench {name}{' --quick' if args.quick else ''}", file=sys.stderr, flush=True)
+            try:
+                last = run_one(name, args.quick, args.repeat, isolated=True)
+            except RuntimeError as exc:
+                last = {"bench": name, "quick": args.quick, "goal": "completes", "meets_goal": False,
+                        "error": str(exc)}  # fmt: skip
         outcomes[name] = goal_rows(last)
-        if len(names) > 1:
-            print(json.dumps(last, sort_keys=True), flush=True)
     if len(names) == 1:
         print(json.dumps(last, sort_keys=True), flush=True)
     missed = [row for rows in outcomes.values() for row in rows if row["meets_goal"] is False]

@@ -126,3 +126,24 @@ def test_repeated_runs_report_their_spread_and_whether_ratios_are_stable():
         rows["stable_ratio_to_trivial"]["meets_goal"] is False
         and rows["stable_ratio_to_trivial"]["value"] == 0.055
     )
+
+
+def test_all_runs_each_benchmark_in_its_own_process_and_reports_a_crash(monkeypatch, capsys):
+    """``all`` isolates every benchmark (no threads or state left by an earlier one) and goes on past a
+    crashed one, whose row in the goal table says it did not complete; the exit status is then 1."""
+    import bench.__main__ as harness
+
+    calls = []
+
+    def fake_run_one(name, quick, repeat=1, *, isolated=False):
+        calls.append((name, quick, isolated))
+        if name == "crashes":
+            raise RuntimeError("crashes wrote no result (exit -9)")
+        return {"bench": name, "speed": 2.0, "goal_speed": 1.0}
+
+    monkeypatch.setattr(harness, "available", lambda: ["crashes", "fine"])
+    monkeypatch.setattr(harness, "run_one", fake_run_one)
+    assert harness.main(["all", "--quick"]) == 1
+    assert calls == [("crashes", True, True), ("fine", True, True)]
+    table = capsys.readouterr().err
+    assert "crashes | completes | None | MISSED" in table and "fine | speed >= 1.0 | 2.0 | met" in table
