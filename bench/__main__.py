@@ -29,7 +29,9 @@ import json
 import os
 import pkgutil
 import platform
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -80,10 +82,19 @@ def _run_in_subprocess(name: str, quick: bool) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="bench-repeat-") as folder:
         command = [sys.executable, "-m", "bench", name, *(["--quick"] if quick else [])]
-        done = subprocess.run(command, env={**os.environ, "BENCH_RESULTS": folder}, check=False)
+        child = subprocess.Popen(command, env={**os.environ, "BENCH_RESULTS": folder})
+        try:
+            returncode = child.wait()
+        except BaseException:  # stopped (SIGTERM, Ctrl-C): let the child clean its scratch state up first
+            child.terminate()
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+            raise
         out = Path(folder) / (f"{name}.quick.json" if quick else f"{name}.json")
         if not out.is_file():  # a missed goal exits 1 with a result; no result is a failure
-            raise RuntimeError(f"{name} wrote no result (exit {done.returncode})")
+            raise RuntimeError(f"{name} wrote no result (exit {returncode})")
         return json.loads(out.read_text())
 
 
@@ -145,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in names if n not in available()]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(available())}")
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like an exception, so every scratch database, worker and server is cleaned up.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    _drop_orphans()
     last, outcomes = {}, {}
     for name in names:
         if len(names) == 1:
@@ -163,6 +178,24 @@ def main(argv: list[str] | None = None) -> int:
     if len(names) > 1 or missed:
         print(goal_table(outcomes), file=sys.stderr, flush=True)
     return 1 if missed else 0
+
+
+# Scratch databases are named ``bench_[<tag>_]<pid>[_<hex>]`` (``bench.harness``): one whose process is
+# gone was left by a run that was killed before its cleanup.
+ORPHAN = r"^bench_(?:[a-z]+(?:_[a-z]+)*_)?(\d+)(?:_[0-9a-f]{6})?$"
+
+
+def _drop_orphans() -> None:
+    """Drop the scratch databases of benchmark runs that died (SIGKILL, a crashed host); quietly when
+    PostgreSQL is not reachable (a benchmark that needs it says so itself)."""
+    try:
+        from bench.harness.databases import base_url, drop_orphaned_databases
+
+        dropped = drop_orphaned_databases(base_url(), ORPHAN)
+    except Exception:  # housekeeping must never stop a run
+        return
+    if dropped:
+        print(f"dropped the scratch databases of dead runs: {', '.join(dropped)}", file=sys.stderr)
 
 
 # ``goal_<metric>`` is a ceiling when a word of the metric's name is one of these, a floor otherwise.
