@@ -80,7 +80,7 @@ def _run_in_subprocess(name: str, quick: bool) -> dict:
     import subprocess
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="bench-repeat-") as folder:
+    with tempfile.TemporaryDirectory(prefix="bench-run-") as folder:
         command = [sys.executable, "-m", "bench", name, *(["--quick"] if quick else [])]
         child = subprocess.Popen(command, env={**os.environ, "BENCH_RESULTS": folder})
         try:

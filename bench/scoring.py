@@ -37,7 +37,7 @@ import uuid
 from pathlib import Path
 
 from bench.harness.hostload import PassLoad, busy_goal, measure_pass, quiet_goal, scaling_parts
-from bench.harness.processes import cpu_seconds, start_worker, stop_processes
+from bench.harness.processes import start_worker, stop_processes
 from bench.harness.scratch import scratch_platform
 
 SHARD = 128
@@ -100,7 +100,6 @@ def _distributed(
             app.send_task("workers.tasks.scoring.score_shard", args=args, queue=f"warm-{i}").get(timeout=300)
         round_ = _round(dataset, number, shard)
         shards = scoring_shards(round_id=round_.pk)
-        cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         with measure_pass(lambda: [p.pid for p in procs]) as load:
             results = [
                 app.send_task(
@@ -110,9 +109,8 @@ def _distributed(
             ]
             done = [r.get(timeout=600) for r in results]
         rows = sum(d["rows"] for d in done)
-        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
         assert rows == count, (rows, count)
-        return count / load.wall_s, cpu / count, shard_workers(done), load
+        return count / load.wall_s, load.pids_cpu_s / count, shard_workers(done), load
     finally:
         stop_processes(procs)
 

@@ -54,7 +54,7 @@ from pathlib import Path
 
 from bench.common import peak_rss_mb
 from bench.harness.hostload import busy_goal, measure_pass, quiet_goal, scaling_parts
-from bench.harness.processes import cpu_seconds, start_worker, stop_processes
+from bench.harness.processes import start_worker, stop_processes
 from bench.harness.scratch import scratch_platform
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,7 +130,6 @@ def _distributed(app, layout, n: int, workers: int, options: dict, shard: int, e
                 timeout=600
             )
         dataset = _dataset(layout, n, f"{workers}w")
-        cpu_before = sum(cpu_seconds(p.pid) for p in procs)
         with measure_pass(lambda: [p.pid for p in procs]) as load:
             pending = [
                 app.send_task("workers.tasks.video.extract_videos", args=[ids, options])
@@ -148,8 +147,7 @@ def _distributed(app, layout, n: int, workers: int, options: dict, shard: int, e
                     rss = max(_rss_mb(p.pid) for p in procs)
                     rss_by_progress.append([round(len(done) / total, 2), round(rss, 1)])
                     next_mark = len(done) / total + 0.2
-        seconds = load.wall_s
-        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu_before
+        seconds, cpu = load.wall_s, load.pids_cpu_s
         hwm = max(_rss_mb(p.pid, "VmHWM") for p in procs)
     finally:
         stop_processes(procs)
@@ -207,7 +205,7 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None, two_o
         one = None if two_only else _distributed(app, layout, n, 1, options, shard, env, logs)
         two = _distributed(app, layout, n, 2, options, shard, env, logs)
         load_after = os.getloadavg()[0]
-    passes = {"one_worker": one, "two_workers": two} if one else {"two_workers": two}
+    passes = {"one_worker": one["load"], "two_workers": two["load"]} if one else {"two_workers": two["load"]}
     parts = (
         scaling_parts(
             one["frames_per_s"],
@@ -240,10 +238,10 @@ def run(quick: bool, videos: int | None = None, frames: int | None = None, two_o
         "scaling": round(two["frames_per_s"] / one["frames_per_s"], 3) if one else None,
         "goal_scaling": 1.7,
         # Other processes' share of the host during each pass: a busy host invalidates the scaling.
-        "passes": {name: r["load"].as_dict() for name, r in passes.items()},
+        "passes": {name: load.as_dict() for name, load in passes.items()},
         **parts,
         "goals": {
-            "quiet_host": quiet_goal({name: r["load"] for name, r in passes.items()}),
+            "quiet_host": quiet_goal(passes),
             **({"busy_scaling": busy_goal(parts)} if one else {}),
         },
         "decode_share": round(stages.get("decode", 0.0) / total, 3),

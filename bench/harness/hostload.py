@@ -51,7 +51,8 @@ class PassLoad:
     """A measured pass: wall seconds, the measured processes' CPU, and the rest of the host's."""
 
     wall_s: float = 0.0
-    measured_cpu_s: float = 0.0
+    measured_cpu_s: float = 0.0  # the processes of ``pids`` (and this one when included)
+    pids_cpu_s: float = 0.0  # the processes of ``pids`` alone (the workers)
     other_cpu_share: float | None = None
     steal_share: float | None = None
 
@@ -72,15 +73,18 @@ def measure_pass(
     wall time, the CPU of ``pids`` (and of this process when ``include_self``) and the other processes'
     share of the host. ``pids`` is called at both ends (the same processes must be alive at both)."""
 
-    def measured() -> float:
+    def measured() -> tuple[float, float]:
         own = time.process_time() if include_self else 0.0
-        return own + sum(cpu_seconds(pid) for pid in pids())
+        theirs = sum(cpu_seconds(pid) for pid in pids())
+        return own + theirs, theirs
 
     load = PassLoad()
     host_before, cpu_before, started = host_cpu(), measured(), time.perf_counter()
     yield load
     wall = time.perf_counter() - started
-    load.wall_s, load.measured_cpu_s = wall, measured() - cpu_before
+    cpu_after = measured()
+    load.wall_s = wall
+    load.measured_cpu_s, load.pids_cpu_s = cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]
     host_after = host_cpu()
     if host_before is not None and host_after is not None and wall > 0:
         capacity = wall * (os.cpu_count() or 1)

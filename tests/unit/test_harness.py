@@ -204,6 +204,7 @@ def test_a_pass_counts_its_own_cpu_as_measured_and_the_rest_as_other():
     with measure_pass() as own:  # this process does the work: measured, not "other"
         _spin(0.5)
     assert own.measured_cpu_s >= 0.45 and own.wall_s >= own.measured_cpu_s * 0.9
+    assert own.pids_cpu_s == 0.0  # no other processes named: all of it is this one
     assert 0.0 <= own.other_cpu_share <= 1.0 and 0.0 <= own.steal_share <= 1.0
     with measure_pass(include_self=False) as other:  # the same work, not counted as the pass's own
         _spin(0.5)
