@@ -28,8 +28,8 @@ def device_info() -> dict:
     import torch
 
     if torch.cuda.is_available():
-        return {"device": "cuda", "name": torch.cuda.get_device_name(0)}
-    return {"device": "cpu", "threads": torch.get_num_threads()}
+        return {"device": "cuda", "name": torch.cuda.get_device_name(0), "torch": torch.__version__}
+    return {"device": "cpu", "threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 def django_setup(migrate: bool = True, *, scratch: bool = True) -> dict:

@@ -24,7 +24,11 @@ threshold and model choice use the seen validation split only, never a test spli
 Keys: ``lae_nomask_seen_auc``, ``lae_nomask_unseen_auc``, ``lae_masks3_unseen_auc``,
 ``baseline_unseen_auc`` (means over seeds), ``sjedd_seen_auc`` (lae_swap), ``min_prob_std`` (smallest
 P(fake) standard deviation over every test split of every run), ``goals`` with ``meets_goal``.
-``LEARNING_DATA`` keeps/reuses the datasets in a directory of your choice.
+``LEARNING_DATA`` keeps/reuses the datasets in a directory of your choice; ``LEARNING_DEVICE`` trains
+and scores on another device (``cuda``: bf16 autocast, as the trainer does on a GPU; default ``cpu``),
+``LEARNING_THREADS`` sets torch's CPU threads (default 2) and ``LEARNING_WORKERS`` the generator's
+processes (default 2). ``LEARNING_PROGRESS`` names a JSON file rewritten after every training run with
+the runs finished so far (a run stopped at a time limit still leaves them).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ OLD_LAE = {
     "classification": "activation",
     "groups": 8,
 }
+DEVICE = os.environ.get("LEARNING_DEVICE", "cpu")
 GOALS = {"lae_nomask_seen_auc": 0.85, "sjedd_seen_auc": 0.8, "min_prob_std": 0.05}
 
 
@@ -103,7 +108,7 @@ def fit(root, splits, detector, config, *, seed, epochs, lr, out, mask_ids=froze
         augment=True,
         image_size=SIZE,
         batch_size=64,
-        device="cpu",
+        device=DEVICE,
         init_checkpoint=init,
     )
     return fit_detector(spec, out)
@@ -121,9 +126,13 @@ def fit_and_score(
     fitted = fit(root, splits, detector, config, seed=seed, epochs=epochs, lr=lr, out=out, mask_ids=mask_ids,
                  init=init)  # fmt: skip
     threshold = fitted.result.threshold
-    seen = evaluate(fitted.detector, splits["test_seen"], root, threshold=threshold)
+    seen = evaluate(fitted.detector, splits["test_seen"], root, threshold=threshold, device=DEVICE)
     unseen_rows = with_unseen_reals(splits)
-    unseen = evaluate(fitted.detector, unseen_rows, root, threshold=threshold) if unseen_rows else {}
+    unseen = (
+        evaluate(fitted.detector, unseen_rows, root, threshold=threshold, device=DEVICE)
+        if unseen_rows
+        else {}
+    )
     keep = ("auc", "auc_se", "video_auc", "prob_std", "n", "n_videos", "pointing_game", "energy_in_mask")
     return {
         "detector": detector,
@@ -138,6 +147,13 @@ def fit_and_score(
         "seen": {k: _r(seen.get(k)) for k in keep if k in seen},
         "unseen": {k: _r(unseen.get(k)) for k in keep if k in unseen},
     }
+
+
+def _progress(**tables) -> None:
+    """The finished runs so far, to ``LEARNING_PROGRESS`` when it is set (scratch paths dropped)."""
+    path = os.environ.get("LEARNING_PROGRESS")
+    if path:
+        Path(path).write_text(json.dumps({"partial": True, **tables}, indent=1, default=str))
 
 
 def plot(result: dict, path: Path) -> Path:
@@ -187,7 +203,13 @@ def run(quick: bool) -> dict:
             roots[key] = data / f"{key}{n}"
             if not (roots[key] / "manifest.jsonl").exists():
                 generate_dataset(
-                    roots[key], n, SIZE, seed=0, protocol=protocol, frames_per_video=2, workers=2
+                    roots[key],
+                    n,
+                    SIZE,
+                    seed=0,
+                    protocol=protocol,
+                    frames_per_video=2,
+                    workers=int(os.environ.get("LEARNING_WORKERS", "2")),
                 )
         protocols = {"lae_swap": "swap", "in_domain": "all", "cross_manipulation": "all"}
         splits = {p: dataset_splits(roots[k], p) for p, k in protocols.items()}
@@ -204,6 +226,7 @@ def run(quick: bool) -> dict:
                     roots[protocols[protocol]], splits[protocol], det, cfg, seed=0,
                     epochs=epochs[name], lr=lr[name], out=runs_dir / f"{protocol}-{name}",
                 )  # fmt: skip
+                _progress(shortcut_probe=shortcuts, detectors=detectors)
         # Masks as an addition to a model that learns (LAE's loop): a mask-free LAE per seed, then
         # ``finetune`` more epochs from it with 3% random masks, and the same epochs without (control).
         masks: dict[str, list[dict]] = {"lae_nomask": [], "lae_masks3": [], "baseline": []}
@@ -232,6 +255,7 @@ def run(quick: bool) -> dict:
                         out=runs_dir / f"masks-{arm}-{seed}",
                     )  # fmt: skip
                 )
+                _progress(shortcut_probe=shortcuts, detectors=detectors, masks=masks)
         old = fit_and_score(roots["swap"], splits["lae_swap"], "lae", OLD_LAE, seed=0, epochs=epochs["lae"],
                             lr=lr["lae"], out=runs_dir / "old-lae")  # fmt: skip
     study = {
@@ -245,6 +269,7 @@ def run(quick: bool) -> dict:
     ]
     result = {
         **device_info(),
+        "train_device": DEVICE,
         "image_size": SIZE,
         "dataset_count": count,
         "frames_per_video": 2,

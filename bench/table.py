@@ -8,7 +8,9 @@ never changes the committed table.
 
 Per row: the benchmark, its headline metric (``HEADLINE``; otherwise the first goal the file states), that
 metric's goal and measured value, whether the file's goals are met (``met/stated``), the spread of the
-headline over repeated runs (``--repeat N``), quick or full, and the file name. Standard library only: no
+headline over repeated runs (``--repeat N``), quick or full (", partial" for a run stopped before its
+end, ``"partial": true``; a goal it could not measure, ``meets_goal`` null, is counted as not measured),
+and the file name. Standard library only: no
 torch or Django is imported to draw the table.
 """
 
@@ -33,6 +35,7 @@ HEADLINE = {
     "datagen": "samples_per_s_per_core",
     "efficiency": "full_mask_gain",
     "families": "detection.lae.all.auc",
+    "gpu_train": "train_images_per_s",
     "faults": "lost_total",
     "import": "ratio_to_copy",
     "inference": "p50_ms",
@@ -94,6 +97,7 @@ def row(file_name: str, result: dict) -> dict:
     name = str(result.get("bench") or result.get("benchmark") or file_name.split(".")[0])
     rows = goal_rows(result)
     judged = [r for r in rows if r["meets_goal"] is not None and r["goal"] != "skipped"]
+    unmeasured = sum(1 for r in rows if r["meets_goal"] is None and r["goal"] != "skipped")
     metric = HEADLINE.get(name)
     if metric is None:
         stated = [r for r in judged if not r["goal"].startswith("stable_")]
@@ -116,6 +120,8 @@ def row(file_name: str, result: dict) -> dict:
     elif judged:
         n_met = sum(1 for r in judged if r["meets_goal"])
         met = f"{'yes' if n_met == len(judged) else 'no'} ({n_met}/{len(judged)})"
+        if unmeasured:
+            met += f", {unmeasured} not measured"
     else:
         met = "–"
     spread_cell = "–"
@@ -131,7 +137,8 @@ def row(file_name: str, result: dict) -> dict:
         "value": fmt(value),
         "goals met": met,
         "spread": spread_cell,
-        "mode": "quick" if quick else ("full" if quick is False else "–"),
+        "mode": ("quick" if quick else ("full" if quick is False else "–"))
+        + (", partial" if result.get("partial") else ""),
         "file": f"`{file_name}`",
     }
 

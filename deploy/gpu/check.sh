@@ -17,9 +17,19 @@ if [[ "${1:-}" == "--toy" ]]; then quick=(--quick); fi
 import torch
 print(f"[gpu-check] torch {torch.__version__}, CUDA {'yes: ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no'}")
 PY
-"$PY" -m bench sjedd_gpu "${quick[@]}"
-"$PY" -m bench gpu_train "${quick[@]}"
+# Every step runs even when an earlier one failed or missed its goal (``python -m bench`` exits 1 then),
+# and whatever was measured is copied; the script exits with the first non-zero status.
+status=0
+for step in sjedd_gpu gpu_train; do
+    rc=0
+    "$PY" -m bench "$step" "${quick[@]}" || rc=$?
+    if (( rc != 0 )); then
+        echo "[gpu-check] $step exited with status $rc" >&2
+        (( status == 0 )) && status=$rc
+    fi
+done
 if [[ -n "${OUT:-}" ]]; then
     results="${BENCH_RESULTS:-bench/results}"
     cp "$results"/sjedd_gpu*.json "$results"/gpu_train*.json "$OUT"/ 2>/dev/null || true
 fi
+exit "$status"

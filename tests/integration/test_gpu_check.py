@@ -35,3 +35,27 @@ def test_gpu_check_script_runs_at_toy_size(tmp_path):
     gpu = json.loads((tmp_path / "results" / "sjedd_gpu.quick.json").read_text())
     assert gpu.get("skipped") or gpu["scoring_ratio"] > 0  # no CUDA here: recorded as skipped
     assert {p.name for p in (tmp_path / "out").iterdir()} >= {"gpu_train.quick.json", "sjedd_gpu.quick.json"}
+
+
+def test_gpu_check_runs_every_step_when_one_fails(tmp_path):
+    """A missed goal makes ``python -m bench`` exit 1: the check must still run the next step, copy
+    what it measured and exit non-zero (a missed scoring goal once kept the training step from running)."""
+    wrapper = tmp_path / "py"
+    wrapper.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ "$*" == *"bench sjedd_gpu"* ]]; then echo "sjedd_gpu: goal missed" >&2; exit 1; fi\n'
+        f'exec {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    env = {**os.environ, "BENCH_RESULTS": str(tmp_path / "results"), "OUT": str(tmp_path / "out"),
+           "PY": str(wrapper)}  # fmt: skip
+    (tmp_path / "out").mkdir()
+    done = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "gpu" / "check.sh"), "--toy"], env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "sjedd_gpu exited with status 1" in done.stderr
+    train = json.loads((tmp_path / "results" / "gpu_train.quick.json").read_text())
+    assert train["outputs_finite"]
+    assert (tmp_path / "out" / "gpu_train.quick.json").exists()

@@ -61,12 +61,25 @@ def test_render_on_synthetic_results(tmp_path):
     _write(tmp_path, "alpha.json", {"bench": "alpha", "quick": False, "items": 3})
     _write(tmp_path, "skipped.json", {"bench": "gpu", "quick": False, "skipped": True, "reason": "no CUDA"})
     _write(tmp_path, "zeta.quick.json", {"bench": "zeta", "quick": True, "latency_ms": 99.0})  # git-ignored
+    _write(
+        tmp_path,
+        "beta_partial.json",
+        {
+            "bench": "beta",
+            "quick": False,
+            "partial": True,  # stopped at a time limit: one goal measured, one not
+            "goals": {
+                "auc": {"goal": ">= 0.8", "value": 0.97, "meets_goal": True},
+                "seeds_auc": {"goal": ">= 0.85", "value": None, "meets_goal": None},
+            },
+        },
+    )
 
     out = table.render(tmp_path)
     lines = out.splitlines()
     assert lines[0] == "| " + " | ".join(table.COLUMNS) + " |"
     rows = [line.split(" | ") for line in lines[2:]]
-    assert [r[0].lstrip("| ") for r in rows] == ["alpha", "gpu", "import", "zeta"]  # sorted, no .quick.json
+    assert [r[0].lstrip("| ") for r in rows] == ["alpha", "beta", "gpu", "import", "zeta"]  # no .quick.json
     by_name = {r[0].lstrip("| "): r for r in rows}
     # A goal stated as goal_<metric>: a ceiling for milliseconds, checked against the measurement.
     assert by_name["zeta"][1:5] == ["`latency_ms`", "<= 20", "12.5", "yes (1/1)"]
@@ -82,6 +95,14 @@ def test_render_on_synthetic_results(tmp_path):
     ]
     assert by_name["alpha"][1:5] == ["–", "–", "–", "–"]  # no goal stated
     assert by_name["gpu"][4] == "skipped"
+    assert by_name["beta"][1:7] == [
+        "`auc`",
+        ">= 0.8",
+        "0.97",
+        "yes (1/1), 1 not measured",
+        "–",
+        "full, partial",
+    ]
     assert out == table.render(tmp_path)  # deterministic
 
 
