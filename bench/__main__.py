@@ -10,7 +10,9 @@ names another folder, e.g. a test's scratch directory). Benchmarks report
 ratios measured in the same run; absolute times on a shared machine are noise.
 
 ``all`` runs each benchmark in a process of its own (nothing one leaves behind, threads, memory, Django
-or torch state, reaches the next) and goes on past one that crashes (its goal row says so).
+or torch state, reaches the next) and goes on past one that crashes (its goal row says so). It runs the
+platform's benchmarks first and the studies (``STUDIES``: hours of training on 2 CPU cores at full size)
+last; ``--skip a,b`` leaves some out.
 ``--repeat N`` runs each benchmark N times (each run in a process of its own) and adds every run's goal values (``runs``), their range
 (``spread``) and, for unitless ratios, a ``stable_<goal>`` goal: half the range within ±0.05.
 
@@ -40,6 +42,17 @@ from pathlib import Path
 # and the results table.
 NOT_BENCHMARKS = {"common", "harness", "table", "webhook_settings", "webhook_site"}
 RESULTS = Path(os.environ.get("BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
+
+
+# The studies: hours of training on 2 CPU cores at full size. ``all`` runs them last, in this order, so
+# the platform's benchmarks (minutes each, most with goals) report first.
+STUDIES = ("sjedd_protocol", "lae_masks", "families", "efficiency", "learning")
+
+
+def run_order(names: list[str]) -> list[str]:
+    """``names`` with the studies moved to the end (``STUDIES`` order), the rest alphabetical."""
+    rest = sorted(n for n in names if n not in STUDIES)
+    return rest + [n for n in STUDIES if n in names]
 
 
 def available() -> list[str]:
@@ -151,11 +164,18 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, metavar="N",
         help="run each benchmark N times; the result adds every run's goal values and their spread",
     )  # fmt: skip
+    parser.add_argument(
+        "--skip", default="", metavar="A,B",
+        help="with all: leave these benchmarks out (e.g. --skip learning,efficiency)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    names = available() if args.name == "all" else [args.name]
-    unknown = [n for n in names if n not in available()]
+    skip = [n for n in args.skip.split(",") if n]
+    names = run_order([n for n in available() if n not in skip]) if args.name == "all" else [args.name]
+    unknown = [n for n in [*names, *skip] if n not in available()]
     if unknown:
         parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(available())}")
+    if skip and args.name != "all":
+        parser.error("--skip goes with all")
     if threading.current_thread() is threading.main_thread():
         # SIGTERM unwinds like an exception, so every scratch database, worker and server is cleaned up.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

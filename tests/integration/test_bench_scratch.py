@@ -149,6 +149,29 @@ def test_all_runs_each_benchmark_in_its_own_process_and_reports_a_crash(monkeypa
     assert "crashes | completes | None | MISSED" in table and "fine | speed >= 1.0 | 2.0 | met" in table
 
 
+def test_all_runs_the_studies_last_and_skips_what_it_is_told(monkeypatch, capsys):
+    """The platform's benchmarks report first; the hour-long studies run after them; ``--skip`` leaves
+    benchmarks out and an unknown name is refused before anything runs."""
+    import bench.__main__ as harness
+
+    calls = []
+    monkeypatch.setattr(
+        harness, "available", lambda: ["efficiency", "import", "learning", "rounds", "webhooks"]
+    )
+    monkeypatch.setattr(
+        harness,
+        "run_one",
+        lambda name, quick, repeat=1, *, isolated=False: calls.append(name) or {"bench": name},
+    )
+    assert harness.main(["all", "--skip", "webhooks"]) == 0
+    assert calls == ["import", "rounds", "efficiency", "learning"]
+    assert set(harness.STUDIES) >= {"efficiency", "learning"}
+    calls.clear()
+    with pytest.raises(SystemExit):
+        harness.main(["all", "--skip", "nope"])
+    assert calls == []
+
+
 def test_orphaned_scratch_database_names():
     """What ``python -m bench`` drops at its start when the named process is gone: every scratch name the
     harness makes, nothing else."""
