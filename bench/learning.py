@@ -26,9 +26,11 @@ Keys: ``lae_nomask_seen_auc``, ``lae_nomask_unseen_auc``, ``lae_masks3_unseen_au
 P(fake) standard deviation over every test split of every run), ``goals`` with ``meets_goal``.
 ``LEARNING_DATA`` keeps/reuses the datasets in a directory of your choice; ``LEARNING_DEVICE`` trains
 and scores on another device (``cuda``: bf16 autocast, as the trainer does on a GPU; default ``cpu``),
-``LEARNING_THREADS`` sets torch's CPU threads (default 2) and ``LEARNING_WORKERS`` the generator's
-processes (default 2). ``LEARNING_PROGRESS`` names a JSON file rewritten after every training run with
-the runs finished so far (a run stopped at a time limit still leaves them).
+``LEARNING_THREADS`` sets torch's CPU threads (default 2), ``LEARNING_WORKERS`` the generator's
+processes (default 2) and ``LEARNING_JOBS`` how many training runs go at once, each in a process of its
+own (default 1; on a GPU, several small runs share the card: 14 of the 20 runs need no other's model).
+``LEARNING_PROGRESS`` names a JSON file rewritten after every training run with the runs finished so
+far (a run stopped at a time limit still leaves them).
 """
 
 from __future__ import annotations
@@ -65,6 +67,12 @@ OLD_LAE = {
     "groups": 8,
 }
 DEVICE = os.environ.get("LEARNING_DEVICE", "cpu")
+# The detectors table: which detectors are trained on which protocol (seed 0).
+TABLE = {
+    "lae_swap": ("lae", "baseline", "sjedd", "clip_binary"),
+    "cross_manipulation": ("lae", "baseline", "sjedd"),
+    "in_domain": ("lae", "baseline"),
+}
 GOALS = {"lae_nomask_seen_auc": 0.85, "sjedd_seen_auc": 0.8, "min_prob_std": 0.05}
 
 
@@ -149,6 +157,41 @@ def fit_and_score(
     }
 
 
+def _child_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def run_all(specs: dict[str, dict], jobs: int, report=None, fn=None) -> dict:
+    """``fn(**kwargs)`` (``fit_and_score`` by default) for every ``key: kwargs`` of ``specs``, in this
+    process one after another when ``jobs`` is 1, else in ``jobs`` spawned processes (CUDA-safe; each
+    with ``LEARNING_THREADS`` torch threads). Every run is seeded by its own arguments, so the results do
+    not depend on ``jobs``. ``report(results so far)`` after each run; returns ``{key: result}`` in
+    ``specs``' order. A run that fails raises (the study is not reported half-done)."""
+    fn = fn or fit_and_score
+    results: dict = {}
+    if jobs <= 1:
+        for key, kwargs in specs.items():
+            results[key] = fn(**kwargs)
+            if report:
+                report({key: results[key]})
+        return results
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = int(os.environ.get("LEARNING_THREADS", "2"))
+    with ProcessPoolExecutor(
+        min(jobs, len(specs)) or 1, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_child_threads, initargs=(threads,),
+    ) as pool:  # fmt: skip
+        futures = {pool.submit(fn, **kwargs): key for key, kwargs in specs.items()}
+        for future in as_completed(futures):
+            key = futures[future]
+            results[key] = future.result()
+            if report:
+                report({key: results[key]})
+    return {key: results[key] for key in specs}
+
+
 def _progress(**tables) -> None:
     """The finished runs so far, to ``LEARNING_PROGRESS`` when it is set (scratch paths dropped)."""
     path = os.environ.get("LEARNING_PROGRESS")
@@ -187,6 +230,7 @@ def run(quick: bool) -> dict:
     from ml.data.shortcuts import probe
 
     torch.set_num_threads(int(os.environ.get("LEARNING_THREADS", "2")))
+    jobs = max(1, int(os.environ.get("LEARNING_JOBS", "1")))
     count = 6000 if quick else 10000
     epochs = {"lae": 20 if quick else 30, "baseline": 20 if quick else 30, "sjedd": 20 if quick else 30}
     epochs["clip_binary"] = epochs["sjedd"]
@@ -215,49 +259,56 @@ def run(quick: bool) -> dict:
         splits = {p: dataset_splits(roots[k], p) for p, k in protocols.items()}
         shortcuts = {p: probe(splits[p], roots[protocols[p]]) for p in protocols}
 
-        detectors: dict[str, dict] = {"lae_swap": {}, "cross_manipulation": {}, "in_domain": {}}
-        for protocol in detectors:
-            for name, (det, cfg) in DETECTORS.items():
-                if protocol != "lae_swap" and name == "clip_binary":
-                    continue
-                if protocol == "in_domain" and name not in ("lae", "baseline"):
-                    continue
-                detectors[protocol][name] = fit_and_score(
-                    roots[protocols[protocol]], splits[protocol], det, cfg, seed=0,
-                    epochs=epochs[name], lr=lr[name], out=runs_dir / f"{protocol}-{name}",
+        # Every run that needs no other run's model first: the detectors table, the mask study's
+        # mask-free LAE and baseline for seeds 1.. (seed 0's are the table's), the first LAE (ablation).
+        table = {
+            f"{protocol}/{name}": dict(
+                root=roots[protocols[protocol]], splits=splits[protocol], detector=DETECTORS[name][0],
+                config=DETECTORS[name][1], seed=0, epochs=epochs[name], lr=lr[name],
+                out=runs_dir / f"{protocol}-{name}",
+            )
+            for protocol, names in TABLE.items()
+            for name in names
+        }  # fmt: skip
+        for seed in seeds[1:]:
+            for key, det, cfg in (("base", "lae", LAE), ("baseline", "baseline", BASELINE)):
+                table[f"{key}/{seed}"] = dict(
+                    root=roots["swap"], splits=splits["lae_swap"], detector=det, config=cfg, seed=seed,
+                    epochs=epochs[det], lr=lr[det], out=runs_dir / f"masks-{key}-{seed}",
                 )  # fmt: skip
-                _progress(shortcut_probe=shortcuts, detectors=detectors)
-        # Masks as an addition to a model that learns (LAE's loop): a mask-free LAE per seed, then
-        # ``finetune`` more epochs from it with 3% random masks, and the same epochs without (control).
-        masks: dict[str, list[dict]] = {"lae_nomask": [], "lae_masks3": [], "baseline": []}
-        for seed in seeds:
-            if seed == 0:  # the detectors table's runs
-                base, baseline = detectors["lae_swap"]["lae"], detectors["lae_swap"]["baseline"]
-            else:
-                base = fit_and_score(roots["swap"], splits["lae_swap"], "lae", LAE, seed=seed,
-                                     epochs=epochs["lae"], lr=lr["lae"], out=runs_dir / f"masks-base-{seed}")  # fmt: skip
-                baseline = fit_and_score(roots["swap"], splits["lae_swap"], "baseline", BASELINE, seed=seed,
-                                         epochs=epochs["baseline"], lr=lr["baseline"],
-                                         out=runs_dir / f"masks-baseline-{seed}")  # fmt: skip
-            masks["baseline"].append(baseline)
-            for arm, fraction in (("lae_nomask", 0.0), ("lae_masks3", 0.03)):
-                masks[arm].append(
-                    fit_and_score(
-                        roots["swap"],
-                        splits["lae_swap"],
-                        "lae",
-                        LAE,
-                        seed=seed,
-                        epochs=finetune,
-                        lr=lr["lae"],
-                        mask_fraction=fraction,
-                        init=base["model"],
-                        out=runs_dir / f"masks-{arm}-{seed}",
-                    )  # fmt: skip
+        table["old"] = dict(root=roots["swap"], splits=splits["lae_swap"], detector="lae", config=OLD_LAE,
+                            seed=0, epochs=epochs["lae"], lr=lr["lae"], out=runs_dir / "old-lae")  # fmt: skip
+        done: dict[str, dict] = {}
+
+        def report(results: dict) -> None:
+            done.update(results)
+            _progress(shortcut_probe=shortcuts, runs=done)
+
+        first = run_all(table, jobs, report)
+        # Masks as an addition to a model that learns (LAE's loop): from each seed's mask-free LAE,
+        # ``finetune`` more epochs with 3% random masks, and the same epochs without (the control).
+        bases = {seed: first["lae_swap/lae" if seed == 0 else f"base/{seed}"] for seed in seeds}
+        tuned = run_all(
+            {
+                f"{arm}/{seed}": dict(
+                    root=roots["swap"], splits=splits["lae_swap"], detector="lae", config=LAE, seed=seed,
+                    epochs=finetune, lr=lr["lae"], mask_fraction=fraction, init=bases[seed]["model"],
+                    out=runs_dir / f"masks-{arm}-{seed}",
                 )
-                _progress(shortcut_probe=shortcuts, detectors=detectors, masks=masks)
-        old = fit_and_score(roots["swap"], splits["lae_swap"], "lae", OLD_LAE, seed=0, epochs=epochs["lae"],
-                            lr=lr["lae"], out=runs_dir / "old-lae")  # fmt: skip
+                for seed in seeds
+                for arm, fraction in (("lae_nomask", 0.0), ("lae_masks3", 0.03))
+            },
+            jobs,
+            report,
+        )  # fmt: skip
+        detectors = {protocol: {name: first[f"{protocol}/{name}"] for name in names}
+                     for protocol, names in TABLE.items()}  # fmt: skip
+        masks = {
+            "lae_nomask": [tuned[f"lae_nomask/{seed}"] for seed in seeds],
+            "lae_masks3": [tuned[f"lae_masks3/{seed}"] for seed in seeds],
+            "baseline": [first["lae_swap/baseline" if seed == 0 else f"baseline/{seed}"] for seed in seeds],
+        }
+        old = first["old"]
     study = {
         arm: {split: interval([r[split]["auc"] for r in records]) for split in ("seen", "unseen")}
         for arm, records in masks.items()
