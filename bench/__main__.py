@@ -85,8 +85,21 @@ def run_one(name: str, quick: bool, repeat: int = 1, *, isolated: bool = False) 
         result.setdefault("host", {"machine": platform.machine(), "cpus": os.cpu_count()})
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / (f"{name}.quick.json" if quick else f"{name}.json")
+    if result.get("skipped") and _measured(out):
+        # A machine without the hardware (no CUDA) keeps the result measured on one that had it.
+        print(f"{name}: skipped here ({result.get('reason')}); {out.name} keeps its measured result",
+              file=sys.stderr)  # fmt: skip
+        return result
     out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     return result
+
+
+def _measured(path: Path) -> bool:
+    """``path`` holds a result that measured something (not a ``skipped`` record)."""
+    try:
+        return not json.loads(path.read_text()).get("skipped")
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _run_in_subprocess(name: str, quick: bool) -> dict:
@@ -205,17 +218,32 @@ def main(argv: list[str] | None = None) -> int:
 ORPHAN = r"^bench_(?:[a-z]+(?:_[a-z]+)*_)?(\d+)(?:_[0-9a-f]{6})?$"
 
 
+# Their Redis keys live under ``bench-[<tag>-]<pid>:`` in the scratch Redis database.
+ORPHAN_KEYS = r"^bench-(?:[a-z_]+(?:-[a-z_]+)*-)?(\d+):"
+
+
 def _drop_orphans() -> None:
-    """Drop the scratch databases of benchmark runs that died (SIGKILL, a crashed host); quietly when
-    PostgreSQL is not reachable (a benchmark that needs it says so itself)."""
+    """Drop the scratch databases and Redis keys of benchmark runs that died (SIGKILL, a crashed host);
+    quietly when PostgreSQL or Redis is not reachable (a benchmark that needs it says so itself)."""
+    dropped, keys = [], {}
     try:
         from bench.harness.databases import base_url, drop_orphaned_databases
 
         dropped = drop_orphaned_databases(base_url(), ORPHAN)
     except Exception:  # housekeeping must never stop a run
-        return
+        pass
+    try:
+        from bench.harness.brokers import DEFAULT_REDIS_URL, delete_orphaned_keys, redis_db_url
+        from bench.harness.scratch import SCRATCH_REDIS_DB
+
+        url = redis_db_url(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL), SCRATCH_REDIS_DB)
+        keys = delete_orphaned_keys(url, ORPHAN_KEYS)
+    except Exception:
+        pass
     if dropped:
         print(f"dropped the scratch databases of dead runs: {', '.join(dropped)}", file=sys.stderr)
+    if keys:
+        print(f"deleted the scratch Redis keys of dead runs: {', '.join(sorted(keys))}", file=sys.stderr)
 
 
 # ``goal_<metric>`` is a ceiling when a word of the metric's name is one of these, a floor otherwise.

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bench.common import labeling_round
-from bench.harness.brokers import redis_db_url
+from bench.harness.brokers import delete_keys, redis_db_url
 from bench.harness.labelstudio import LabelStudio
 from bench.harness.ports import free_port
 from bench.harness.processes import ROOT, service_env, start_web, start_worker, stop_processes
@@ -317,6 +317,7 @@ def run(quick: bool) -> dict:
     work = Path(tempfile.mkdtemp(prefix="bench-load-"))
     media = work / "media"
     labelstudio = LabelStudio(ROOT / "var" / "labelstudio" / f"bench-load-{os.getpid()}", media)
+    scratch_redis = redis_db_url(settings.REDIS_URL, SCRATCH_REDIS_DB)
     try:
         labelstudio.start()
         return run_load(
@@ -324,11 +325,12 @@ def run(quick: bool) -> dict:
             ls_url=labelstudio.url,
             ls_token=labelstudio.token,
             database_url=settings.DATABASE_URL,
-            redis_url=redis_db_url(settings.REDIS_URL, SCRATCH_REDIS_DB),
+            redis_url=scratch_redis,
             deliveries=30 if quick else 200,
             clients=5 if quick else 20,
             work=work,
         )
     finally:
+        delete_keys(scratch_redis, f"bench-load-{os.getpid()}:")  # run_load's prefix
         labelstudio.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -32,8 +32,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from bench.harness.brokers import DEFAULT_REDIS_URL, delete_keys, redis_db_url
 from bench.harness.databases import base_url, scratch_database
 from bench.harness.processes import start_worker, stop_process, wait_worker_ready
+from bench.harness.scratch import SCRATCH_REDIS_DB
 from bench.harness.waits import wait_until
 
 PHASES = ("training", "scoring", "selecting", "annotating", "retraining", "evaluating")
@@ -110,11 +112,15 @@ def run(quick: bool) -> dict:
     db_name = f"{urlsplit(server).path.lstrip('/')}_bench_rounds_{os.getpid()}"
     media = Path(tempfile.mkdtemp(prefix="bench-rounds-media-"))
     prefix = f"bench-rounds-{os.getpid()}:"
+    # The scratch Redis database (never the user's), keys under this run's prefix, deleted at the end.
+    redis_url = redis_db_url(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL), SCRATCH_REDIS_DB)
     worker = None
     fixed: dict[str, float] = {}
     with scratch_database(server, db_name) as url:
-        env = {"DATABASE_URL": url, "MEDIA_ROOT": str(media), "CELERY_KEY_PREFIX": prefix, "IMPORT_ROOTS": "",
-               "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING"}  # fmt: skip
+        env = {"DATABASE_URL": url, "MEDIA_ROOT": str(media), "REDIS_URL": redis_url, "CELERY_KEY_PREFIX": prefix,
+               "IMPORT_ROOTS": "", "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING"}  # fmt: skip
+        for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):  # the broker and results follow REDIS_URL
+            os.environ.pop(key, None)
         try:
             os.environ.update(env)
             from bench.common import django_setup
@@ -146,6 +152,7 @@ def run(quick: bool) -> dict:
             from django.db import connections
 
             connections.close_all()
+            delete_keys(redis_url, prefix)
     round_total = sum(r["round_seconds"] for r in records)
     compute_total = sum(r["compute_seconds"] for r in records)
     steady = records[1:] or records

@@ -18,6 +18,17 @@ Measured, samples per second (pool / wall time from sending the shards to the la
                        second, the platform's part over the hardware's (``bench.harness.hostload``)
     worker_efficiency  one worker / in-process (goal >= 0.9: the queue, the JSON round trip and the
                        upserts cost little next to the model)
+    ratio_to_ceiling   two workers / the machine's ceiling for the same work (goal >= 0.9): two plain
+                       processes, each scoring half the shards (a fixed even split, no queue) with the
+                       same function, one torch thread each, started and warmed up like the workers (a
+                       fresh spawned process, one shard scored before the pass). Both sides run two busy
+                       processes at once, so what two cores cost each other (``co_run_cpu_ratio``) and
+                       slow drift of the host hit both alike: measured in ``PAIRS`` alternating pairs
+                       (workers, ceiling; ceiling, workers; ...) on the same two warm workers, the value
+                       is the median pair (``pair_ratios``; ``ceiling_per_s``: the ceiling passes'
+                       median): the share of what two cores can do that the queue delivers. (Ceiling
+                       processes forked from this one ran 35% cheaper per sample than any fresh process,
+                       the workers included: they inherited its warm state, so they are spawned.)
 Each worker has ``TORCH_NUM_THREADS=1`` and is warmed up first (imports torch, loads the checkpoint)
 through a queue of its own, so process start-up is not counted. The host has 2 cores *shared with other
 processes*: the ``load_before`` field says how busy it was; two workers cannot scale beyond the idle
@@ -41,6 +52,7 @@ from bench.harness.processes import start_worker, stop_processes
 from bench.harness.scratch import scratch_platform
 
 SHARD = 128
+PAIRS = 5
 
 
 def _build(media: Path, count: int) -> tuple:
@@ -115,6 +127,110 @@ def _distributed(
         stop_processes(procs)
 
 
+def _ceiling_child(shards: list[dict], round_id: int, warm: tuple, ready, go, done, leave) -> None:
+    """A ceiling process, started fresh like a worker (spawned: nothing inherited from this process's
+    warm caches): set up Django on the scratch state, warm up (load the checkpoint, score one shard of a
+    warm-up round), say ready, wait for the start, score ``shards`` of ``round_id``, report the rows, stay
+    alive until told to leave (the pass measures this process's CPU at both ends)."""
+    import torch
+
+    from bench.harness.scratch import django_configure
+
+    django_configure(migrate=False)  # the scratch environment is inherited
+    from rounds.shard_scoring import score_shard_rows
+
+    torch.set_num_threads(1)
+    score_shard_rows(*warm)
+    ready.put(os.getpid())
+    go.wait()
+    rows = sum(score_shard_rows(round_id, s["index"], s["lo"], s["hi"])["rows"] for s in shards)
+    done.put(rows)
+    leave.wait()
+    from django.db import connections
+
+    connections.close_all()  # before the scratch database is dropped
+
+
+def _ceiling_pass(dataset, number: int, shard: int, count: int) -> tuple[float, PassLoad]:
+    """Two fresh processes, each scoring half of a fresh round's shards (even / odd): samples per second
+    of the pair, timed from the start signal to the second one's last row."""
+    import multiprocessing
+
+    from rounds.scoring import scoring_shards
+
+    warm_round = _round(dataset, number + 100, shard)
+    first = scoring_shards(round_id=warm_round.pk)[0]
+    round_ = _round(dataset, number, shard)
+    shards = scoring_shards(round_id=round_.pk)
+    context = multiprocessing.get_context("spawn")
+    ready, done = context.Queue(), context.Queue()
+    go, leave = context.Event(), context.Event()
+    warm = (warm_round.pk, 0, first["lo"], first["hi"])
+    children = [
+        context.Process(target=_ceiling_child, args=(shards[i::2], round_.pk, warm, ready, go, done, leave))
+        for i in range(2)
+    ]
+    for child in children:
+        child.start()
+    try:
+        pids = [ready.get(timeout=300) for _ in children]
+        with measure_pass(lambda: pids, include_self=False) as load:
+            go.set()
+            rows = sum(done.get(timeout=600) for _ in children)
+        assert rows == count, (rows, count)
+    finally:
+        leave.set()
+        for child in children:
+            child.join(timeout=60)
+            if child.is_alive():
+                child.kill()
+    return count / load.wall_s, load
+
+
+def _paired(app, dataset, env: dict, logs: Path, count: int, shard: int) -> dict:
+    """``PAIRS`` alternating pairs of a two-worker pass and a ceiling pass (``_ceiling_pass``) on the same
+    two warm workers; every pass scores a fresh round."""
+    import statistics
+
+    from rounds.scoring import scoring_shards
+
+    procs = _workers(2, env, logs)
+    try:
+        warm = _round(dataset, 200, shard)
+        first = scoring_shards(round_id=warm.pk)[0]
+        for i in range(2):
+            args = [warm.pk, 0, first["lo"], first["hi"]]
+            app.send_task("workers.tasks.scoring.score_shard", args=args, queue=f"warm-{i}").get(timeout=300)
+        ratios, ceilings, loads = [], [], {}
+        for pair in range(PAIRS):
+            rates = {}
+            for side in ("workers", "ceiling") if pair % 2 == 0 else ("ceiling", "workers"):
+                number = 300 + 10 * pair + (0 if side == "workers" else 1)
+                if side == "ceiling":
+                    rates[side], loads[f"pair{pair}_ceiling"] = _ceiling_pass(dataset, number, shard, count)
+                    continue
+                round_ = _round(dataset, number, shard)
+                shards = scoring_shards(round_id=round_.pk)
+                with measure_pass(lambda: [p.pid for p in procs]) as load:
+                    results = [
+                        app.send_task("workers.tasks.scoring.score_shard",
+                                      args=[round_.pk, s["index"], s["lo"], s["hi"]])
+                        for s in shards
+                    ]  # fmt: skip
+                    assert sum(r.get(timeout=600)["rows"] for r in results) == count
+                rates[side], loads[f"pair{pair}_workers"] = count / load.wall_s, load
+            ratios.append(rates["workers"] / rates["ceiling"])
+            ceilings.append(rates["ceiling"])
+    finally:
+        stop_processes(procs)
+    return {
+        "ratio_to_ceiling": round(statistics.median(ratios), 3),
+        "pair_ratios": [round(r, 3) for r in ratios],
+        "ceiling_per_s": round(statistics.median(ceilings), 1),
+        "loads": loads,
+    }
+
+
 def run(quick: bool) -> dict:
     import torch
 
@@ -149,7 +265,9 @@ def run(quick: bool) -> dict:
         env = {**os.environ, "TORCH_NUM_THREADS": "1", "LOG_LEVEL": "WARNING"}
         one, one_cpu, _, one_load = _distributed(app, dataset, 3, 1, env, logs, count, shard)
         two, two_cpu, two_split, two_load = _distributed(app, dataset, 4, 2, env, logs, count, shard)
-        passes = {"in_process": in_process_load, "one_worker": one_load, "two_workers": two_load}
+        paired = _paired(app, dataset, env, logs, count, shard)
+        passes = {"in_process": in_process_load, "one_worker": one_load, "two_workers": two_load,
+                  **paired.pop("loads")}  # fmt: skip
         parts = scaling_parts(one, one_cpu, two, two_cpu)
         load_after = os.getloadavg()[0]
     return {
@@ -173,6 +291,8 @@ def run(quick: bool) -> dict:
         "worker_cpu_efficiency": round(in_process_cpu / one_cpu, 3),
         "goal_scaling": 1.7,
         "goal_worker_efficiency": 0.9,
+        **paired,
+        "goal_ratio_to_ceiling": 0.9,
         # Other processes' share of the host during each pass: a busy host invalidates the ratios.
         "passes": {name: load.as_dict() for name, load in passes.items()},
         **parts,

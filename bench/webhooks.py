@@ -34,7 +34,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bench.harness.brokers import redis_db_url
+from bench.harness.brokers import delete_keys, redis_db_url
 from bench.harness.labelstudio import LabelStudio
 from bench.harness.ports import free_port
 from bench.harness.processes import ROOT, service_env, start_web, start_worker, stop_processes
@@ -110,6 +110,10 @@ def run(quick: bool) -> dict:
     secret = secrets.token_hex(16)
     procs = []
     dataset = None
+    scratch_redis, prefix = (
+        redis_db_url(settings.REDIS_URL, SCRATCH_REDIS_DB),
+        f"bench-webhooks-{os.getpid()}:",
+    )
     try:
         labelstudio.start()
         settings.MEDIA_ROOT = media
@@ -120,8 +124,8 @@ def run(quick: bool) -> dict:
         env = service_env(
             database_url=settings.DATABASE_URL,
             media_root=media,
-            redis_url=redis_db_url(settings.REDIS_URL, SCRATCH_REDIS_DB),
-            prefix=f"bench-webhooks-{os.getpid()}:",
+            redis_url=scratch_redis,
+            prefix=prefix,
             LABEL_STUDIO_URL=settings.LABEL_STUDIO_URL,
             LABEL_STUDIO_TOKEN=settings.LABEL_STUDIO_TOKEN,
             WEBHOOK_SECRET=secret,
@@ -254,6 +258,7 @@ def run(quick: bool) -> dict:
         }
     finally:
         stop_processes(procs)
+        delete_keys(scratch_redis, prefix)
         labelstudio.close()
         if dataset is not None:
             dataset.delete()

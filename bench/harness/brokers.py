@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.harness.ports import free_port
-from bench.harness.processes import stop_process
+from bench.harness.processes import pid_alive, stop_process
 from bench.harness.waits import wait_until
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -30,6 +30,33 @@ def delete_keys(url: str, prefix: str) -> int:
     try:
         for key in client.scan_iter(f"{prefix}*"):
             deleted += client.delete(key)
+    finally:
+        client.close()
+    return deleted
+
+
+def delete_orphaned_keys(url: str, pattern: str) -> dict[str, int]:
+    """Delete the keys of runs that died before their cleanup: every key in the database of ``url``
+    whose name matches ``pattern`` (a regex whose first group is the pid of the run that made it, e.g.
+    ``bench-scoring-123:...``) when that process is gone. An unreachable server is not an error.
+    Returns {prefix: keys deleted}."""
+    import re
+
+    import redis
+
+    regex = re.compile(pattern)
+    client = redis.Redis.from_url(url)
+    deleted: dict[str, int] = {}
+    try:
+        for key in client.scan_iter("bench-*"):
+            name = key.decode(errors="replace")
+            match = regex.match(name)
+            if not match or pid_alive(int(match.group(1))):
+                continue
+            prefix = name[: match.end()]
+            deleted[prefix] = deleted.get(prefix, 0) + client.delete(key)
+    except redis.RedisError:
+        pass
     finally:
         client.close()
     return deleted

@@ -70,6 +70,63 @@ def test_a_benchmark_leaves_the_default_database_untouched(platform_media_root, 
         assert "MISSED" in done.stderr and "ratio_to_copy" in done.stderr
 
 
+def _redis_keys(db: int, pattern: str = "*") -> set[bytes]:
+    import redis
+
+    client = redis.Redis(host="127.0.0.1", port=6379, db=db)
+    try:
+        return set(client.scan_iter(pattern))
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_the_rounds_benchmark_keeps_to_the_scratch_redis_database(tmp_path):
+    """The rounds benchmark (its own worker and queues) once wrote its queue bindings into the user's
+    Redis database and left them there: its keys belong in the scratch database (14) and are deleted
+    when it ends. Database 13 stands for the user's here."""
+    user_db = 13
+    before_user, before_scratch = _redis_keys(user_db), _redis_keys(14, "bench-rounds-*")
+    env = {**os.environ, "REDIS_URL": f"redis://127.0.0.1:6379/{user_db}", "BENCH_RESULTS": str(tmp_path)}
+    env.pop("CELERY_BROKER_URL", None)
+    env.pop("CELERY_RESULT_BACKEND", None)
+    done = subprocess.run([sys.executable, "-m", "bench", "rounds", "--quick"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert (tmp_path / "rounds.quick.json").exists(), done.stderr[-3000:]
+    assert json.loads((tmp_path / "rounds.quick.json").read_text())["rounds"] == 2
+    assert _redis_keys(user_db) == before_user  # nothing written into the user's Redis database
+    assert _redis_keys(14, "bench-rounds-*") <= before_scratch  # its scratch keys deleted at the end
+
+
+def test_keys_of_dead_runs_are_deleted_and_a_live_runs_are_kept():
+    """What ``python -m bench`` sweeps from the scratch Redis database at its start: the keys of runs
+    whose process is gone (killed before their cleanup), never a live run's or anything else."""
+    import redis
+
+    from bench.__main__ import ORPHAN_KEYS
+    from bench.harness.brokers import delete_orphaned_keys
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    live = os.getpid()
+    client = redis.Redis(host="127.0.0.1", port=6379, db=14)
+    names = [f"bench-scoring-{gone.pid}:_kombu.binding.gpu", f"bench-{gone.pid}:unacked", f"bench-faults-pg-{gone.pid}:x",
+             f"bench-webhooks-{live}:_kombu.binding.default", f"benchmark-{gone.pid}:mine", "other-key-of-someone"]  # fmt: skip
+    try:
+        for name in names:
+            client.set(name, "1")
+        deleted = delete_orphaned_keys("redis://127.0.0.1:6379/14", ORPHAN_KEYS)
+        assert deleted == {
+            f"bench-scoring-{gone.pid}:": 1,
+            f"bench-{gone.pid}:": 1,
+            f"bench-faults-pg-{gone.pid}:": 1,
+        }
+        assert [bool(client.exists(n)) for n in names] == [False, False, False, True, True, True]
+    finally:
+        client.delete(*names)
+        client.close()
+
+
 def test_goal_table_and_rows():
     from bench.__main__ import goal_rows, goal_table
 
@@ -170,6 +227,26 @@ def test_all_runs_the_studies_last_and_skips_what_it_is_told(monkeypatch, capsys
     with pytest.raises(SystemExit):
         harness.main(["all", "--skip", "nope"])
     assert calls == []
+
+
+def test_a_skipped_run_keeps_the_result_measured_on_capable_hardware(monkeypatch, tmp_path):
+    """``make bench`` on a machine without CUDA must not overwrite the committed GPU result with a
+    ``skipped`` record; a skipped run with nothing measured before is still written."""
+    import bench.__main__ as harness
+
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+    measured = {"bench": "gpu", "quick": False, "scoring_ratio": 0.3, "goal_scoring_ratio": 0.5}
+    (tmp_path / "gpu.json").write_text(json.dumps(measured))
+    skipped = {"bench": "gpu", "quick": False, "skipped": True, "reason": "no CUDA device on this machine"}
+    monkeypatch.setattr(harness, "_run_in_subprocess", lambda name, quick: dict(skipped, bench=name))
+    assert harness.run_one("gpu", False, isolated=True)["skipped"]
+    assert json.loads((tmp_path / "gpu.json").read_text()) == measured
+    harness.run_one("other", False, isolated=True)
+    assert json.loads((tmp_path / "other.json").read_text())["skipped"]
+    # A new measurement replaces the old one as always.
+    monkeypatch.setattr(harness, "_run_in_subprocess", lambda name, quick: dict(measured, scoring_ratio=0.6))
+    harness.run_one("gpu", False, isolated=True)
+    assert json.loads((tmp_path / "gpu.json").read_text())["scoring_ratio"] == 0.6
 
 
 def test_orphaned_scratch_database_names():
