@@ -193,7 +193,7 @@ def run_all(specs: dict[str, dict], jobs: int, report=None, fn=None) -> dict:
 
 
 def _progress(**tables) -> None:
-    """The finished runs so far, to ``LEARNING_PROGRESS`` when it is set (scratch paths dropped)."""
+    """The finished runs so far, to ``LEARNING_PROGRESS`` when it is set (a file of the caller's choice)."""
     path = os.environ.get("LEARNING_PROGRESS")
     if path:
         Path(path).write_text(json.dumps({"partial": True, **tables}, indent=1, default=str))
