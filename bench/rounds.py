@@ -1,8 +1,8 @@
 """Benchmark of a whole round's orchestration overhead: ``python -m bench rounds [--quick]``.
 
 Runs real rounds (launch → train → score → select → annotate → retrain → evaluate → version) on a
-private PostgreSQL database (``<DATABASE_URL's database>_bench_rounds_<pid>``, created and dropped), a
-private Redis key prefix, a temporary MEDIA_ROOT and one Celery worker process (all queues, solo pool,
+private PostgreSQL database (``bench_rounds_<pid>``, created and dropped), a key prefix in the scratch
+Redis database (deleted after), a temporary MEDIA_ROOT (``bench.harness.scratch``) and one Celery worker process (all queues, solo pool,
 as a one-machine deployment runs it). Annotation is the ground-truth oracle storing masks directly the
 moment the round reaches ``annotating``, so the measured time is machine time, not human time.
 
@@ -27,15 +27,11 @@ each round separately so the steady state (round 2+) is visible.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from bench.harness.brokers import DEFAULT_REDIS_URL, delete_keys, redis_db_url
-from bench.harness.databases import base_url, scratch_database
 from bench.harness.processes import start_worker, stop_process, wait_worker_ready
-from bench.harness.scratch import SCRATCH_REDIS_DB
+from bench.harness.scratch import scratch_close, scratch_environ, scratch_open
 from bench.harness.waits import wait_until
 
 PHASES = ("training", "scoring", "selecting", "annotating", "retraining", "evaluating")
@@ -108,51 +104,41 @@ def run(quick: bool) -> dict:
     from bench.common import device_info
 
     count, size, rounds, epochs = (96, 32, 2, 1) if quick else (4000, 64, 2, 3)
-    server = base_url()
-    db_name = f"{urlsplit(server).path.lstrip('/')}_bench_rounds_{os.getpid()}"
-    media = Path(tempfile.mkdtemp(prefix="bench-rounds-media-"))
-    prefix = f"bench-rounds-{os.getpid()}:"
-    # The scratch Redis database (never the user's), keys under this run's prefix, deleted at the end.
-    redis_url = redis_db_url(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL), SCRATCH_REDIS_DB)
+    # Scratch state (``bench.harness.scratch``): database ``bench_rounds_<pid>``, keys under
+    # ``bench-rounds-<pid>:`` in the scratch Redis database, a temporary media folder; all removed after.
+    scratch = scratch_open("rounds")
+    media = scratch.media
     worker = None
     fixed: dict[str, float] = {}
-    with scratch_database(server, db_name) as url:
-        env = {"DATABASE_URL": url, "MEDIA_ROOT": str(media), "REDIS_URL": redis_url, "CELERY_KEY_PREFIX": prefix,
-               "IMPORT_ROOTS": "", "HF_HUB_OFFLINE": "1", "LOG_LEVEL": "WARNING"}  # fmt: skip
-        for key in ("CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):  # the broker and results follow REDIS_URL
-            os.environ.pop(key, None)
-        try:
-            os.environ.update(env)
-            from bench.common import django_setup
+    try:
+        scratch_environ(scratch, IMPORT_ROOTS="", HF_HUB_OFFLINE="1", LOG_LEVEL="WARNING")
+        from bench.common import django_setup
 
-            django_setup(scratch=False)  # its own private database, created above
-            from django.contrib.auth.models import Group, User
+        django_setup(scratch=False)  # its own private state, created above
+        from django.contrib.auth.models import Group, User
 
-            from catalog.services import dataset_get_or_create, import_job_create, import_job_run
-            from ml.data.generate import generate_dataset
+        from catalog.services import dataset_get_or_create, import_job_create, import_job_run
+        from ml.data.generate import generate_dataset
 
-            generate_dataset(media / "datasets" / "bench", count, size, 0, protocol="cross_manipulation")
-            dataset = dataset_get_or_create(name="bench")
-            job = import_job_run(job_id=import_job_create(dataset=dataset, source="datasets/bench/manifest.jsonl",
-                                                           format="manifest").pk)  # fmt: skip
-            assert job.status == "succeeded", job.message
-            admin = User.objects.create(username="bench-admin", is_superuser=True)
-            admin.groups.add(Group.objects.get_or_create(name="admin")[0])
-            worker = start_worker({**os.environ, **env}, media / "worker.log", f"bench-rounds-{os.getpid()}")
-            # The worker's start-up (process, Django, the compute modules' imports) is not part of a round.
-            fixed = _wait_ready(worker, media / "worker.log")
-            # The default 3% of the training data every round; no campaign cap (orchestration is measured).
-            config = {"detectors": ["lae", "sjedd"], "epochs": epochs, "retrain_epochs": epochs,
-                      "image_size": size, "budget_total": 1.0, "protocol": "cross_manipulation",
-                      "labeling": "none", "scoring": "in_process", "poll_interval_s": 0.5,
-                      "threads": max(1, (os.cpu_count() or 2) // 2)}  # fmt: skip
-            records = [_run_round(dataset, admin, config, timeout=1800) for _ in range(rounds)]
-        finally:
-            stop_process(worker, 60)
-            from django.db import connections
-
-            connections.close_all()
-            delete_keys(redis_url, prefix)
+        generate_dataset(media / "datasets" / "bench", count, size, 0, protocol="cross_manipulation")
+        dataset = dataset_get_or_create(name="bench")
+        job = import_job_run(job_id=import_job_create(dataset=dataset, source="datasets/bench/manifest.jsonl",
+                                                       format="manifest").pk)  # fmt: skip
+        assert job.status == "succeeded", job.message
+        admin = User.objects.create(username="bench-admin", is_superuser=True)
+        admin.groups.add(Group.objects.get_or_create(name="admin")[0])
+        worker = start_worker(dict(os.environ), media / "worker.log", f"bench-rounds-{os.getpid()}")
+        # The worker's start-up (process, Django, the compute modules' imports) is not part of a round.
+        fixed = _wait_ready(worker, media / "worker.log")
+        # The default 3% of the training data every round; no campaign cap (orchestration is measured).
+        config = {"detectors": ["lae", "sjedd"], "epochs": epochs, "retrain_epochs": epochs,
+                  "image_size": size, "budget_total": 1.0, "protocol": "cross_manipulation",
+                  "labeling": "none", "scoring": "in_process", "poll_interval_s": 0.5,
+                  "threads": max(1, (os.cpu_count() or 2) // 2)}  # fmt: skip
+        records = [_run_round(dataset, admin, config, timeout=1800) for _ in range(rounds)]
+    finally:
+        stop_process(worker, 60)
+        scratch_close(scratch)  # connections closed, database dropped, keys and folder deleted
     round_total = sum(r["round_seconds"] for r in records)
     compute_total = sum(r["compute_seconds"] for r in records)
     steady = records[1:] or records

@@ -97,31 +97,47 @@ def _workers(n: int, env: dict, logs: Path) -> list:
     return procs
 
 
+def _warm_workers(app, dataset, number: int, workers: int, shard: int) -> None:
+    """Each worker imports torch, loads the checkpoint and scores one shard of round ``number``, through
+    its own ``warm-<i>`` queue, so its start-up is not in a measured pass."""
+    from rounds.scoring import scoring_shards
+
+    warm = _round(dataset, number, shard)
+    first = scoring_shards(round_id=warm.pk)[0]
+    for i in range(workers):
+        args = [warm.pk, 0, first["lo"], first["hi"]]
+        app.send_task("workers.tasks.scoring.score_shard", args=args, queue=f"warm-{i}").get(timeout=300)
+
+
+def _worker_pass(
+    app, procs: list, dataset, number: int, count: int, shard: int
+) -> tuple[list[dict], PassLoad]:
+    """Round ``number``'s shards as ``score_shard`` tasks on the shared queue, timed from the first send
+    to the last result: (the shards' results, the pass's load)."""
+    from rounds.scoring import scoring_shards
+
+    round_ = _round(dataset, number, shard)
+    shards = scoring_shards(round_id=round_.pk)
+    with measure_pass(lambda: [p.pid for p in procs]) as load:
+        results = [
+            app.send_task("workers.tasks.scoring.score_shard", args=[round_.pk, s["index"], s["lo"], s["hi"]])
+            for s in shards
+        ]
+        done = [r.get(timeout=600) for r in results]
+    rows = sum(d["rows"] for d in done)
+    assert rows == count, (rows, count)
+    return done, load
+
+
 def _distributed(
     app, dataset, number: int, workers: int, env: dict, logs: Path, count: int, shard: int
 ) -> tuple[float, float, dict[str, int], PassLoad]:
-    from rounds.scoring import scoring_shards
     from rounds.shard_scoring import shard_workers
 
     procs = _workers(workers, env, logs)
     try:
-        warm = _round(dataset, number + 100, shard)
-        first = scoring_shards(round_id=warm.pk)[0]
-        for i in range(workers):  # each worker: import torch, load the checkpoint, score one shard
-            args = [warm.pk, 0, first["lo"], first["hi"]]
-            app.send_task("workers.tasks.scoring.score_shard", args=args, queue=f"warm-{i}").get(timeout=300)
-        round_ = _round(dataset, number, shard)
-        shards = scoring_shards(round_id=round_.pk)
-        with measure_pass(lambda: [p.pid for p in procs]) as load:
-            results = [
-                app.send_task(
-                    "workers.tasks.scoring.score_shard", args=[round_.pk, s["index"], s["lo"], s["hi"]]
-                )
-                for s in shards
-            ]
-            done = [r.get(timeout=600) for r in results]
-        rows = sum(d["rows"] for d in done)
-        assert rows == count, (rows, count)
+        _warm_workers(app, dataset, number + 100, workers, shard)
+        done, load = _worker_pass(app, procs, dataset, number, count, shard)
         return count / load.wall_s, load.pids_cpu_s / count, shard_workers(done), load
     finally:
         stop_processes(procs)
@@ -192,33 +208,20 @@ def _paired(app, dataset, env: dict, logs: Path, count: int, shard: int) -> dict
     two warm workers; every pass scores a fresh round."""
     import statistics
 
-    from rounds.scoring import scoring_shards
-
     procs = _workers(2, env, logs)
     try:
-        warm = _round(dataset, 200, shard)
-        first = scoring_shards(round_id=warm.pk)[0]
-        for i in range(2):
-            args = [warm.pk, 0, first["lo"], first["hi"]]
-            app.send_task("workers.tasks.scoring.score_shard", args=args, queue=f"warm-{i}").get(timeout=300)
+        _warm_workers(app, dataset, 200, 2, shard)
         ratios, ceilings, loads = [], [], {}
         for pair in range(PAIRS):
             rates = {}
             for side in ("workers", "ceiling") if pair % 2 == 0 else ("ceiling", "workers"):
                 number = 300 + 10 * pair + (0 if side == "workers" else 1)
                 if side == "ceiling":
-                    rates[side], loads[f"pair{pair}_ceiling"] = _ceiling_pass(dataset, number, shard, count)
-                    continue
-                round_ = _round(dataset, number, shard)
-                shards = scoring_shards(round_id=round_.pk)
-                with measure_pass(lambda: [p.pid for p in procs]) as load:
-                    results = [
-                        app.send_task("workers.tasks.scoring.score_shard",
-                                      args=[round_.pk, s["index"], s["lo"], s["hi"]])
-                        for s in shards
-                    ]  # fmt: skip
-                    assert sum(r.get(timeout=600)["rows"] for r in results) == count
-                rates[side], loads[f"pair{pair}_workers"] = count / load.wall_s, load
+                    rates[side], load = _ceiling_pass(dataset, number, shard, count)
+                else:
+                    load = _worker_pass(app, procs, dataset, number, count, shard)[1]
+                    rates[side] = count / load.wall_s
+                loads[f"pair{pair}_{side}"] = load
             ratios.append(rates["workers"] / rates["ceiling"])
             ceilings.append(rates["ceiling"])
     finally:

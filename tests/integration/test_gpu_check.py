@@ -16,18 +16,23 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]  # runs the GPU check s
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_gpu_check_script_runs_at_toy_size(tmp_path):
+def _check(tmp_path, python: str) -> subprocess.CompletedProcess:
+    """``deploy/gpu/check.sh --toy`` with ``python`` as its interpreter, results and $OUT in ``tmp_path``."""
     env = {
         **os.environ,
         "BENCH_RESULTS": str(tmp_path / "results"),
         "OUT": str(tmp_path / "out"),
-        "PY": sys.executable,
+        "PY": python,
     }
     (tmp_path / "out").mkdir()
-    done = subprocess.run(
+    return subprocess.run(
         ["bash", str(ROOT / "deploy" / "gpu" / "check.sh"), "--toy"], env=env, cwd=ROOT,
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+
+
+def test_gpu_check_script_runs_at_toy_size(tmp_path):
+    done = _check(tmp_path, sys.executable)
     assert done.returncode == 0, done.stderr[-2000:]
     train = json.loads((tmp_path / "results" / "gpu_train.quick.json").read_text())
     assert train["epochs"] == 1 and train["outputs_finite"] and train["train_images_per_s"] > 0
@@ -47,13 +52,7 @@ def test_gpu_check_runs_every_step_when_one_fails(tmp_path):
         f'exec {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)
-    env = {**os.environ, "BENCH_RESULTS": str(tmp_path / "results"), "OUT": str(tmp_path / "out"),
-           "PY": str(wrapper)}  # fmt: skip
-    (tmp_path / "out").mkdir()
-    done = subprocess.run(
-        ["bash", str(ROOT / "deploy" / "gpu" / "check.sh"), "--toy"], env=env, cwd=ROOT,
-        capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    done = _check(tmp_path, str(wrapper))
     assert done.returncode == 1, done.stderr[-2000:]
     assert "sjedd_gpu exited with status 1" in done.stderr
     train = json.loads((tmp_path / "results" / "gpu_train.quick.json").read_text())
